@@ -1,0 +1,22 @@
+"""Bridges between encoders and the LLM, one file each behind one interface."""
+
+from __future__ import annotations
+
+from speechkit.models.speechllm.bridges.base import Bridge, Features
+from speechkit.models.speechllm.bridges.conv1d import Conv1dBridge
+from speechkit.models.speechllm.bridges.linear import LinearBridge
+from speechkit.models.speechllm.checkpoint import BridgeSpec
+
+BRIDGES: dict[str, type[Bridge]] = {"linear": LinearBridge, "conv1d": Conv1dBridge}
+DESCRIPTIONS = {
+    "linear": "stack or average k frames per modality, then linear/MLP (Llama-AVSR)",
+    "conv1d": "strided 1-D convolution downsampler (SpeechVerse)",
+}
+
+
+def build_bridge(spec: BridgeSpec) -> Bridge:
+    """A fresh bridge of the spec's type (weights loaded separately)."""
+    return BRIDGES[spec.type](spec)
+
+
+__all__ = ["BRIDGES", "DESCRIPTIONS", "Bridge", "Features", "build_bridge"]

@@ -1,0 +1,157 @@
+"""Load the causal LM: source, quantization (4-bit NF4 default on CUDA), added tokens, LoRA."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from speechkit.errors import SpeechkitError
+from speechkit.models.speechllm.checkpoint import LLMSpec, LoraSpec, load_weights
+from speechkit.models.speechllm.sources import builtin_llms, resolve_source
+
+log = logging.getLogger(__name__)
+
+QUANTS = ("4bit", "8bit", "bf16", "fp16", "fp32")
+FLOAT_QUANTS = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+CUDA_COMPUTE = torch.bfloat16  # 4-bit compute dtype on a GPU (QLoRA recipe)
+CPU_COMPUTE = torch.float32  # CPUs without bf16 units are far slower in bf16
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+ADAPTER_PICKLE = "adapter_model.bin"  # older peft; read with weights_only=True
+RANDOM_SEED = 0  # source "random": the same weights on every load
+
+
+def default_quant(device: str) -> str:
+    """4-bit NF4 on CUDA, plain float32 on CPU."""
+    return "4bit" if device.startswith("cuda") else "fp32"
+
+
+def quantization_config(quant: str, device: str) -> Any:
+    """The bitsandbytes config for `4bit`/`8bit`, None for float types."""
+    from transformers import BitsAndBytesConfig
+
+    if quant == "4bit":
+        return BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=CUDA_COMPUTE if device.startswith("cuda") else CPU_COMPUTE)
+    if quant == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return None
+
+
+def llm_directory(spec: LLMSpec) -> Path | None:
+    """The LLM's local directory (None for source "random")."""
+    return None if spec.source == "random" else resolve_source(spec.source, builtin_llms(), "LLM")
+
+
+def llm_config(spec: LLMSpec) -> Any:
+    """The LLM's transformers config (no weights)."""
+    from transformers import CONFIG_MAPPING, AutoConfig
+
+    directory = llm_directory(spec)
+    if directory is not None:
+        return AutoConfig.from_pretrained(directory)
+    cfg = dict(spec.config or {})
+    return CONFIG_MAPPING[cfg.pop("model_type", "llama")](**cfg)
+
+
+def load_tokenizer(spec: LLMSpec, added_tokens: list[str]) -> Any:
+    """The LLM tokenizer with the checkpoint's added tokens and a pad token."""
+    from transformers import AutoTokenizer
+
+    source = spec.tokenizer or spec.source
+    if source == "random":
+        raise SpeechkitError("an LLM with source 'random' needs a tokenizer source")
+    tok = AutoTokenizer.from_pretrained(resolve_source(source, builtin_llms(), "tokenizer"))
+    if added_tokens:
+        tok.add_tokens(added_tokens, special_tokens=True)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "left"
+    return tok
+
+
+def load_llm(spec: LLMSpec, device: str, quant: str, dtype: torch.dtype | None = None) -> Any:
+    """The causal LM, quantized or in a float dtype, frozen, on `device`."""
+    from transformers import AutoModelForCausalLM
+
+    if quant not in QUANTS:
+        raise SpeechkitError(f"unknown --quant {quant!r}; use one of {', '.join(QUANTS)}")
+    qconfig = quantization_config(quant, device)
+    float_dtype = FLOAT_QUANTS.get(quant) or dtype or (
+        CUDA_COMPUTE if device.startswith("cuda") else CPU_COMPUTE)
+    directory = llm_directory(spec)
+    with tempfile.TemporaryDirectory() as tmp:
+        if directory is None:  # random weights: saved once so quantization streams from disk
+            torch.manual_seed(RANDOM_SEED)
+            model = AutoModelForCausalLM.from_config(llm_config(spec), dtype=float_dtype)
+            if qconfig is None:
+                return model.to(device).eval().requires_grad_(False)
+            model.save_pretrained(tmp)
+            del model
+            directory = Path(tmp)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(
+                directory, dtype=float_dtype, quantization_config=qconfig,
+                device_map={"": device}, use_safetensors=_has_safetensors(directory))
+        except (ImportError, RuntimeError, ValueError) as e:
+            raise SpeechkitError(f"could not load LLM {spec.source} with --quant {quant} on "
+                                 f"{device}: {str(e).splitlines()[0]}") from None
+    return model.eval().requires_grad_(False)
+
+
+def _has_safetensors(directory: Path) -> bool | None:
+    return True if any(directory.glob("*.safetensors")) else None
+
+
+def fit_vocab(model: Any, tokenizer: Any, spec: LLMSpec, added: torch.Tensor | None) -> None:
+    """Grow the embeddings for added tokens and load their rows; disagreement is an error."""
+    n_tok = len(tokenizer)
+    if spec.vocab_size and spec.vocab_size != n_tok:
+        raise SpeechkitError(f"speechkit.json says llm.vocab_size {spec.vocab_size} but the "
+                             f"tokenizer of {spec.source} plus added tokens has {n_tok}")
+    rows = model.get_input_embeddings().weight.shape[0]
+    if rows < n_tok:
+        model.resize_token_embeddings(n_tok, mean_resizing=False)
+    if added is None:
+        return
+    emb = model.get_input_embeddings().weight
+    n_added = added.shape[0]
+    if added.shape[1] != emb.shape[1]:
+        raise SpeechkitError(f"added-token embeddings are {added.shape[1]}-d but the LLM "
+                             f"{spec.source} hidden size is {emb.shape[1]}")
+    with torch.no_grad():
+        emb[n_tok - n_added:n_tok] = added.to(emb.device, emb.dtype)
+
+
+def attach_lora(model: Any, adapter_dir: Path, lora: LoraSpec, merge: bool) -> Any:
+    """Load a peft LoRA adapter (no pickles), apply a scaling override, merge when allowed."""
+    from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
+    from peft.tuners.lora import LoraLayer
+
+    files = [adapter_dir / ADAPTER_WEIGHTS, adapter_dir / ADAPTER_PICKLE]
+    file = next((f for f in files if f.is_file()), None)
+    if file is None or not (adapter_dir / "adapter_config.json").is_file():
+        raise SpeechkitError(f"LoRA adapter {adapter_dir}: needs adapter_config.json and "
+                             f"{ADAPTER_WEIGHTS}")
+    config = LoraConfig.from_pretrained(str(adapter_dir))
+    config.inference_mode = True
+    config.base_model_name_or_path = getattr(model, "name_or_path", None)  # resolved source
+    model = get_peft_model(model, config)
+    state = load_weights(file)
+    result = set_peft_model_state_dict(model, state)
+    missing = [k for k in result.missing_keys if "lora_" in k]
+    if missing or result.unexpected_keys:
+        raise SpeechkitError(f"LoRA adapter {adapter_dir} does not fit the LLM: missing "
+                             f"{missing[:6]}, unexpected {list(result.unexpected_keys)[:6]}")
+    if lora.scaling is not None:
+        for module in model.modules():
+            if isinstance(module, LoraLayer):
+                for name in module.scaling:
+                    module.scaling[name] = float(lora.scaling)
+    if merge:
+        return model.merge_and_unload()
+    return model

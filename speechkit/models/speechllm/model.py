@@ -1,0 +1,196 @@
+"""SpeechLLM: frozen encoders -> bridge -> (LoRA) LLM, loaded from a speechkit checkpoint dir."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from speechkit.errors import SpeechkitError
+from speechkit.models.base import SAMPLE_RATE, DecodeOptions, Hypothesis, SpeechModel
+from speechkit.models.speechllm import generate as gen
+from speechkit.models.speechllm.bridges import Bridge, build_bridge
+from speechkit.models.speechllm.checkpoint import (
+    WEIGHTS_FILE,
+    CheckpointSpec,
+    load_weights,
+    read_spec,
+)
+from speechkit.models.speechllm.encoders import Encoder, load_encoder
+from speechkit.models.speechllm.llm import (
+    attach_lora,
+    default_quant,
+    fit_vocab,
+    llm_config,
+    load_llm,
+    load_tokenizer,
+)
+from speechkit.models.speechllm.prompts import YES_NO_TASKS, canonical_task, render, split_ids
+from speechkit.models.speechllm.prompts import task_prompt as make_prompt
+
+ADDED_EMBEDDINGS = "llm.added_embeddings"  # [n_added_tokens, hidden] rows for added tokens
+MAX_INPUT_S = 600.0  # seconds per item; longer audio is windowed by the encoder, never cut
+ENCODER_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
+                  "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+
+
+class SpeechLLM(SpeechModel):
+    """A speech LLM of the SALMONN / Llama-AVSR / WavLLM / SpeechVerse family."""
+
+    max_input_s = MAX_INPUT_S
+
+    def __init__(self, spec: CheckpointSpec, encoders: list[Encoder], bridge: Bridge, llm: Any,
+                 tokenizer: Any, *, name: str, device: str, quant: str,
+                 dtype: torch.dtype) -> None:
+        self.spec, self.encoders, self.bridge = spec, encoders, bridge
+        self.llm, self.tokenizer = llm, tokenizer
+        self.name, self._device, self.quant, self.dtype = name, device, quant, dtype
+        self.yes_ids = gen.variant_ids(tokenizer, gen.YES_VARIANTS)
+        self.no_ids = gen.variant_ids(tokenizer, gen.NO_VARIANTS)
+        self.last_tokens: list[list[int]] = []  # ids of the latest batch (benchmarks compare them)
+        self.stats = {"audio_s": 0.0, "tokens": 0, "seconds": 0.0}
+
+    @property
+    def device(self) -> str:
+        return self._device
+
+    def settings(self, options: DecodeOptions) -> gen.GenerationSettings:
+        """Decoding settings for these options (stop strings come from the checkpoint)."""
+        return gen.GenerationSettings(beam_size=options.beam_size,
+                                      max_new_tokens=options.max_new_tokens,
+                                      stop=tuple(self.spec.decode.stop))
+
+    def prompt_embeds(self, audios: list[np.ndarray], texts: list[str]) -> list[torch.Tensor]:
+        """One [L_i, H] sequence per item: text prefix, modality embeddings, text suffix."""
+        feats = {}
+        for enc in self.encoders:
+            x, lengths = enc(audios)
+            feats[enc.modality] = (x.to(self._bridge_dtype()), lengths.to(x.device))
+        with torch.inference_mode():
+            bridged = self.bridge(feats)
+        parts = [bridged[enc.modality] for enc in self.encoders]
+        table = self.llm.get_input_embeddings()
+        out = []
+        for i, text in enumerate(texts):
+            before, after = split_ids(text, self.tokenizer)
+            ids = torch.tensor(before + after, dtype=torch.long, device=table.weight.device)
+            with torch.inference_mode():
+                words = table(ids)
+            speech = torch.cat([x[i, :int(ln[i])] for x, ln in parts]).to(words.dtype)
+            out.append(torch.cat([words[:len(before)], speech, words[len(before):]]))
+        return out
+
+    def _bridge_dtype(self) -> torch.dtype:
+        return next(self.bridge.parameters()).dtype
+
+    def generate(self, audios: list[np.ndarray], options: DecodeOptions,
+                 prompts: list[str | None] | None = None) -> list[Hypothesis]:
+        """Decode a batch in one padded LLM call; equals decoding the items one at a time."""
+        if not audios:
+            return []
+        start = time.perf_counter()
+        task = canonical_task(options.task)
+        prompts = prompts or [None] * len(audios)
+        texts = [render(self.spec.prompt, make_prompt(self.spec.prompt, task,
+                                                      options.target_language, p, options.prompt),
+                        self.tokenizer) for p in prompts]
+        yes_no = task in YES_NO_TASKS or any(_is_yes_no(t) for t in texts)
+        settings = self.settings(options)
+        out = gen.generate(self.llm, self.tokenizer, self.prompt_embeds(audios, texts), settings,
+                           first_logits=yes_no)
+        self.last_tokens = out.tokens
+        probs = (gen.yes_probabilities(out.first_logits, self.yes_ids, self.no_ids)
+                 if out.first_logits is not None else [{} for _ in audios])
+        hyps = []
+        for ids, p in zip(out.tokens, probs, strict=True):
+            text = self.tokenizer.decode([t for t in ids if t < len(self.tokenizer)],
+                                         skip_special_tokens=True)
+            hyps.append(Hypothesis(text=gen.stop_text(text, settings.stop).strip(),
+                                   language=options.target_language if task == "st" else None,
+                                   extras={"n_tokens": len(ids), **p}))
+        self.stats["audio_s"] += sum(len(a) for a in audios) / SAMPLE_RATE
+        self.stats["tokens"] += sum(len(t) for t in out.tokens)
+        self.stats["seconds"] += time.perf_counter() - start
+        return hyps
+
+    def describe(self) -> dict[str, Any]:
+        """Checkpoint identity and every setting that shapes the output."""
+        s = self.spec
+        return {"name": self.name, "type": "speechllm", "quant": self.quant,
+                "dtype": str(self.dtype).replace("torch.", ""),
+                "encoders": [f"{e.type}:{e.source}" for e in s.encoders],
+                "bridge": s.bridge.type, "llm": s.llm.source, "template": s.prompt.template,
+                "generation": {k: v for k, v in gen.GenerationSettings(
+                    stop=tuple(s.decode.stop)).to_dict().items()
+                    if k not in ("beam_size", "max_new_tokens")}}  # those two: in `decode`
+
+
+def _is_yes_no(text: str) -> bool:
+    return "yes or no" in text.lower()
+
+
+def load_speechllm(path: str, device: str = "cpu", quant: str | None = None,
+                   dtype: str | None = None) -> SpeechLLM:
+    """Assemble a checkpoint dir: encoders, bridge weights, LLM (quantized) and LoRA adapter."""
+    root = Path(path)
+    spec = read_spec(root)
+    quant = quant or default_quant(device)
+    cuda = device.startswith("cuda")
+    enc_dtype = ENCODER_DTYPES.get(dtype or "", torch.float16 if cuda else torch.float32)
+    encoders = [load_encoder(e, device, enc_dtype) for e in spec.encoders]
+    for enc in encoders:
+        want = spec.bridge.inputs[enc.modality].in_dim
+        if enc.dim != want:
+            raise SpeechkitError(f"{path}: encoder {enc.modality!r} outputs {enc.dim} features "
+                                 f"but bridge.inputs.{enc.modality}.in_dim is {want}")
+    hidden = int(llm_config(spec.llm).hidden_size)
+    if hidden != spec.bridge.out_dim:
+        raise SpeechkitError(f"{path}: bridge.out_dim is {spec.bridge.out_dim} but LLM "
+                             f"{spec.llm.source} has hidden size {hidden}")
+    bridge = build_bridge(spec.bridge)
+    added = _load_trainables(root, spec, bridge, encoders)
+    bridge_dtype = torch.bfloat16 if cuda else torch.float32
+    bridge.to(device=device, dtype=bridge_dtype).eval().requires_grad_(False)
+    for enc in encoders:
+        enc.to(device)
+    tokenizer = load_tokenizer(spec.llm, spec.added_tokens)
+    llm = load_llm(spec.llm, device, quant, ENCODER_DTYPES.get(dtype or ""))
+    hidden = llm.get_input_embeddings().weight.shape[1]
+    if hidden != spec.bridge.out_dim:
+        raise SpeechkitError(f"{path}: bridge.out_dim is {spec.bridge.out_dim} but LLM "
+                             f"{spec.llm.source} has hidden size {hidden}")
+    fit_vocab(llm, tokenizer, spec.llm, added)
+    if spec.llm.lora is not None:
+        llm = attach_lora(llm, root / spec.llm.lora.path, spec.llm.lora,
+                          merge=quant not in ("4bit", "8bit"))
+    return SpeechLLM(spec, encoders, bridge, llm, tokenizer, name=str(path), device=device,
+                     quant=quant, dtype=next(bridge.parameters()).dtype)
+
+
+def _load_trainables(root: Path, spec: CheckpointSpec, bridge: Bridge,
+                     encoders: list[Encoder]) -> torch.Tensor | None:
+    """Load bridge + layer weights from the safetensors file; one message for key problems."""
+    state = load_weights(root / WEIGHTS_FILE)
+    expected = {f"bridge.{k}": v for k, v in bridge.state_dict().items()}
+    for enc in encoders:
+        if enc.layer_weights is not None:
+            expected[f"encoders.{enc.modality}.layer_weights"] = enc.layer_weights
+    optional = {ADDED_EMBEDDINGS} if spec.added_tokens else set()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected) - optional)
+    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+             if k in state and state[k].shape != v.shape]
+    if missing or unexpected or wrong:
+        raise SpeechkitError(f"{root / WEIGHTS_FILE} does not fit speechkit.json: missing "
+                             f"{missing[:6] or 'none'}, unexpected {unexpected[:6] or 'none'}, "
+                             f"shape (file vs spec) {wrong[:6] or 'ok'}")
+    bridge.load_state_dict({k[len("bridge."):]: v for k, v in state.items()
+                            if k.startswith("bridge.")})
+    with torch.no_grad():
+        for enc in encoders:
+            if enc.layer_weights is not None:
+                enc.layer_weights.copy_(state[f"encoders.{enc.modality}.layer_weights"])
+    return state.get(ADDED_EMBEDDINGS)

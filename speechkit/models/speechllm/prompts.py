@@ -1,0 +1,96 @@
+"""Prompt templates per model family and per-task prompts; the speech goes where SPEECH is."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from speechkit.errors import SpeechkitError
+from speechkit.models.speechllm.checkpoint import PromptSpec
+
+SPEECH = "<|speechkit-speech|>"  # sentinel: the text is split here and the embeddings spliced in
+TASK_ALIASES = {"transcribe": "asr", "translate": "st"}  # CLI/Whisper task names
+TASKS = ("asr", "st", "er", "sv", "sqa", "aac")
+YES_NO_TASKS = ("sv",)  # tasks whose answer is yes/no: P("yes") is recorded for an EER
+
+# SALMONN task prompts (bytedance/SALMONN prompts), translation target filled in.
+DEFAULT_TASK_PROMPTS = {
+    "asr": "Recognize the speech and give me the transcription.",
+    "st": "Listen to the speech and translate it into {target_language}.",
+    "er": "Describe the emotion of the speaker in one word.",
+    "sv": "Do you only hear the same person talking? Answer yes or no.",
+    "sqa": "{question}",
+    "aac": "Please describe the audio.",
+}
+# Llama-AVSR prompts (umbertocappellazzo/Llama-AVSR): ASR only.
+LLAMA_AVSR_TASK_PROMPTS = {"asr": "Transcribe speech to text."}
+WAVLLM_SYSTEM = "You are a helpful assistant."  # Llama-2 chat system slot; override in the spec
+LANGUAGE_NAMES = {
+    "en": "English", "de": "German", "fr": "French", "es": "Spanish", "it": "Italian",
+    "pt": "Portuguese", "nl": "Dutch", "ru": "Russian", "zh": "Chinese", "ja": "Japanese",
+    "ko": "Korean", "ar": "Arabic", "tr": "Turkish", "pl": "Polish", "ca": "Catalan",
+    "fa": "Persian", "et": "Estonian", "mn": "Mongolian", "sv": "Swedish", "cy": "Welsh",
+}
+
+
+def canonical_task(task: str) -> str:
+    """`transcribe` -> `asr`, `translate` -> `st`; unknown tasks are kept (custom prompts)."""
+    return TASK_ALIASES.get(task, task)
+
+
+def task_prompt(spec: PromptSpec, task: str, target_language: str | None = None,
+                item_prompt: str | None = None, override: str | None = None) -> str:
+    """The instruction for one item: override > spec task prompt > family default."""
+    task = canonical_task(task)
+    defaults = dict(DEFAULT_TASK_PROMPTS)
+    if spec.template == "llama-avsr":
+        defaults.update(LLAMA_AVSR_TASK_PROMPTS)
+    text = override or spec.tasks.get(task) or defaults.get(task)
+    if text is None:
+        if item_prompt:
+            return item_prompt
+        raise SpeechkitError(f"no prompt for task {task!r}: use one of {', '.join(TASKS)} or "
+                             "give --prompt")
+    if "{question}" in text:
+        if not item_prompt:
+            raise SpeechkitError(f"task {task!r} needs a question per item (the manifest's "
+                                 "`prompt` field)")
+        text = text.replace("{question}", item_prompt)
+    elif item_prompt and not override:
+        text = item_prompt  # a per-item prompt replaces the task prompt
+    if "{target_language}" in text:
+        if not target_language:
+            raise SpeechkitError(f"task {task!r} needs --target-language (e.g. de)")
+        text = text.replace("{target_language}", LANGUAGE_NAMES.get(target_language,
+                                                                    target_language))
+    return text
+
+
+def render(spec: PromptSpec, prompt: str, tokenizer: Any) -> str:
+    """The full text of one item with SPEECH where the modality embeddings go."""
+    bos = tokenizer.bos_token or ""
+    if spec.template == "salmonn":
+        return f"{bos}USER: <Speech>{SPEECH}</Speech> {prompt}\nASSISTANT:"
+    if spec.template == "llama-avsr":
+        return f"{bos}<audio>{SPEECH}</audio>{prompt}"
+    if spec.template == "wavllm":
+        system = spec.system if spec.system is not None else WAVLLM_SYSTEM
+        return (f"{bos}[INST] <<SYS>>\n{system}\n<</SYS>>\n\n"
+                f"<SPEECH>{SPEECH}</SPEECH> {prompt} [/INST]")
+    if spec.template == "chat":
+        if not getattr(tokenizer, "chat_template", None):
+            raise SpeechkitError("prompt template 'chat' needs an LLM tokenizer with a chat "
+                                 "template; use salmonn, llama-avsr or wavllm")
+        messages = [{"role": "system", "content": spec.system}] if spec.system else []
+        messages.append({"role": "user", "content": f"<speech>{SPEECH}</speech> {prompt}"})
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    raise SpeechkitError(f"unknown prompt template {spec.template!r}")
+
+
+def split_ids(text: str, tokenizer: Any) -> tuple[list[int], list[int]]:
+    """Token ids before and after the SPEECH sentinel (specials already in the text)."""
+    if text.count(SPEECH) != 1:
+        raise SpeechkitError("a prompt must hold the speech placeholder exactly once")
+    before, after = text.split(SPEECH)
+    enc = tokenizer(  # one call for both halves: fast tokenizers batch them
+        [before, after], add_special_tokens=False)["input_ids"]
+    return list(enc[0]), list(enc[1])
