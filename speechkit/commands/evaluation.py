@@ -1,0 +1,188 @@
+"""Evaluation commands: `score`, `compare` and `manifest` (the library does the work)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from speechkit.errors import SpeechkitError
+
+out = Console()
+err = Console(stderr=True)
+
+
+def score(
+    predictions: Annotated[
+        Path,
+        typer.Argument(
+            help="Predictions JSONL: speechkit results, NeMo output manifests, or any lines with "
+            "text/reference (or pred_text, prediction, hypothesis) fields.",
+            show_default=False,
+        ),
+    ],
+    task: Annotated[
+        str | None,
+        typer.Option(
+            "--task",
+            "-t",
+            help="asr, avsr, vsr, st, sv, er, sqa or aac (default: the suite's, "
+            "or the lines' own `task`).",
+        ),
+    ] = None,
+    normalizer: Annotated[
+        str | None,
+        typer.Option(
+            help="whisper-en, whisper-basic, basic, lrs3 or none (default: by task/suite; asr "
+            "whisper-en, avsr/vsr lrs3, st none)."
+        ),
+    ] = None,
+    suite: Annotated[
+        str | None, typer.Option(help="Suite name or JSON: takes its task, normalizer and labels.")
+    ] = None,
+    expected: Annotated[
+        Path | None,
+        typer.Option(
+            "--expected",
+            "--manifest",
+            help="Manifest JSONL of the items that should be there: "
+            "counts missing ones and supplies references/labels the lines lack.",
+        ),
+    ] = None,
+    target_language: Annotated[
+        str | None, typer.Option(help="ST target language (picks the sacreBLEU tokenizer).")
+    ] = None,
+    java: Annotated[
+        bool, typer.Option(help="AAC: run the Java metrics (METEOR, SPICE) when Java is there.")
+    ] = True,
+    out_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Write the full summary JSON here (the printout cuts long id lists).",
+        ),
+    ] = None,
+    per_item: Annotated[
+        Path | None, typer.Option(help="ASR: write per-utterance edit counts to this JSONL.")
+    ] = None,
+) -> None:
+    """Score a predictions file and print a JSON summary with item counts.
+
+    Exit code 0 when every expected item was scored, 1 when some were missing, errored or
+    unusable (the summary names them), 2 for usage errors.
+    """
+    from speechkit.data import dumps_line
+    from speechkit.scoring import compact_summary, score_predictions
+    from speechkit.suites import load_suite
+
+    s = load_suite(suite) if suite else None
+    summary = score_predictions(
+        predictions,
+        task=task,
+        normalizer=normalizer,
+        expected=expected,
+        suite=s,
+        labels=s.labels if s else None,
+        target_language=target_language,
+        use_java=None if java else False,
+        per_item=per_item is not None,
+    )
+    per = summary.pop("per_item", None)
+    if per_item is not None:
+        per_item.parent.mkdir(parents=True, exist_ok=True)
+        with open(per_item, "w", encoding="utf-8") as fh:
+            fh.writelines(dumps_line(row) for row in per or [])
+    if out_path is not None:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        out_path.write_text(
+            json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
+    print(json.dumps(compact_summary(summary), indent=2, ensure_ascii=False))
+    for w in summary["warnings"]:
+        err.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
+    raise typer.Exit(0 if summary["complete"] else 1)
+
+
+def compare(
+    baseline: Annotated[Path, typer.Argument(help="Baseline scores JSON.", show_default=False)],
+    new: Annotated[Path, typer.Argument(help="New scores JSON.", show_default=False)],
+    max_regression: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--max-regression",
+            "-r",
+            help="Allowed worsening in metric units: one number for every metric, or METRIC=N "
+            "(repeatable; only named metrics are gated, `*=N` for the rest).",
+        ),
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print rows as JSON.")] = False,
+) -> None:
+    """Compare two score files; exit 1 when a metric regressed past its threshold.
+
+    Direction-aware: WER, CER, EER and minDCF must not rise; BLEU, chrF, accuracies, F1 and
+    captioning metrics must not fall. A metric missing from NEW, or fewer items scored, fails.
+    """
+    from speechkit.compare import any_regressed, compare_scores, load_scores, parse_thresholds
+    from speechkit.report import compare_table
+
+    rows = compare_scores(load_scores(baseline), load_scores(new), parse_thresholds(max_regression))
+    if json_out:
+        print(json.dumps(rows, indent=2))
+    else:
+        out.print(compare_table(rows, title=f"{baseline.name} -> {new.name}"))
+    bad = [r["metric"] for r in rows if r["regressed"]]
+    if bad:
+        err.print(f"[bold red]regression:[/] {', '.join(bad)}", highlight=False)
+    raise typer.Exit(1 if any_regressed(rows) else 0)
+
+
+def manifest(
+    suite: Annotated[
+        str, typer.Argument(help="Suite name (see --list) or suite JSON path.", show_default=False)
+    ] = "",
+    data_root: Annotated[
+        Path | None,
+        typer.Option(
+            help="Dataset root in its standard layout (librivox-mini finds pocketsphinx-testdata "
+            "itself)."
+        ),
+    ] = None,
+    split: Annotated[str | None, typer.Option(help="Split (default: the suite's).")] = None,
+    out_path: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Manifest JSONL to write.")
+    ] = None,
+    list_suites: Annotated[bool, typer.Option("--list", help="List the built-in suites.")] = False,
+) -> None:
+    """Build a suite's item list (JSONL manifest) from the dataset's layout on disk.
+
+    Reports missing media (listed in OUT.missing.txt) and count mismatches against the
+    protocol; exit code 1 when the manifest is incomplete.
+    """
+    from speechkit.suites import build_manifest, load_suite, suite_names
+
+    if list_suites or not suite:
+        for name in suite_names():
+            s = load_suite(name)
+            splits = ", ".join(f"{k} ({v.get('expected_items', '?')})" for k, v in s.splits.items())
+            out.print(f"[bold]{name}[/]  {s.task}  {splits}", highlight=False)
+        raise typer.Exit(0)
+    if out_path is None:
+        raise SpeechkitError("say where to write the manifest: --out FILE.jsonl")
+    report = build_manifest(suite, data_root, split, out_path)
+    for w in report.warnings:
+        err.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
+    print(json.dumps(report.to_dict() | {"out": str(out_path)}, indent=2))
+    sys.stdout.flush()
+    raise typer.Exit(0 if report.complete else 1)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the evaluation commands to the main app."""
+    app.command()(score)
+    app.command()(compare)
+    app.command()(manifest)

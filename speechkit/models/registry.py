@@ -1,0 +1,101 @@
+"""Resolve a `--model` argument to a loaded SpeechModel: built-in name, local dir or hub id."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from speechkit.errors import SpeechkitError
+from speechkit.models.base import SpeechModel
+
+DEFAULT_MODEL = "whisper-base"
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
+          "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """Where and how a model runs."""
+
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    dtype: str = "auto"  # auto | float32 | float16 | bfloat16 | int8 (CPU, Whisper)
+    quant: str | None = None  # speech LLMs: 4bit | 8bit | bf16 | fp32 (None = per-device default)
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise SpeechkitError("--device cuda was asked for but no CUDA GPU is visible; "
+                             "use --device cpu (or auto)")
+    if device.split(":")[0] not in ("cpu", "cuda", "mps"):
+        raise SpeechkitError(f"unknown --device {device!r}; use auto, cpu or cuda")
+    return device
+
+
+def resolve_dtype(dtype: str, device: str) -> torch.dtype:
+    if dtype == "int8":
+        if not device.startswith("cpu"):
+            raise SpeechkitError("--dtype int8 is the CPU dynamic quantization; on a GPU use "
+                                 "--dtype float16 (Whisper) or --quant 4bit (speech LLMs)")
+        return torch.float32
+    if dtype == "auto":
+        return torch.float16 if device.startswith("cuda") else torch.float32
+    if dtype not in DTYPES:
+        raise SpeechkitError(f"unknown --dtype {dtype!r}; use one of auto, {', '.join(DTYPES)}, int8")
+    return DTYPES[dtype]
+
+
+def builtin_models() -> dict[str, str]:
+    """Built-in model names and a one-line description of each."""
+    from speechkit.models.whisper_ct2 import BUILTIN_WHISPER
+
+    return {name: spec.description for name, spec in BUILTIN_WHISPER.items()}
+
+
+def _is_whisper_dir(path: Path) -> bool:
+    try:
+        cfg = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return cfg.get("model_type") == "whisper"
+
+
+def load_model(name: str = DEFAULT_MODEL, runtime: RuntimeOptions = RuntimeOptions()) -> SpeechModel:
+    """Load a built-in model, a speechkit checkpoint dir, a Whisper dir or a hub id."""
+    from speechkit.models.whisper import WhisperModel
+    from speechkit.models.whisper_ct2 import BUILTIN_WHISPER, ensure_whisper
+
+    device = resolve_device(runtime.device)
+    dtype = resolve_dtype(runtime.dtype, device)
+    int8 = runtime.dtype == "int8"
+    if name in BUILTIN_WHISPER:
+        path = ensure_whisper(name)
+        spec = BUILTIN_WHISPER[name]
+        return WhisperModel(path, name=name, device=device, dtype=dtype, int8=int8,
+                            describe={"sha256": spec.sha256, "license": spec.license})
+    path = Path(name).expanduser()
+    if path.is_dir():
+        from speechkit.models.speechllm import is_speechllm_checkpoint, load_speechllm
+
+        if is_speechllm_checkpoint(path):
+            return load_speechllm(str(path), device=device, quant=runtime.quant,
+                                  dtype=None if runtime.dtype == "auto" else runtime.dtype)
+        if _is_whisper_dir(path):
+            return WhisperModel(path, name=str(path), device=device, dtype=dtype, int8=int8)
+        raise SpeechkitError(f"{name}: neither a speechkit checkpoint (speechkit.json) nor a "
+                             "transformers Whisper directory (config.json with model_type whisper)")
+    if path.exists():
+        raise SpeechkitError(f"{name}: a model is a directory, not a file; pass its folder")
+    if "/" in name and not name.startswith((".", "/", "~")):
+        if os.environ.get("HF_HUB_OFFLINE") == "1":
+            raise SpeechkitError(f"{name}: the model hub is switched off (HF_HUB_OFFLINE=1); "
+                                 "pass a local directory or a built-in name")
+        return WhisperModel(name, name=name, device=device, dtype=dtype, int8=int8)
+    choices = ", ".join(sorted(BUILTIN_WHISPER))
+    raise SpeechkitError(f"unknown model {name!r}: use a built-in name ({choices}), a local "
+                         "directory or a hub id like openai/whisper-small")

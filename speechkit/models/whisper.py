@@ -1,0 +1,115 @@
+"""Whisper through transformers: batched, deterministic transcription and X->English translation."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from speechkit.errors import SpeechkitError
+from speechkit.models.base import SAMPLE_RATE, DecodeOptions, Hypothesis, SpeechModel
+
+log = logging.getLogger("speechkit")
+
+CHUNK_S = 30.0  # Whisper's fixed input window; longer audio is segmented by the caller
+MAX_TARGET_TOKENS = 448  # decoder context of every Whisper size
+WHISPER_TASKS = ("transcribe", "translate")
+
+
+class WhisperModel(SpeechModel):
+    """A transformers `WhisperForConditionalGeneration` with its processor."""
+
+    max_input_s = CHUNK_S
+
+    def __init__(self, source: str | Path, name: str | None = None, device: str = "cpu",
+                 dtype: torch.dtype = torch.float32, int8: bool = False,
+                 describe: dict[str, Any] | None = None):
+        from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+        self.name = name or str(source)
+        self._device = device
+        self.dtype = dtype
+        try:
+            self.processor = WhisperProcessor.from_pretrained(str(source))
+            self.model = WhisperForConditionalGeneration.from_pretrained(
+                str(source), dtype=dtype, attn_implementation="sdpa")
+        except OSError as e:
+            raise SpeechkitError(f"cannot load Whisper model from {source}: {_first_line(e)}; pass a "
+                                 "local transformers directory or a built-in name "
+                                 "(see `speechkit models`)") from None
+        self.model.to(device).eval()
+        if int8:
+            self.model = quantize_int8(self.model)
+        gc = self.model.generation_config
+        self.multilingual = bool(getattr(gc, "is_multilingual", False))
+        self._lang_by_token = {v: k.strip("<|>") for k, v in (getattr(gc, "lang_to_id", None) or {}).items()}
+        self._describe = {"name": self.name, "family": "whisper", "source": str(source),
+                          **(describe or {})}
+
+    @property
+    def device(self) -> str:
+        return self._device
+
+    def describe(self) -> dict[str, Any]:
+        return dict(self._describe)
+
+    def _check(self, options: DecodeOptions) -> None:
+        if options.task not in WHISPER_TASKS:
+            raise SpeechkitError(f"Whisper models do --task transcribe or translate, not "
+                                 f"{options.task!r}; use a speech-LLM checkpoint for other tasks")
+        if not self.multilingual and (options.task == "translate" or
+                                      options.language not in (None, "en", "english")):
+            raise SpeechkitError(f"{self.name} is English-only: it cannot {options.task} "
+                                 f"{options.language or ''} speech; use whisper-base")
+
+    @torch.inference_mode()
+    def generate(self, audios: list[np.ndarray], options: DecodeOptions,
+                 prompts: list[str | None] | None = None) -> list[Hypothesis]:
+        self._check(options)
+        if not audios:
+            return []
+        feats = self.processor.feature_extractor(
+            [np.asarray(a, dtype=np.float32) for a in audios], sampling_rate=SAMPLE_RATE,
+            return_tensors="pt").input_features
+        feats = feats.to(self._device, dtype=self.dtype)
+        kwargs: dict[str, Any] = {
+            "num_beams": options.beam_size,
+            "do_sample": False,
+            "max_new_tokens": min(options.max_new_tokens, MAX_TARGET_TOKENS - 4),
+            "return_timestamps": False,
+        }
+        if self.multilingual:
+            kwargs["task"] = options.task
+            if options.language:
+                kwargs["language"] = options.language
+        seqs = self.model.generate(feats, **kwargs)
+        if not isinstance(seqs, torch.Tensor):
+            seqs = seqs.sequences
+        tok = self.processor.tokenizer
+        out = []
+        for row in seqs.tolist():
+            lang = options.language if options.language else self._language_of(row)
+            text = tok.decode(row, skip_special_tokens=True).strip()
+            out.append(Hypothesis(text=text, language=lang if self.multilingual else "en"))
+        return out
+
+    def _language_of(self, tokens: list[int]) -> str | None:
+        """The language token the model chose (the token after <|startoftranscript|>)."""
+        return next((self._lang_by_token[t] for t in tokens[:4] if t in self._lang_by_token), None)
+
+
+def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
+    """Dynamic int8 quantization of every Linear layer (CPU): weights int8, activations float."""
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch deprecates the quantized tensor constructors
+        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]

@@ -1,0 +1,211 @@
+"""The batch loop: decode media in the background, segment long audio, length-sorted batches
+through the model, one result line per item as soon as it is finished."""
+
+from __future__ import annotations
+
+import logging
+import resource
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from speechkit.data import Item, Result, ResultWriter, Segment
+from speechkit.errors import SpeechkitError
+from speechkit.formats import write_formats
+from speechkit.media.ffmpeg import decode_audio
+from speechkit.media.vad import is_silent, split_long_audio
+from speechkit.models.base import SAMPLE_RATE, DecodeOptions, SpeechModel
+
+log = logging.getLogger("speechkit")
+
+DEFAULT_BATCH_CPU = 8  # measured best on 2 cores with Whisper base (benchmarks/transcribe.py)
+DEFAULT_BATCH_CUDA = 32
+WINDOW_BATCHES = 4  # items decoded ahead: WINDOW_BATCHES x batch size, sorted by length together
+DECODE_WORKERS = 2  # ffmpeg processes running at once
+
+
+def default_batch_size(model: SpeechModel) -> int:
+    return DEFAULT_BATCH_CUDA if model.device.startswith("cuda") else DEFAULT_BATCH_CPU
+
+
+@dataclass
+class RunStats:
+    """What a run did; RTFx = audio seconds / wall seconds (Open ASR Leaderboard)."""
+
+    total: int = 0
+    ok: int = 0
+    failed: int = 0
+    skipped: int = 0  # already ok in the output file (resume)
+    audio_s: float = 0.0
+    wall_s: float = 0.0
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def done(self) -> int:
+        return self.ok + self.failed + self.skipped
+
+    @property
+    def rtfx(self) -> float:
+        return self.audio_s / self.wall_s if self.wall_s > 0 else 0.0
+
+    def tick(self) -> None:
+        self.wall_s = time.perf_counter() - self.started
+
+
+def peak_memory_mb() -> dict[str, float]:
+    """Peak resident memory of this process, and peak CUDA memory when a GPU was used."""
+    out = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return out
+
+
+@dataclass
+class _Prepared:
+    item: Item
+    duration_s: float = 0.0
+    spans: list[tuple[float, float]] = field(default_factory=list)
+    audio: np.ndarray | None = None
+    note: str | None = None
+    error: str | None = None
+
+
+def _prepare(item: Item, max_s: float) -> _Prepared:
+    """Decode one item and cut it into model-sized spans (runs in a worker thread)."""
+    if item.error:
+        return _Prepared(item, error=item.error)
+    try:
+        audio = decode_audio(item.path, SAMPLE_RATE, stream=item.meta.get("audio_stream"),
+                             offset_s=item.offset_s,
+                             duration_s=item.duration_s if item.offset_s else None)
+    except SpeechkitError as e:
+        return _Prepared(item, error=str(e))
+    except Exception as e:  # an unforeseen failure must not stop the batch
+        log.debug("decode failed", exc_info=True)
+        return _Prepared(item, error=f"{item.path}: could not decode ({type(e).__name__}: {e})")
+    duration = len(audio) / SAMPLE_RATE
+    if is_silent(audio):
+        return _Prepared(item, duration, note="silent: no speech to transcribe")
+    if duration <= max_s:
+        return _Prepared(item, duration, [(0.0, duration)], audio)
+    spans = [(s.start, s.end) for s in split_long_audio(audio, max_s=max_s, sample_rate=SAMPLE_RATE)]
+    note = None if spans else "no speech detected by the voice activity detector"
+    return _Prepared(item, duration, spans, audio, note)
+
+
+def _windows(items: Sequence[Item], size: int) -> Iterator[Sequence[Item]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+class Transcriber:
+    """Runs items through a model and writes one Result per item."""
+
+    def __init__(self, model: SpeechModel, options: DecodeOptions, writer: ResultWriter,
+                 batch_size: int | None = None, formats: tuple[str, ...] = (),
+                 format_dir: Path | None = None,
+                 on_result: Callable[[Result, RunStats], None] | None = None):
+        self.model = model
+        self.options = options
+        self.writer = writer
+        self.batch_size = batch_size or default_batch_size(model)
+        self.formats = formats
+        self.format_dir = format_dir
+        self.on_result = on_result
+        self.stats = RunStats()
+
+    def run(self, items: Sequence[Item]) -> RunStats:
+        self.stats = RunStats(total=len(items))
+        todo = []
+        for it in items:
+            if self.writer.done(it.id):
+                self.stats.skipped += 1
+            else:
+                todo.append(it)
+        window = self.batch_size * WINDOW_BATCHES
+        with ThreadPoolExecutor(DECODE_WORKERS, thread_name_prefix="decode") as pool:
+            pending: deque[list[Future[_Prepared]]] = deque()
+            windows = _windows(todo, window)
+            for _ in range(2):  # keep one window decoding while the model works on another
+                if (w := next(windows, None)) is not None:
+                    pending.append([pool.submit(_prepare, it, self.model.max_input_s) for it in w])
+            while pending:
+                prepared = [f.result() for f in pending.popleft()]
+                if (w := next(windows, None)) is not None:
+                    pending.append([pool.submit(_prepare, it, self.model.max_input_s) for it in w])
+                self._run_window(prepared)
+        self.stats.tick()
+        return self.stats
+
+    def _run_window(self, prepared: list[_Prepared]) -> None:
+        pieces = [(p, k) for p in prepared if not p.error for k in range(len(p.spans))]
+        pieces.sort(key=lambda pk: pk[0].spans[pk[1]][1] - pk[0].spans[pk[1]][0], reverse=True)
+        texts: dict[tuple[int, int], tuple[str, str | None, dict]] = {}
+        errors: dict[int, str] = {}
+        for b in range(0, len(pieces), self.batch_size):
+            batch = pieces[b:b + self.batch_size]
+            for (p, k), hyp in zip(batch, self._generate(batch, errors)):
+                if hyp is not None:
+                    texts[(id(p), k)] = (hyp.text, hyp.language, hyp.extras)
+        for p in prepared:
+            self._finish(p, texts, errors.get(id(p)))
+
+    def _generate(self, batch: list[tuple[_Prepared, int]], errors: dict[int, str]) -> list:
+        audios = [_slice(p.audio, p.spans[k]) for p, k in batch]
+        prompts = [p.item.prompt for p, _ in batch]
+        try:
+            return self.model.generate(audios, self.options, prompts)
+        except SpeechkitError:
+            raise  # a usage error (e.g. wrong task for this model) stops the run with its message
+        except Exception:
+            if len(batch) == 1:
+                p = batch[0][0]
+                log.debug("generation failed", exc_info=True)
+                errors[id(p)] = f"{p.item.path}: the model failed on this item; rerun with --debug"
+                return [None]
+            # One bad item must not fail its neighbours: retry the batch one at a time.
+            return [self._generate([pk], errors)[0] for pk in batch]
+
+    def _finish(self, p: _Prepared, texts: dict, error: str | None) -> None:
+        item = p.item
+        error = p.error or error
+        if error:
+            result = Result.failed(item, error, task=self.options.task, model=self.model.describe(),
+                                   decode=self.options.to_dict())
+        else:
+            segs, langs, extras = [], Counter(), {}
+            for k, (start, end) in enumerate(p.spans):
+                text, lang, ex = texts[(id(p), k)]
+                segs.append(Segment(round(start, 3), round(end, 3), text))
+                if lang:
+                    langs[lang] += end - start
+                extras = extras or ex
+            if p.note:
+                extras = {**extras, "note": p.note}
+            result = Result(
+                id=item.id, path=item.path, task=self.options.task,
+                language=langs.most_common(1)[0][0] if langs else item.language or self.options.language,
+                text=" ".join(s.text for s in segs if s.text).strip(), segments=segs,
+                duration_s=round(p.duration_s, 3), reference=item.reference,
+                model=self.model.describe(), decode=self.options.to_dict(), extras=extras)
+            if self.formats and self.format_dir is not None:
+                write_formats(result, self.formats, self.format_dir)
+        self.writer.write(result)
+        if result.status == "ok":
+            self.stats.ok += 1
+            self.stats.audio_s += p.duration_s
+        else:
+            self.stats.failed += 1
+        self.stats.tick()
+        if self.on_result:
+            self.on_result(result, self.stats)
+
+
+def _slice(audio: np.ndarray, span: tuple[float, float]) -> np.ndarray:
+    return audio[int(span[0] * SAMPLE_RATE):int(round(span[1] * SAMPLE_RATE))]

@@ -1,0 +1,116 @@
+"""`speechkit transcribe`: items -> model -> JSONL, with live progress and a summary table."""
+
+from __future__ import annotations
+
+import time
+from contextlib import nullcontext
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from speechkit.data import Item, Result, ResultWriter
+from speechkit.models.base import DecodeOptions, SpeechModel
+from speechkit.models.registry import RuntimeOptions, load_model
+from speechkit.runtime import RunStats, Transcriber, peak_memory_mb
+
+
+@dataclass
+class Summary:
+    """The end-of-run figures, also returned to callers (bench, benchmarks)."""
+
+    total: int
+    ok: int
+    failed: int
+    skipped: int
+    audio_s: float
+    wall_s: float  # transcription loop only (model loading excluded)
+    load_s: float
+    rtfx: float
+    peak_rss_mb: float
+    peak_gpu_mb: float | None
+    results_path: str
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def _hours(seconds: float) -> str:
+    h, rem = divmod(int(seconds), 3600)
+    return f"{h}:{rem // 60:02d}:{rem % 60:02d}"
+
+
+def summary_table(s: Summary) -> Table:
+    t = Table(title="speechkit transcribe", show_header=False, title_justify="left")
+    t.add_column(style="bold")
+    t.add_column(justify="right")
+    t.add_row("files ok", str(s.ok))
+    t.add_row("files failed", f"[red]{s.failed}[/]" if s.failed else "0")
+    if s.skipped:
+        t.add_row("already done (resumed)", str(s.skipped))
+    t.add_row("audio", f"{_hours(s.audio_s)} ({s.audio_s:.1f} s)")
+    t.add_row("wall time", f"{s.wall_s:.1f} s (+{s.load_s:.1f} s model load)")
+    t.add_row("RTFx", f"{s.rtfx:.1f}")
+    t.add_row("peak memory", f"{s.peak_rss_mb:,.0f} MB RSS"
+              + (f", {s.peak_gpu_mb:,.0f} MB GPU" if s.peak_gpu_mb else ""))
+    t.add_row("results", s.results_path)
+    return t
+
+
+def transcribe_items(items: Sequence[Item], model: SpeechModel, options: DecodeOptions,
+                     results_path: Path, *, batch_size: int | None = None,
+                     formats: tuple[str, ...] = (), format_dir: Path | None = None,
+                     overwrite: bool = False, on_result=None) -> RunStats:
+    """Run items through a loaded model into a resumable JSONL file (no terminal output)."""
+    if formats and format_dir is not None:
+        Path(format_dir).mkdir(parents=True, exist_ok=True)
+    with ResultWriter(results_path, overwrite=overwrite) as writer:
+        runner = Transcriber(model, options, writer, batch_size=batch_size, formats=formats,
+                             format_dir=format_dir, on_result=on_result)
+        return runner.run(items)
+
+
+def transcribe_to_jsonl(items: Sequence[Item], model_name: str, options: DecodeOptions,
+                        results_path: Path, *, runtime: RuntimeOptions = RuntimeOptions(),
+                        batch_size: int | None = None, formats: tuple[str, ...] = (),
+                        format_dir: Path | None = None, overwrite: bool = False,
+                        console: Console | None = None, progress: bool = True,
+                        echo: bool = False) -> Summary:
+    """Load the model, run the items with a progress bar, print failures and a summary."""
+    console = console or Console(stderr=True)
+    t0 = time.perf_counter()
+    with console.status(f"loading {model_name} ...", spinner="dots") if progress else nullcontext():
+        model = load_model(model_name, runtime)
+    load_s = time.perf_counter() - t0
+    bar = Progress(TextColumn("[bold]transcribing"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[audio]} audio"), TextColumn("RTFx {task.fields[rtfx]}"),
+                   TimeElapsedColumn(), console=console, disable=not progress, transient=True)
+    failures: list[Result] = []
+    echoed: list[Result] = []
+
+    def on_result(result: Result, stats: RunStats) -> None:
+        if result.status != "ok":
+            failures.append(result)
+            console.print(f"[red]failed:[/] {result.error}", highlight=False, soft_wrap=True)
+        elif echo:
+            echoed.append(result)
+        bar.update(task_id, completed=stats.done, audio=_hours(stats.audio_s),
+                   rtfx=f"{stats.rtfx:.1f}")
+
+    with bar:
+        task_id = bar.add_task("transcribe", total=len(items), audio="0:00:00", rtfx="-")
+        stats = transcribe_items(items, model, options, results_path, batch_size=batch_size,
+                                 formats=formats, format_dir=format_dir, overwrite=overwrite,
+                                 on_result=on_result)
+    for r in echoed:
+        print(r.text)
+    mem = peak_memory_mb()
+    summary = Summary(total=stats.total, ok=stats.ok, failed=stats.failed, skipped=stats.skipped,
+                      audio_s=stats.audio_s, wall_s=stats.wall_s, load_s=load_s, rtfx=stats.rtfx,
+                      peak_rss_mb=mem["peak_rss_mb"], peak_gpu_mb=mem.get("peak_gpu_mb"),
+                      results_path=str(results_path))
+    console.print(summary_table(summary))
+    return summary
