@@ -67,11 +67,10 @@ def load_items(data: str | None) -> list[dict]:
 
 
 def run_speechkit(cfg: dict, items: list[dict], batch_size: int) -> dict[str, str]:
-    from speechkit.data import Item
+    from speechkit.data import Item, read_results
     from speechkit.models.base import DecodeOptions
     from speechkit.models.registry import RuntimeOptions, load_model
     from speechkit.transcribe import transcribe_items
-    from speechkit.data import read_results
 
     model = load_model("whisper-base", RuntimeOptions(device="cpu", dtype=cfg["dtype"]))
     with tempfile.TemporaryDirectory() as tmp:

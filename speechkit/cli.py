@@ -44,6 +44,8 @@ def _root(
     logging.getLogger("speechkit").setLevel(logging.DEBUG if debug else logging.INFO)
     if not debug:
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TQDM_DISABLE", "1")  # transformers' weight-loading bars
         import warnings
 
         warnings.filterwarnings("ignore")
@@ -116,8 +118,9 @@ def transcribe(
 
 
 def _register_subcommands() -> None:
-    from speechkit.commands import checkpoint, evaluation
+    from speechkit.commands import bench, checkpoint, evaluation
 
+    bench.register(app)
     evaluation.register(app)
     checkpoint.register(app)
 

@@ -150,7 +150,7 @@ class Transcriber:
         errors: dict[int, str] = {}
         for b in range(0, len(pieces), self.batch_size):
             batch = pieces[b:b + self.batch_size]
-            for (p, k), hyp in zip(batch, self._generate(batch, errors)):
+            for (p, k), hyp in zip(batch, self._generate(batch, errors), strict=True):
                 if hyp is not None:
                     texts[(id(p), k)] = (hyp.text, hyp.language, hyp.extras)
         for p in prepared:

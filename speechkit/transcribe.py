@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
-from contextlib import nullcontext
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,8 +43,8 @@ def _hours(seconds: float) -> str:
     return f"{h}:{rem // 60:02d}:{rem % 60:02d}"
 
 
-def summary_table(s: Summary) -> Table:
-    t = Table(title="speechkit transcribe", show_header=False, title_justify="left")
+def summary_table(s: Summary, title: str = "speechkit transcribe") -> Table:
+    t = Table(title=title, show_header=False, title_justify="left")
     t.add_column(style="bold")
     t.add_column(justify="right")
     t.add_row("files ok", str(s.ok))
@@ -73,19 +73,24 @@ def transcribe_items(items: Sequence[Item], model: SpeechModel, options: DecodeO
         return runner.run(items)
 
 
-def transcribe_to_jsonl(items: Sequence[Item], model_name: str, options: DecodeOptions,
+def transcribe_to_jsonl(items: Sequence[Item], model_name: str | SpeechModel, options: DecodeOptions,
                         results_path: Path, *, runtime: RuntimeOptions = RuntimeOptions(),
                         batch_size: int | None = None, formats: tuple[str, ...] = (),
                         format_dir: Path | None = None, overwrite: bool = False,
                         console: Console | None = None, progress: bool = True,
-                        echo: bool = False) -> Summary:
-    """Load the model, run the items with a progress bar, print failures and a summary."""
+                        echo: bool = False, label: str = "transcribing", load_s: float = 0.0,
+                        title: str = "speechkit transcribe") -> Summary:
+    """Load the model (or take a loaded one), run the items with a progress bar, print
+    failures and a summary."""
     console = console or Console(stderr=True)
     t0 = time.perf_counter()
-    with console.status(f"loading {model_name} ...", spinner="dots") if progress else nullcontext():
-        model = load_model(model_name, runtime)
-    load_s = time.perf_counter() - t0
-    bar = Progress(TextColumn("[bold]transcribing"), BarColumn(), MofNCompleteColumn(),
+    if isinstance(model_name, SpeechModel):
+        model = model_name
+    else:
+        with console.status(f"loading {model_name} ...", spinner="dots") if progress else nullcontext():
+            model = load_model(model_name, runtime)
+    load_s += time.perf_counter() - t0
+    bar = Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.fields[audio]} audio"), TextColumn("RTFx {task.fields[rtfx]}"),
                    TimeElapsedColumn(), console=console, disable=not progress, transient=True)
     failures: list[Result] = []
@@ -112,5 +117,5 @@ def transcribe_to_jsonl(items: Sequence[Item], model_name: str, options: DecodeO
                       audio_s=stats.audio_s, wall_s=stats.wall_s, load_s=load_s, rtfx=stats.rtfx,
                       peak_rss_mb=mem["peak_rss_mb"], peak_gpu_mb=mem.get("peak_gpu_mb"),
                       results_path=str(results_path))
-    console.print(summary_table(summary))
+    console.print(summary_table(summary, title=title))
     return summary

@@ -20,6 +20,16 @@ MAX_TARGET_TOKENS = 448  # decoder context of every Whisper size
 WHISPER_TASKS = ("transcribe", "translate")
 
 
+class _DropLengthAdvice(logging.Filter):
+    """Whisper's generate sets max_length itself; transformers then warns on every batch."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "seem to have been set" not in record.getMessage()
+
+
+logging.getLogger("transformers.generation.utils").addFilter(_DropLengthAdvice())
+
+
 class WhisperModel(SpeechModel):
     """A transformers `WhisperForConditionalGeneration` with its processor."""
 
@@ -82,24 +92,28 @@ class WhisperModel(SpeechModel):
             "max_new_tokens": min(options.max_new_tokens, MAX_TARGET_TOKENS - 4),
             "return_timestamps": False,
         }
+        languages: list[str] = ["en"] * len(audios)
+        inputs: dict[str, Any] = {"input_features": feats}
         if self.multilingual:
             kwargs["task"] = options.task
             if options.language:
-                kwargs["language"] = options.language
-        seqs = self.model.generate(feats, **kwargs)
+                languages = [options.language] * len(audios)
+            else:
+                # Encode once, detect each item's language from the first decoder step,
+                # then decode from the same encoder states with the detected languages.
+                enc = self.model.get_encoder()(feats)
+                ids = self.model.detect_language(encoder_outputs=enc).view(-1).tolist()
+                languages = [self._lang_by_token.get(i, "en") for i in ids]
+                inputs = {"encoder_outputs": enc}
+            kwargs["language"] = languages
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # length and attention-mask advisories from generate
+            seqs = self.model.generate(**inputs, **kwargs)
         if not isinstance(seqs, torch.Tensor):
             seqs = seqs.sequences
         tok = self.processor.tokenizer
-        out = []
-        for row in seqs.tolist():
-            lang = options.language if options.language else self._language_of(row)
-            text = tok.decode(row, skip_special_tokens=True).strip()
-            out.append(Hypothesis(text=text, language=lang if self.multilingual else "en"))
-        return out
-
-    def _language_of(self, tokens: list[int]) -> str | None:
-        """The language token the model chose (the token after <|startoftranscript|>)."""
-        return next((self._lang_by_token[t] for t in tokens[:4] if t in self._lang_by_token), None)
+        return [Hypothesis(text=tok.decode(row, skip_special_tokens=True).strip(), language=lang)
+                for row, lang in zip(seqs.tolist(), languages, strict=True)]
 
 
 def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:

@@ -1,0 +1,298 @@
+"""`speechkit bench`: a suite's items -> model -> predictions JSONL -> scores.json + tables.
+
+One run directory per suite run (`--out-dir`):
+
+- `predictions.jsonl`: one result line per item, resumable like `speechkit transcribe`.
+  A sharded run (`--shard K/N`) writes `predictions.shard-K-of-N.jsonl` and scores its own
+  part; a later unsharded run in the same directory takes in the shard files' finished
+  lines first, so it only decodes what no shard did, then scores the whole split.
+- `scores.json`: the scoring summary (metrics, item counts, problems) plus `run`, which
+  records the model and its hash, decode settings, normalizer, sacreBLEU signature,
+  selection, speed (RTFx, peak memory), speechkit version and date.
+- `results.md` / `results.csv`: this run beside the suite's published numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import re
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from speechkit import __version__
+from speechkit.data import Item, ResultWriter, read_results
+from speechkit.errors import SpeechkitError
+from speechkit.models.base import DecodeOptions, SpeechModel
+from speechkit.models.registry import RuntimeOptions, load_model
+from speechkit.report import rich_table, table_rows, write_tables
+from speechkit.scoring import score_predictions
+from speechkit.suites import Suite, load_suite, parse_shard, suite_items
+
+# What a Whisper model can do with each suite task (Whisper translates into English only).
+WHISPER_TASKS = {"asr": "transcribe", "avsr": "transcribe", "st": "translate"}
+SHARD_FILE = re.compile(r"predictions\.shard-(\d+)-of-(\d+)\.jsonl$")
+
+
+@dataclass
+class BenchPlan:
+    """What a bench run will do, settled before the model decodes anything."""
+
+    suite: Suite
+    split: str
+    modality: str | None
+    task: str  # the suite task being scored (asr, st, sv, ...)
+    options: DecodeOptions  # what the model is asked to do
+    items: list[Item]
+    report: Any  # suites.BuildReport
+    shard: tuple[int, int] | None
+    out_dir: Path
+
+    @property
+    def stem(self) -> str:
+        return f"shard-{self.shard[0]}-of-{self.shard[1]}" if self.shard else ""
+
+    @property
+    def predictions(self) -> Path:
+        return self.out_dir / (f"predictions.{self.stem}.jsonl" if self.shard else "predictions.jsonl")
+
+    @property
+    def scores(self) -> Path:
+        return self.out_dir / (f"scores.{self.stem}.json" if self.shard else "scores.json")
+
+
+def default_out_dir(suite: str, split: str, modality: str | None) -> Path:
+    name = Path(suite).stem if suite.endswith(".json") else suite
+    return Path("bench") / "-".join(x for x in (name, split, modality) if x)
+
+
+def _is_whisper(model: SpeechModel) -> bool:
+    return model.describe().get("family") == "whisper"
+
+
+def model_modalities(model: SpeechModel) -> tuple[str, ...]:
+    """Which inputs the model reads ("audio", "video", "audiovisual")."""
+    return tuple(getattr(model, "modalities", ("audio",)))
+
+
+def plan(suite_name: str, model: SpeechModel, *, data_root: str | Path | None = None,
+         split: str | None = None, modality: str | None = None, limit: int | None = None,
+         shard: str | None = None, out_dir: str | Path | None = None,
+         decode: DecodeOptions = DecodeOptions(), console: Console | None = None) -> BenchPlan:
+    """Resolve suite, split, modality, task and items for `model`; errors say what to change."""
+    console = console or Console(stderr=True)
+    suite = load_suite(suite_name)
+    split_name, split_opts = suite.split(split)
+    task, prompt = suite.task, suite.prompt
+    readable = model_modalities(model)
+    if suite.modalities:
+        if modality is None:
+            modality = suite.default_modality if suite.default_modality in readable else None
+            if modality is None:
+                modality = next((m for m in suite.modalities if m in readable), None)
+                if modality is None:
+                    raise SpeechkitError(f"{model.name} reads {', '.join(readable)} only and suite "
+                                         f"{suite.name} has modalities {', '.join(suite.modalities)}")
+                console.print(f"{model.name} reads {', '.join(readable)} only: running the "
+                              f"{modality} track of {suite.name} (--modality to choose)")
+        if modality not in suite.modalities:
+            raise SpeechkitError(f"suite {suite.name} has no modality {modality!r}; choose one of: "
+                                 f"{', '.join(suite.modalities)}")
+        if modality not in readable:
+            raise SpeechkitError(f"{model.name} cannot read the {modality} track of {suite.name} "
+                                 f"(it reads {', '.join(readable)}); pass --modality "
+                                 f"{readable[0]} or a model with a video encoder")
+        task = suite.modalities[modality].get("task", task)
+        prompt = suite.modalities[modality].get("prompt", prompt)
+    elif modality is not None:
+        raise SpeechkitError(f"suite {suite.name} has one modality: drop --modality")
+
+    source = split_opts.get("source_language") or suite.language
+    target = split_opts.get("target_language")
+    if _is_whisper(model):
+        whisper_task = WHISPER_TASKS.get(task)
+        if whisper_task is None or (task == "st" and target != "en"):
+            what = f"{task} into {target}" if task == "st" else task
+            raise SpeechkitError(f"{model.name} is a Whisper model: it cannot do {what} "
+                                 f"({suite.name}/{split_name}); use a speech-LLM checkpoint "
+                                 "(--model DIR)")
+        options = replace(decode, task=whisper_task, language=decode.language or source)
+    else:
+        options = replace(decode, task=task, language=decode.language or source,
+                          target_language=decode.target_language or target)
+    if task == "sv":
+        raise SpeechkitError(f"{suite.name}: speaker-verification trials pair two recordings; "
+                             "scoring them through a model is not supported yet. Score "
+                             "existing trial scores with `speechkit score PRED.jsonl --task sv`")
+
+    items, report = suite_items(suite, data_root, split_name, limit=limit, shard=shard)
+    for it in items:
+        if prompt and (it.prompt is None or it.prompt == suite.prompt):
+            it.prompt = prompt
+    out = Path(out_dir) if out_dir else default_out_dir(suite_name, split_name, modality)
+    return BenchPlan(suite, split_name, modality, task, options, items, report,
+                     parse_shard(shard), out)
+
+
+def absorb_shards(plan_: BenchPlan) -> int:
+    """Copy finished lines of shard files into the unsharded predictions file (once each).
+
+    Returns how many lines were taken in. Only ids of this run's items are taken.
+    """
+    if plan_.shard is not None:
+        return 0
+    wanted = {it.id for it in plan_.items}
+    shard_files = sorted(p for p in plan_.out_dir.glob("predictions.shard-*.jsonl")
+                         if SHARD_FILE.search(p.name))
+    if not shard_files:
+        return 0
+    taken = 0
+    with ResultWriter(plan_.predictions) as writer:
+        for path in shard_files:
+            for item_id, result in read_results(path).items():
+                if item_id in wanted and result.status == "ok" and not writer.done(item_id):
+                    writer.write(result)
+                    taken += 1
+    return taken
+
+
+def _selected_records(plan_: BenchPlan) -> list[dict[str, Any]]:
+    wanted = {it.id for it in plan_.items}
+    results = read_results(plan_.predictions) if plan_.predictions.exists() else {}
+    return [r.to_dict() for i, r in results.items() if i in wanted]
+
+
+def _previous_speed(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("run", {}).get("speed")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _shard_speed(plan_: BenchPlan) -> dict[str, Any] | None:
+    """Speed of a merged run: total audio over total wall time of its shards."""
+    if plan_.shard is not None:
+        return None
+    parts = [sp for p in sorted(plan_.out_dir.glob("scores.shard-*.json"))
+             if (sp := _previous_speed(p))]
+    if not parts:
+        return None
+    audio = sum(p["audio_s"] for p in parts)
+    wall = sum(p["wall_s"] for p in parts)
+    gpu = [p["peak_gpu_mb"] for p in parts if p.get("peak_gpu_mb") is not None]
+    return {"audio_s": round(audio, 3), "wall_s": round(wall, 3),
+            "rtfx": round(audio / wall, 3) if wall else None,
+            "peak_rss_mb": max(p["peak_rss_mb"] for p in parts),
+            "peak_gpu_mb": max(gpu) if gpu else None,
+            "items_decoded": sum(p.get("items_decoded", 0) for p in parts),
+            "from_shards": len(parts)}
+
+
+def score_plan(plan_: BenchPlan, model: SpeechModel | None, run_summary: Any,
+               runtime: RuntimeOptions, batch_size: int | None) -> dict[str, Any]:
+    """Score this run's items, add the run record and write scores.json and the tables."""
+    suite = plan_.suite
+    split_opts = suite.splits[plan_.split]
+    summary = score_predictions(
+        _selected_records(plan_), task=plan_.task, suite=suite, expected=plan_.items,
+        labels=suite.labels, target_language=split_opts.get("target_language"))
+    summary["source"] = str(plan_.predictions)
+    speed = None
+    if run_summary is not None and run_summary.audio_s > 0:
+        speed = {"audio_s": round(run_summary.audio_s, 3), "wall_s": round(run_summary.wall_s, 3),
+                 "rtfx": round(run_summary.rtfx, 3), "load_s": round(run_summary.load_s, 3),
+                 "peak_rss_mb": round(run_summary.peak_rss_mb, 1),
+                 "peak_gpu_mb": None if run_summary.peak_gpu_mb is None
+                 else round(run_summary.peak_gpu_mb, 1),
+                 "items_decoded": run_summary.ok + run_summary.failed}
+    else:  # everything was already done: keep the figures of the runs that did the work
+        speed = _previous_speed(plan_.scores) or _shard_speed(plan_)
+    summary["run"] = {
+        "suite": suite.name,
+        "split": plan_.split,
+        "modality": plan_.modality,
+        "task": plan_.task,
+        "model": model.describe() if model is not None else None,
+        "decode": plan_.options.to_dict(),
+        "normalizer": summary.get("normalizer"),
+        "sacrebleu_signature": {k: v for k, v in summary.get("details", {}).items()
+                                if k.endswith("_signature")} or None,
+        "selection": plan_.report.selection,
+        "build": plan_.report.to_dict(),
+        "runtime": {"device": getattr(model, "device", None), "dtype": runtime.dtype,
+                    "quant": runtime.quant, "batch_size": batch_size},
+        "speed": speed,
+        "speechkit_version": __version__,
+        "python": platform.python_version(),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    plan_.scores.parent.mkdir(parents=True, exist_ok=True)
+    plan_.scores.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n",
+                            encoding="utf-8")
+    return summary
+
+
+def result_rows(plan_: BenchPlan, summary: dict[str, Any], system: str) -> list[dict[str, Any]]:
+    """Table rows: this run's metrics and speed, then the published rows."""
+    rows = table_rows(summary, plan_.suite, plan_.split, system=system, modality=plan_.modality)
+    speed = summary["run"].get("speed") or {}
+    ours = [r for r in rows if r["source"] == "this run" or r["source"].startswith("not run")]
+    rest = rows[len(ours):]
+    base = dict(ours[0]) if ours else {"system": system, "split": plan_.split,
+                                       "modality": plan_.modality, "source": "this run"}
+    extra = []
+    for key, metric in (("rtfx", "rtfx"), ("peak_rss_mb", "peak_rss_mb"),
+                        ("peak_gpu_mb", "peak_gpu_mb")):
+        if speed.get(key) is not None:
+            extra.append(base | {"metric": metric, "value": speed[key], "normalizer": None,
+                                 "source": "this run"})
+    return ours + extra + rest
+
+
+def run_bench(suite_name: str, model_name: str = "whisper-base", *,
+              data_root: str | Path | None = None, split: str | None = None,
+              modality: str | None = None, limit: int | None = None, shard: str | None = None,
+              out_dir: str | Path | None = None, decode: DecodeOptions = DecodeOptions(),
+              runtime: RuntimeOptions = RuntimeOptions(), batch_size: int | None = None,
+              overwrite: bool = False, progress: bool = True,
+              console: Console | None = None, out: Console | None = None) -> dict[str, Any]:
+    """The whole `speechkit bench` run; returns the scores summary (also in scores.json)."""
+    from speechkit.transcribe import transcribe_to_jsonl
+
+    console = console or Console(stderr=True)
+    out = out or Console()
+    t0 = time.perf_counter()
+    with console.status(f"loading {model_name} ...", spinner="dots") if progress else nullcontext():
+        model = load_model(model_name, runtime)
+    load_s = time.perf_counter() - t0
+    p = plan(suite_name, model, data_root=data_root, split=split, modality=modality, limit=limit,
+             shard=shard, out_dir=out_dir, decode=decode, console=console)
+    for w in p.report.warnings:
+        console.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
+    p.out_dir.mkdir(parents=True, exist_ok=True)
+    if overwrite:
+        p.predictions.unlink(missing_ok=True)
+    elif (n := absorb_shards(p)):
+        console.print(f"took {n} finished item(s) from the shard files in {p.out_dir}")
+    what = f"{p.suite.name}/{p.split}" + (f" ({p.modality})" if p.modality else "")
+    sel = f", {p.report.selection}" if p.report.selection else ""
+    console.print(f"[bold]{what}[/]: {len(p.items)} item(s){sel} -> {p.predictions}",
+                  highlight=False)
+    summary_run = transcribe_to_jsonl(p.items, model, p.options, p.predictions, runtime=runtime,
+                                      batch_size=batch_size, console=console, progress=progress,
+                                      label="benchmarking", load_s=load_s, title=f"speechkit bench {what}")
+    summary = score_plan(p, model, summary_run, runtime, batch_size or None)
+    rows = result_rows(p, summary, system=model.name)
+    paths = write_tables(rows, p.out_dir, stem=f"results.{p.stem}" if p.shard else "results")
+    out.print(rich_table(rows, title=f"{what}: {model.name}"))
+    for w in summary["warnings"]:
+        console.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
+    console.print(f"scores: {p.scores}; tables: {paths['markdown']}, {paths['csv']}",
+                  highlight=False)
+    return summary

@@ -1,0 +1,71 @@
+"""`speechkit bench`: run a model on a benchmark suite and score it beside published numbers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+out = Console()
+err = Console(stderr=True)
+
+
+def bench(
+    suite: Annotated[str, typer.Argument(
+        help="Suite name (see `speechkit manifest --list`) or a suite JSON file.",
+        show_default=False)],
+    model: Annotated[str, typer.Option("--model", "-m", help=(
+        "Built-in name, speechkit checkpoint dir, local Whisper dir or hub id."))] = "whisper-base",
+    data_root: Annotated[Path | None, typer.Option(
+        help="Dataset root in its standard layout (librivox-mini finds its data itself).")] = None,
+    split: Annotated[str | None, typer.Option(help="Split (default: the suite's).")] = None,
+    modality: Annotated[str | None, typer.Option(
+        help="audio, video or audiovisual for suites with several (default: the suite's, "
+             "or what the model reads).")] = None,
+    limit: Annotated[int | None, typer.Option(
+        min=1, help="Only the first N items (by id), e.g. for a smoke run.")] = None,
+    shard: Annotated[str | None, typer.Option(
+        help="Run shard K/N of the items (K from 0). A later run without --shard in the same "
+             "--out-dir merges the shards and scores the whole split.")] = None,
+    out_dir: Annotated[Path | None, typer.Option(
+        "--out-dir", "-o", help="Run directory (default: bench/SUITE-SPLIT[-MODALITY]).")] = None,
+    beam_size: Annotated[int, typer.Option(min=1, help="1 = greedy; >1 = beam search.")] = 1,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="Most tokens per segment.")] = 224,
+    language: Annotated[str | None, typer.Option(
+        "--language", "-l", help="Spoken language (default: the suite's).")] = None,
+    prompt: Annotated[str | None, typer.Option(help="Override the task prompt (speech LLMs).")] = None,
+    batch_size: Annotated[int, typer.Option(
+        min=0, help="Segments per forward pass; 0 = auto (8 on CPU, 32 on GPU).")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
+    dtype: Annotated[str, typer.Option(
+        help="auto, float32, float16, bfloat16, or int8 (CPU Whisper).")] = "auto",
+    quant: Annotated[str | None, typer.Option(
+        help="Speech-LLM weights: 4bit (default on GPU), 8bit, bf16 or fp32.")] = None,
+    overwrite: Annotated[bool, typer.Option(
+        help="Redo every item (default: resume, skipping items already done).")] = False,
+    progress: Annotated[bool, typer.Option(help="Show a live progress bar.")] = True,
+) -> None:
+    """Run MODEL on a suite; write predictions, scores.json and Markdown/CSV tables.
+
+    The table puts this run (metrics, RTFx, peak memory) beside the suite's published
+    results. Resumable; sharded runs merge. Exit code 0 when every item was scored, 1 when
+    some failed or are missing (the counts say which), 2 for usage errors.
+    """
+    from speechkit.bench import run_bench
+    from speechkit.models.base import DecodeOptions
+    from speechkit.models.registry import RuntimeOptions
+
+    summary = run_bench(
+        suite, model, data_root=data_root, split=split, modality=modality, limit=limit,
+        shard=shard, out_dir=out_dir,
+        decode=DecodeOptions(language=language, beam_size=beam_size,
+                             max_new_tokens=max_new_tokens, prompt=prompt),
+        runtime=RuntimeOptions(device, dtype, quant), batch_size=batch_size or None,
+        overwrite=overwrite, progress=progress and err.is_terminal, console=err, out=out)
+    raise typer.Exit(0 if summary["complete"] else 1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(bench)
