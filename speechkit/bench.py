@@ -33,7 +33,7 @@ from speechkit.models.base import DecodeOptions, SpeechModel
 from speechkit.models.registry import RuntimeOptions, load_model
 from speechkit.report import rich_table, table_rows, write_tables
 from speechkit.scoring import score_predictions
-from speechkit.suites import Suite, load_suite, parse_shard, suite_items
+from speechkit.suites import Suite, load_suite, parse_shard, resolve_data_root, suite_items
 
 # What a Whisper model can do with each suite task (Whisper translates into English only).
 WHISPER_TASKS = {"asr": "transcribe", "avsr": "transcribe", "st": "translate"}
@@ -53,6 +53,7 @@ class BenchPlan:
     report: Any  # suites.BuildReport
     shard: tuple[int, int] | None
     out_dir: Path
+    normalizer: str | None = None  # None: the suite's
 
     @property
     def stem(self) -> str:
@@ -201,8 +202,16 @@ def score_plan(plan_: BenchPlan, model: SpeechModel | None, run_summary: Any,
     split_opts = suite.splits[plan_.split]
     summary = score_predictions(
         _selected_records(plan_), task=plan_.task, suite=suite, expected=plan_.items,
-        labels=suite.labels, target_language=split_opts.get("target_language"))
+        labels=suite.labels, target_language=split_opts.get("target_language"),
+        normalizer=plan_.normalizer)
     summary["source"] = str(plan_.predictions)
+    report = plan_.report
+    summary["counts"]["protocol_items"] = report.expected
+    summary["counts"]["found_on_disk"] = report.found
+    summary["counts"]["missing_media"] = len(report.missing)
+    if not report.complete:
+        summary["complete"] = False
+        summary["warnings"] = [*report.warnings, *summary["warnings"]]
     speed = None
     if run_summary is not None and run_summary.audio_s > 0:
         speed = {"audio_s": round(run_summary.audio_s, 3), "wall_s": round(run_summary.wall_s, 3),
@@ -241,6 +250,14 @@ def score_plan(plan_: BenchPlan, model: SpeechModel | None, run_summary: Any,
 def result_rows(plan_: BenchPlan, summary: dict[str, Any], system: str) -> list[dict[str, Any]]:
     """Table rows: this run's metrics and speed, then the published rows."""
     rows = table_rows(summary, plan_.suite, plan_.split, system=system, modality=plan_.modality)
+    counts, report = summary["counts"], plan_.report
+    if report.expected is not None:  # items against the protocol's count, not just the found ones
+        label = f"{counts['scored']}/{report.expected}"
+        if report.selection:
+            label = f"{counts['scored']}/{len(plan_.items)} ({report.selection} of {report.expected})"
+        for r in rows:
+            if r["source"] == "this run" or str(r["source"]).startswith("not run"):
+                r["items"] = label
     speed = summary["run"].get("speed") or {}
     ours = [r for r in rows if r["source"] == "this run" or r["source"].startswith("not run")]
     rest = rows[len(ours):]
@@ -255,24 +272,29 @@ def result_rows(plan_: BenchPlan, summary: dict[str, Any], system: str) -> list[
     return ours + extra + rest
 
 
-def run_bench(suite_name: str, model_name: str = "whisper-base", *,
+def run_bench(suite_name: str, model_name: str | SpeechModel = "whisper-base", *,
               data_root: str | Path | None = None, split: str | None = None,
               modality: str | None = None, limit: int | None = None, shard: str | None = None,
               out_dir: str | Path | None = None, decode: DecodeOptions = DecodeOptions(),
               runtime: RuntimeOptions = RuntimeOptions(), batch_size: int | None = None,
-              overwrite: bool = False, progress: bool = True,
+              overwrite: bool = False, progress: bool = True, normalizer: str | None = None,
               console: Console | None = None, out: Console | None = None) -> dict[str, Any]:
     """The whole `speechkit bench` run; returns the scores summary (also in scores.json)."""
     from speechkit.transcribe import transcribe_to_jsonl
 
     console = console or Console(stderr=True)
     out = out or Console()
+    resolve_data_root(load_suite(suite_name), data_root)  # fail before the model loads
     t0 = time.perf_counter()
-    with console.status(f"loading {model_name} ...", spinner="dots") if progress else nullcontext():
-        model = load_model(model_name, runtime)
+    if isinstance(model_name, SpeechModel):
+        model = model_name
+    else:
+        with console.status(f"loading {model_name} ...", spinner="dots") if progress else nullcontext():
+            model = load_model(model_name, runtime)
     load_s = time.perf_counter() - t0
     p = plan(suite_name, model, data_root=data_root, split=split, modality=modality, limit=limit,
              shard=shard, out_dir=out_dir, decode=decode, console=console)
+    p.normalizer = normalizer
     for w in p.report.warnings:
         console.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
     p.out_dir.mkdir(parents=True, exist_ok=True)

@@ -31,6 +31,9 @@ def bench(
              "--out-dir merges the shards and scores the whole split.")] = None,
     out_dir: Annotated[Path | None, typer.Option(
         "--out-dir", "-o", help="Run directory (default: bench/SUITE-SPLIT[-MODALITY]).")] = None,
+    normalizer: Annotated[str | None, typer.Option(
+        help="Text normalizer for scoring: whisper-en, whisper-basic, basic, lrs3 or none "
+             "(default: the suite's protocol).")] = None,
     beam_size: Annotated[int, typer.Option(min=1, help="1 = greedy; >1 = beam search.")] = 1,
     max_new_tokens: Annotated[int, typer.Option(min=1, help="Most tokens per segment.")] = 224,
     language: Annotated[str | None, typer.Option(
@@ -63,7 +66,8 @@ def bench(
         decode=DecodeOptions(language=language, beam_size=beam_size,
                              max_new_tokens=max_new_tokens, prompt=prompt),
         runtime=RuntimeOptions(device, dtype, quant), batch_size=batch_size or None,
-        overwrite=overwrite, progress=progress and err.is_terminal, console=err, out=out)
+        overwrite=overwrite, normalizer=normalizer, progress=progress and err.is_terminal,
+        console=err, out=out)
     raise typer.Exit(0 if summary["complete"] else 1)
 
 

@@ -77,7 +77,8 @@ def load_model(name: str = DEFAULT_MODEL, runtime: RuntimeOptions = RuntimeOptio
         path = ensure_whisper(name)
         spec = BUILTIN_WHISPER[name]
         return WhisperModel(path, name=name, device=device, dtype=dtype, int8=int8,
-                            describe={"sha256": spec.sha256, "license": spec.license})
+                            describe={"source": f"builtin:{name}", "sha256": spec.sha256,
+                                      "license": spec.license})
     path = Path(name).expanduser()
     if path.is_dir():
         from speechkit.models.speechllm import is_speechllm_checkpoint, load_speechllm
