@@ -46,6 +46,8 @@ def _root(
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         os.environ.setdefault("TQDM_DISABLE", "1")  # transformers' weight-loading bars
+        # bitsandbytes looks for an optional hub kernel on CPU and warns when offline.
+        logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
         import warnings
 
         warnings.filterwarnings("ignore")
