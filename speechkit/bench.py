@@ -297,6 +297,7 @@ def run_bench(suite_name: str, model_name: str | SpeechModel = "whisper-base", *
     p = plan(suite_name, model, data_root=data_root, split=split, modality=modality, limit=limit,
              shard=shard, out_dir=out_dir, decode=decode, console=console)
     p.normalizer = normalizer
+    p.options = model.resolve(p.options)
     for w in p.report.warnings:
         console.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
     p.out_dir.mkdir(parents=True, exist_ok=True)

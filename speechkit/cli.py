@@ -69,9 +69,12 @@ def transcribe(
     target_language: Annotated[str | None, typer.Option(
         help="Target language for speech translation with speech LLMs.")] = None,
     prompt: Annotated[str | None, typer.Option(help="Override the task prompt (speech LLMs).")] = None,
-    beam_size: Annotated[int, typer.Option(min=1, help="1 = greedy; >1 = beam search.")] = 1,
-    max_new_tokens: Annotated[int, typer.Option(
-        min=1, help="Most tokens generated per 30 s segment.")] = 224,
+    beam_size: Annotated[int | None, typer.Option(min=1, help=(
+        "1 = greedy; >1 = beam search. Default: the model's (Whisper 1; a checkpoint's "
+        "speechkit.json decode settings)."), show_default=False)] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(min=1, help=(
+        "Most tokens generated per 30 s segment. Default: the model's (Whisper 224; a "
+        "checkpoint's speechkit.json)."), show_default=False)] = None,
     batch_size: Annotated[int, typer.Option(
         min=0, help="Segments per forward pass; 0 = auto (8 on CPU, 32 on GPU).")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",

@@ -125,7 +125,7 @@ class Transcriber:
                  format_dir: Path | None = None,
                  on_result: Callable[[Result, RunStats], None] | None = None):
         self.model = model
-        self.options = options
+        self.options = model.resolve(options)  # results record the settings actually used
         self.writer = writer
         self.batch_size = batch_size or default_batch_size(model)
         self.formats = formats

@@ -257,3 +257,27 @@ def test_prompt_templates_and_tasks():
         task_prompt(salmonn, "st")
     with pytest.raises(SpeechkitError, match="question"):
         task_prompt(salmonn, "sqa")
+
+
+def test_checkpoint_decode_defaults_apply_unless_given(whisper_ckpt, tmp_path):
+    from speechkit.data import Item, read_results
+    from speechkit.transcribe import transcribe_items
+
+    def change(d):
+        d["decode"] = {"beam_size": 2, "max_new_tokens": 3}
+
+    model = load_speechllm(str(_edit(whisper_ckpt, tmp_path, change)), device="cpu")
+    assert model.resolve(DecodeOptions(task="asr")).beam_size == 2
+    assert model.resolve(DecodeOptions(task="asr", beam_size=1)).beam_size == 1
+    model.generate([noise(2.0, 7)], DecodeOptions(task="asr"))
+    assert all(len(t) <= 3 for t in model.last_tokens)
+    wav = tmp_path / "a.wav"
+    import wave
+
+    with wave.open(str(wav), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
+        w.writeframes((noise(1.5, 8) * 20000).astype("<i2").tobytes())
+    transcribe_items([Item(id="a", path=str(wav))], model, DecodeOptions(task="asr"),
+                     tmp_path / "r.jsonl")
+    (r,) = read_results(tmp_path / "r.jsonl").values()
+    assert r.decode["beam_size"] == 2 and r.decode["max_new_tokens"] == 3

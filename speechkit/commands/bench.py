@@ -34,8 +34,11 @@ def bench(
     normalizer: Annotated[str | None, typer.Option(
         help="Text normalizer for scoring: whisper-en, whisper-basic, basic, lrs3 or none "
              "(default: the suite's protocol).")] = None,
-    beam_size: Annotated[int, typer.Option(min=1, help="1 = greedy; >1 = beam search.")] = 1,
-    max_new_tokens: Annotated[int, typer.Option(min=1, help="Most tokens per segment.")] = 224,
+    beam_size: Annotated[int | None, typer.Option(
+        min=1, help="1 = greedy; >1 = beam search (default: the model's).",
+        show_default=False)] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(
+        min=1, help="Most tokens per segment (default: the model's).", show_default=False)] = None,
     language: Annotated[str | None, typer.Option(
         "--language", "-l", help="Spoken language (default: the suite's).")] = None,
     prompt: Annotated[str | None, typer.Option(help="Override the task prompt (speech LLMs).")] = None,

@@ -18,8 +18,8 @@ class DecodeOptions:
     task: str = "transcribe"  # whisper: transcribe | translate; speech LLMs: asr, st, er, sv, sqa, aac
     language: str | None = None  # source language; None = detect
     target_language: str | None = None  # speech translation target (speech LLMs)
-    beam_size: int = 1  # 1 = greedy
-    max_new_tokens: int = 200
+    beam_size: int | None = None  # 1 = greedy; None = the model's default
+    max_new_tokens: int | None = None  # None = the model's default
     prompt: str | None = None  # overrides the task prompt (speech LLMs)
 
     def to_dict(self) -> dict[str, Any]:
@@ -50,6 +50,18 @@ class SpeechModel(ABC):
         self, audios: list[np.ndarray], options: DecodeOptions, prompts: list[str | None] | None = None
     ) -> list[Hypothesis]:
         """Decode a batch; one hypothesis per input, in input order."""
+
+    default_beam_size: int = 1
+    default_max_new_tokens: int = 200
+
+    def resolve(self, options: DecodeOptions) -> DecodeOptions:
+        """The options with this model's defaults filled in (what results record)."""
+        from dataclasses import replace
+
+        return replace(
+            options,
+            beam_size=options.beam_size or self.default_beam_size,
+            max_new_tokens=options.max_new_tokens or self.default_max_new_tokens)
 
     def describe(self) -> dict[str, Any]:
         """Identity recorded in results (name, source, hash where known)."""

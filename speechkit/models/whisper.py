@@ -34,6 +34,7 @@ class WhisperModel(SpeechModel):
     """A transformers `WhisperForConditionalGeneration` with its processor."""
 
     max_input_s = CHUNK_S
+    default_max_new_tokens = 224  # half the decoder context, as openai-whisper
 
     def __init__(self, source: str | Path, name: str | None = None, device: str = "cpu",
                  dtype: torch.dtype = torch.float32, int8: bool = False,
@@ -99,6 +100,7 @@ class WhisperModel(SpeechModel):
     @torch.inference_mode()
     def generate(self, audios: list[np.ndarray], options: DecodeOptions,
                  prompts: list[str | None] | None = None) -> list[Hypothesis]:
+        options = self.resolve(options)
         self._check(options)
         if not audios:
             return []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -57,8 +58,15 @@ class SpeechLLM(SpeechModel):
     def device(self) -> str:
         return self._device
 
+    def resolve(self, options: DecodeOptions) -> DecodeOptions:
+        """Unset beam size and token budget come from the checkpoint's decode defaults."""
+        d = self.spec.decode
+        return replace(options, beam_size=options.beam_size or d.beam_size,
+                       max_new_tokens=options.max_new_tokens or d.max_new_tokens)
+
     def settings(self, options: DecodeOptions) -> gen.GenerationSettings:
         """Decoding settings for these options (stop strings come from the checkpoint)."""
+        options = self.resolve(options)
         return gen.GenerationSettings(beam_size=options.beam_size,
                                       max_new_tokens=options.max_new_tokens,
                                       stop=tuple(self.spec.decode.stop))
