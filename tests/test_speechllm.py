@@ -201,11 +201,14 @@ def test_lora_scaling_override(whisper_ckpt, tmp_path):
     assert scales and all(s == 0.125 for s in scales)
 
 
-def test_4bit_llm_runs_on_cpu(whisper_ckpt):
-    model = load_speechllm(str(whisper_ckpt), device="cpu", quant="4bit")
+@pytest.mark.parametrize("quant", ["4bit", "8bit"])
+def test_quantized_llm_runs_on_cpu(whisper_ckpt, quant):
+    model = load_speechllm(str(whisper_ckpt), device="cpu", quant=quant)
     import bitsandbytes as bnb
 
-    assert any(isinstance(m, bnb.nn.Linear4bit) for m in model.llm.modules())
+    layer = bnb.nn.Linear4bit if quant == "4bit" else bnb.nn.Linear8bitLt
+    assert any(isinstance(m, layer) for m in model.llm.modules())
+    assert model.describe()["quant"] == quant
     options = DecodeOptions(task="asr", max_new_tokens=4)
     model.generate(AUDIOS[:2], options)
     assert model.last_tokens == _one_by_one(model, AUDIOS[:2], options)
