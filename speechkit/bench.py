@@ -17,8 +17,6 @@ from __future__ import annotations
 import json
 import platform
 import re
-import time
-from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,7 +28,7 @@ from speechkit import __version__
 from speechkit.data import Item, ResultWriter, read_results
 from speechkit.errors import SpeechkitError
 from speechkit.models.base import DecodeOptions, SpeechModel
-from speechkit.models.registry import RuntimeOptions, load_model
+from speechkit.models.registry import RuntimeOptions
 from speechkit.models.speaker import SpeakerEmbedder
 from speechkit.report import rich_table, table_rows, write_tables
 from speechkit.scoring import score_predictions
@@ -282,18 +280,12 @@ def run_bench(suite_name: str, model_name: str | SpeechModel = "whisper-base", *
               overwrite: bool = False, progress: bool = True, normalizer: str | None = None,
               console: Console | None = None, out: Console | None = None) -> dict[str, Any]:
     """The whole `speechkit bench` run; returns the scores summary (also in scores.json)."""
-    from speechkit.transcribe import transcribe_to_jsonl
+    from speechkit.transcribe import load_with_status, transcribe_to_jsonl
 
     console = console or Console(stderr=True)
     out = out or Console()
     resolve_data_root(load_suite(suite_name), data_root)  # fail before the model loads
-    t0 = time.perf_counter()
-    if isinstance(model_name, SpeechModel):
-        model = model_name
-    else:
-        with console.status(f"loading {model_name} ...", spinner="dots") if progress else nullcontext():
-            model = load_model(model_name, runtime)
-    load_s = time.perf_counter() - t0
+    model, load_s = load_with_status(model_name, runtime, console, progress)
     p = plan(suite_name, model, data_root=data_root, split=split, modality=modality, limit=limit,
              shard=shard, out_dir=out_dir, decode=decode, console=console)
     p.normalizer = normalizer

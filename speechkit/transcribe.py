@@ -61,6 +61,17 @@ def summary_table(s: Summary, title: str = "speechkit transcribe") -> Table:
     return t
 
 
+def load_with_status(model: str | SpeechModel, runtime: RuntimeOptions, console: Console,
+                     progress: bool = True) -> tuple[SpeechModel, float]:
+    """(the model, seconds it took to load); a loaded model passes through."""
+    if isinstance(model, SpeechModel):
+        return model, 0.0
+    t0 = time.perf_counter()
+    with console.status(f"loading {model} ...", spinner="dots") if progress else nullcontext():
+        loaded = load_model(model, runtime)
+    return loaded, time.perf_counter() - t0
+
+
 def transcribe_items(items: Sequence[Item], model: SpeechModel, options: DecodeOptions,
                      results_path: Path, *, batch_size: int | None = None,
                      formats: tuple[str, ...] = (), format_dir: Path | None = None,
@@ -84,13 +95,8 @@ def transcribe_to_jsonl(items: Sequence[Item], model_name: str | SpeechModel, op
     """Load the model (or take a loaded one), run the items with a progress bar, print
     failures and a summary."""
     console = console or Console(stderr=True)
-    t0 = time.perf_counter()
-    if isinstance(model_name, SpeechModel):
-        model = model_name
-    else:
-        with console.status(f"loading {model_name} ...", spinner="dots") if progress else nullcontext():
-            model = load_model(model_name, runtime)
-    load_s += time.perf_counter() - t0
+    model, seconds = load_with_status(model_name, runtime, console, progress)
+    load_s += seconds
     bar = Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.fields[audio]} audio"), TextColumn("RTFx {task.fields[rtfx]}"),
                    TimeElapsedColumn(), console=console, disable=not progress, transient=True)

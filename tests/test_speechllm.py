@@ -210,6 +210,15 @@ def test_quantized_llm_runs_on_cpu(whisper_ckpt, quant):
     assert any(isinstance(m, layer) for m in model.llm.modules())
     assert model.describe()["quant"] == quant
     options = DecodeOptions(task="asr", max_new_tokens=4)
+    model.generate(AUDIOS, options)
+    assert model.last_tokens == _one_by_one(model, AUDIOS, options)
+    # P(yes) of a batch equals each item's alone up to float rounding (LLM.int8 picks its
+    # outlier columns per batch, so 8-bit agrees less tightly than 4-bit).
+    sv = DecodeOptions(task="sv", max_new_tokens=1)
+    batched = [h.extras["p_yes"] for h in model.generate(AUDIOS, sv)]
+    alone = [model.generate([a], sv)[0].extras["p_yes"] for a in AUDIOS]
+    assert batched == pytest.approx(alone, rel=1e-5 if quant == "4bit" else 5e-2)
+    options = DecodeOptions(task="asr", max_new_tokens=4)
     model.generate(AUDIOS[:2], options)
     assert model.last_tokens == _one_by_one(model, AUDIOS[:2], options)
 

@@ -13,9 +13,9 @@ DEV_ASR = Path(__file__).resolve().parents[2] / "shared/data/dev/asr_en"
 
 @pytest.mark.slow
 def test_new_checkpoint_transcribes_real_speech_in_4bit(tmp_path, testdata):
-    files = sorted(str(p) for p in DEV_ASR.glob("*.wav"))[:2]
+    files = sorted(str(p) for p in DEV_ASR.glob("*.wav"))[:4]
     if not files:  # the development set is optional; pocketsphinx-testdata is always there
-        files = sorted(str(p) for p in (testdata / "librivox").glob("*.wav"))[:2]
+        files = sorted(str(p) for p in (testdata / "librivox").glob("*.wav"))[:4]
     from speechkit.cli import _register_subcommands, app
     from speechkit.media.ffmpeg import decode_audio
     from speechkit.models.base import DecodeOptions
@@ -32,11 +32,14 @@ def test_new_checkpoint_transcribes_real_speech_in_4bit(tmp_path, testdata):
                               "--device", "cpu", "--max-new-tokens", "6", "--out", str(out)])
     assert res.exit_code == 0, res.output
     lines = [json.loads(x) for x in out.read_text().splitlines()]
-    assert len(lines) == 2 and all(x["status"] == "ok" and x["text"].strip() for x in lines)
+    assert len(lines) == len(files) and all(x["status"] == "ok" and x["text"].strip() for x in lines)
     assert lines[0]["model"]["quant"] == "4bit"
 
     model = load_speechllm(str(ck), device="cpu", quant="4bit")
     audios = [decode_audio(f) for f in files]
+    asr = DecodeOptions(task="asr", max_new_tokens=12)
+    batched = [h.text for h in model.generate(audios, asr)]
+    assert batched == [model.generate([a], asr)[0].text for a in audios]
     sv = DecodeOptions(task="sv", max_new_tokens=3)
     first = model.generate(audios, sv)
     assert all(0.0 <= h.extras["p_yes"] <= 1.0 for h in first)

@@ -100,7 +100,24 @@ def load_llm(spec: LLMSpec, device: str, quant: str, dtype: torch.dtype | None =
         except (ImportError, RuntimeError, ValueError) as e:
             raise SpeechkitError(f"could not load LLM {spec.source} with --quant {quant} on "
                                  f"{device}: {str(e).splitlines()[0]}") from None
+    if quant == "4bit" and not device.startswith("cuda"):
+        batch_invariant_4bit_on_cpu(model)
     return model.eval().requires_grad_(False)
+
+
+def batch_invariant_4bit_on_cpu(model: Any) -> None:
+    """Keep 4-bit layers on bitsandbytes' dequantize-then-matmul CPU path.
+
+    On CPUs with AVX512-BF16, bitsandbytes repacks 4-bit weights at first use for a bf16
+    kernel whose results depend on how many rows a call has, so a batch would not decode
+    like the same items one at a time. The generic path keeps fp32 scales and is exact
+    across batch sizes.
+    """
+    import bitsandbytes as bnb
+
+    for m in model.modules():
+        if isinstance(m, bnb.nn.Linear4bit):
+            m.support_avx512bf16_for_cpu = False
 
 
 def _has_safetensors(directory: Path) -> bool | None:
