@@ -165,6 +165,17 @@ def test_sample_rate_offset_and_duration_cut_the_audio(av_mp4):
     assert len(tail) / SR == pytest.approx(0.5, abs=LENGTH_TOL_S)
 
 
+def test_long_audio_decodes_every_sample_into_one_writable_array(build):
+    # Ten minutes: the sample buffer starts at one minute and grows several times.
+    path = build("ten_minutes.flac", "-f", "lavfi", "-i",
+                 "sine=frequency=440:sample_rate=16000:duration=600", "-af", "volume=2.0")
+    audio = decode_audio(path)
+    assert audio.dtype == np.float32 and audio.flags.writeable and audio.flags.c_contiguous
+    assert len(audio) == 600 * SR
+    assert float(np.abs(audio).max()) <= 1.0  # clipped in place to the documented range
+    assert abs(dominant_hz(audio[-2 * SR:]) - 440) < FREQ_TOL_HZ  # the end is real audio
+
+
 def test_offset_past_the_end_is_zero_samples_error(av_mp4):
     with pytest.raises(ItemError, match=r"decoded to no audio samples at offset 5 s"):
         decode_audio(av_mp4, offset_s=5.0)

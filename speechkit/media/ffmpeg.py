@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 from dataclasses import dataclass
 
 import ffmpeg
@@ -192,6 +193,49 @@ def _run(args: list[str | bytes]) -> subprocess.CompletedProcess[bytes]:
         ) from None
 
 
+READ_CHUNK = 1 << 20  # bytes per read from ffmpeg's stdout
+
+
+def _run_samples(args: list[str | bytes], sample_rate: int) -> tuple[int, np.ndarray, bytes]:
+    """Run ffmpeg writing f32le to stdout; (exit code, samples, stderr).
+
+    Samples are read straight into a float32 array that grows as needed (no intermediate
+    bytes object), so a three-hour file costs about its decoded size in memory, not 3x.
+    """
+    try:
+        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+    except OSError as e:
+        raise SpeechkitError(
+            f"cannot run ffmpeg at {args[0]!s} ({e.strerror}); set {FFMPEG_ENV} to a working ffmpeg"
+        ) from None
+    err_parts: list[bytes] = []
+    reader = threading.Thread(target=lambda: err_parts.append(proc.stderr.read()), daemon=True)
+    reader.start()
+    buf = np.empty(sample_rate * 60, dtype=np.float32)  # a minute to start; grows by half
+    view = memoryview(buf).cast("B")
+    filled = 0
+    with proc.stdout:
+        while True:
+            if filled + READ_CHUNK > view.nbytes:
+                grown = np.empty(max(buf.size * 3 // 2, (filled + READ_CHUNK) // 4 + 1),
+                                 dtype=np.float32)
+                memoryview(grown).cast("B")[:filled] = view[:filled]
+                view.release()
+                buf, view = grown, memoryview(grown).cast("B")
+            n = proc.stdout.readinto(view[filled:filled + READ_CHUNK])
+            if not n:
+                break
+            filled += n
+    view.release()
+    proc.wait()
+    reader.join()
+    audio = buf[:filled // 4]
+    if audio.size * 2 < buf.size:  # do not keep a mostly empty buffer alive
+        audio = audio.copy()
+    return proc.returncode, audio, b"".join(err_parts)
+
+
 def probe(path: str | bytes | os.PathLike) -> MediaInfo:
     """Streams and duration of a media file, parsed from `ffmpeg -i` (cover art is left out)."""
     raw = _check_file(path)
@@ -316,9 +360,9 @@ def decode_audio(
         .output("pipe:", format="f32le", acodec="pcm_f32le", ac=1, ar=sample_rate, vn=None)
         .compile(cmd=[ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error"])
     )
-    proc = _run(command)
-    stderr = proc.stderr.decode("utf-8", "replace")
-    if proc.returncode != 0:
+    returncode, audio, err_bytes = _run_samples(command, sample_rate)
+    stderr = err_bytes.decode("utf-8", "replace")
+    if returncode != 0:
         if _NO_MATCH in stderr:
             raise _stream_error(raw, name, stream)
         raise _undecodable(name, stderr)
@@ -326,11 +370,10 @@ def decode_audio(
         raise ItemError(f"{name}: file is truncated (it ends inside its media data); copy it again")
     if stderr.strip():  # e.g. a damaged frame: ffmpeg decodes what it can and exits 0
         log.warning("%s: decoded with errors (%s); the file may be damaged", name, _reason(stderr))
-    audio = np.frombuffer(proc.stdout, np.float32)
     if audio.size == 0:
         where = f"at offset {offset_s:g} s" if offset_s else "in the file"
         raise ItemError(
             f"{name}: decoded to no audio samples {where}; check the file and the offset"
         )
     # pcm_f32le passes float sources through unclipped; keep the documented range.
-    return np.clip(audio, -1.0, 1.0)
+    return np.clip(audio, -1.0, 1.0, out=audio)

@@ -46,9 +46,16 @@ def is_silent(audio: np.ndarray, threshold_dbfs: float = SILENCE_DBFS) -> bool:
     if audio.size == 0:
         return True
     frame = max(1, int(SILENCE_FRAME_S * SAMPLE_RATE))
-    padded = np.pad(audio, (0, -audio.size % frame))
-    frame_power = np.mean(np.square(padded.reshape(-1, frame), dtype=np.float64), axis=1)
-    return bool(frame_power.max() <= 10.0 ** (threshold_dbfs / 10.0))
+    limit = 10.0 ** (threshold_dbfs / 10.0)
+    block = frame * 12000  # ten minutes at a time: hours of audio need no big temporaries
+    for start in range(0, audio.size, block):
+        part = audio[start:start + block]
+        if part.size % frame:
+            part = np.pad(part, (0, -part.size % frame))
+        power = np.mean(np.square(part.reshape(-1, frame), dtype=np.float64), axis=1)
+        if power.max() > limit:
+            return False
+    return True
 
 
 def split_long_audio(
