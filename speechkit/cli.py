@@ -80,7 +80,8 @@ def transcribe(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
     dtype: Annotated[str, typer.Option(
         help="auto (float16 on GPU, float32 on CPU), float32, float16, bfloat16, or int8 "
-             "(CPU: dynamic int8 linear layers).")] = "auto",
+             "(CPU: dynamic int8 linear layers; faster, but results can vary with batch "
+             "composition).")] = "auto",
     quant: Annotated[str | None, typer.Option(
         help="Speech-LLM weights: 4bit (default on GPU), 8bit, bf16 or fp32.")] = None,
     out: Annotated[Path | None, typer.Option(
