@@ -12,7 +12,7 @@ from speechkit.bench import run_bench
 from speechkit.data import read_results
 from speechkit.errors import SpeechkitError
 
-# Whisper base (greedy, whisper-en normalizer) measured 6.59% WER / 2.52% CER on
+# Whisper base (greedy, whisper-en normalizer) measured 6.59% WER / 2.75% CER on
 # librivox-mini; the bound leaves room for numeric drift across CPUs, not for a broken run.
 LIBRIVOX_MINI_WER_BOUND = 10.0
 
