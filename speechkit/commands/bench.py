@@ -17,7 +17,8 @@ def bench(
         help="Suite name (see `speechkit manifest --list`) or a suite JSON file.",
         show_default=False)],
     model: Annotated[str, typer.Option("--model", "-m", help=(
-        "Built-in name, speechkit checkpoint dir, local Whisper dir or hub id."))] = "whisper-base",
+        "Built-in name (whisper-base, whisper-tiny.en; resemblyzer for sv suites), a "
+        "speechkit checkpoint dir, a local Whisper dir or a hub id."))] = "whisper-base",
     data_root: Annotated[Path | None, typer.Option(
         help="Dataset root in its standard layout (librivox-mini finds its data itself).")] = None,
     split: Annotated[str | None, typer.Option(help="Split (default: the suite's).")] = None,
