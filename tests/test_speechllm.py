@@ -293,3 +293,17 @@ def test_checkpoint_decode_defaults_apply_unless_given(whisper_ckpt, tmp_path):
                      tmp_path / "r.jsonl")
     (r,) = read_results(tmp_path / "r.jsonl").values()
     assert r.decode["beam_size"] == 2 and r.decode["max_new_tokens"] == 3
+
+
+def test_checkpoint_hash_is_recorded_and_follows_the_weights(whisper_ckpt, tmp_path):
+    import shutil
+
+    a = load_speechllm(str(whisper_ckpt), device="cpu").describe()["sha256"]
+    copy = tmp_path / "copy"
+    shutil.copytree(whisper_ckpt, copy)
+    assert load_speechllm(str(copy), device="cpu").describe()["sha256"] == a  # location-free
+    state = load_file(copy / WEIGHTS_FILE)
+    key = next(iter(state))
+    state[key] = state[key] + 1.0
+    save_file(state, copy / WEIGHTS_FILE)
+    assert load_speechllm(str(copy), device="cpu").describe()["sha256"] != a

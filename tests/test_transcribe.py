@@ -193,3 +193,15 @@ def test_item_offsets_cut_a_span_of_a_file(whisper_base, testdata, tmp_path):
     _, res = run([item], whisper_base, tmp_path, "span.jsonl")
     assert res["span"].duration_s == pytest.approx(2.0, abs=0.05)
     assert np.isfinite(res["span"].duration_s)
+
+
+def test_local_whisper_dir_is_identified_by_content_hash(tmp_path):
+    from speechkit.models.registry import RuntimeOptions, load_model
+    from speechkit.models.whisper_ct2 import ensure_whisper
+
+    cached = ensure_whisper("whisper-base")
+    copy = tmp_path / "my-whisper"
+    shutil.copytree(cached, copy)
+    a = load_model(str(cached), RuntimeOptions(device="cpu")).describe()
+    b = load_model(str(copy), RuntimeOptions(device="cpu")).describe()
+    assert len(a["sha256"]) == 64 and a["sha256"] == b["sha256"] and b["source"] == str(copy)

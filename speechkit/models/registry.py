@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from speechkit.errors import SpeechkitError
+from speechkit.hashing import dir_sha256
 from speechkit.models.base import SpeechModel
 
 DEFAULT_MODEL = "whisper-base"
@@ -58,6 +59,9 @@ def builtin_models() -> dict[str, str]:
             "resemblyzer": "Resemblyzer d-vector speaker embeddings (sv suites only; Apache-2.0)"}
 
 
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".json", ".txt", ".model")  # weights, config, vocab
+
+
 def _is_whisper_dir(path: Path) -> bool:
     try:
         cfg = json.loads((path / "config.json").read_text())
@@ -91,7 +95,8 @@ def load_model(name: str = DEFAULT_MODEL, runtime: RuntimeOptions = RuntimeOptio
             return load_speechllm(str(path), device=device, quant=runtime.quant,
                                   dtype=None if runtime.dtype == "auto" else runtime.dtype)
         if _is_whisper_dir(path):
-            return WhisperModel(path, name=str(path), device=device, dtype=dtype, int8=int8)
+            return WhisperModel(path, name=str(path), device=device, dtype=dtype, int8=int8,
+                                describe={"sha256": dir_sha256(path, WEIGHT_SUFFIXES)})
         raise SpeechkitError(f"{name}: neither a speechkit checkpoint (speechkit.json) nor a "
                              "transformers Whisper directory (config.json with model_type whisper)")
     if path.exists():

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from speechkit.errors import SpeechkitError
+from speechkit.hashing import dir_sha256
 from speechkit.models.base import SAMPLE_RATE, DecodeOptions, Hypothesis, SpeechModel
 from speechkit.models.speechllm import generate as gen
 from speechkit.models.speechllm.bridges import Bridge, build_bridge
@@ -53,6 +54,7 @@ class SpeechLLM(SpeechModel):
         self.no_ids = gen.variant_ids(tokenizer, gen.NO_VARIANTS)
         self.last_tokens: list[list[int]] = []  # ids of the latest batch (benchmarks compare them)
         self.stats = {"audio_s": 0.0, "tokens": 0, "seconds": 0.0}
+        self.sha256: str | None = None  # of the checkpoint directory (set by load_speechllm)
 
     @property
     def device(self) -> str:
@@ -127,7 +129,8 @@ class SpeechLLM(SpeechModel):
     def describe(self) -> dict[str, Any]:
         """Checkpoint identity and every setting that shapes the output."""
         s = self.spec
-        return {"name": self.name, "type": "speechllm", "quant": self.quant,
+        return {"name": self.name, "type": "speechllm", "sha256": self.sha256,
+                "quant": self.quant,
                 "dtype": str(self.dtype).replace("torch.", ""),
                 "encoders": [f"{e.type}:{e.source}" for e in s.encoders],
                 "bridge": s.bridge.type, "llm": s.llm.source, "template": s.prompt.template,
@@ -174,8 +177,10 @@ def load_speechllm(path: str, device: str = "cpu", quant: str | None = None,
     if spec.llm.lora is not None:
         llm = attach_lora(llm, root / spec.llm.lora.path, spec.llm.lora,
                           merge=quant not in ("4bit", "8bit"))
-    return SpeechLLM(spec, encoders, bridge, llm, tokenizer, name=str(path), device=device,
-                     quant=quant, dtype=next(bridge.parameters()).dtype)
+    model = SpeechLLM(spec, encoders, bridge, llm, tokenizer, name=str(path), device=device,
+                      quant=quant, dtype=next(bridge.parameters()).dtype)
+    model.sha256 = dir_sha256(root)  # speechkit.json, bridge weights and the LoRA adapter
+    return model
 
 
 def _load_trainables(root: Path, spec: CheckpointSpec, bridge: Bridge,
