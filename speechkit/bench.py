@@ -27,12 +27,20 @@ from rich.console import Console
 from speechkit import __version__
 from speechkit.data import Item, ResultWriter, read_results
 from speechkit.errors import SpeechkitError
+from speechkit.metrics.scorers import canonical_task
 from speechkit.models.base import DecodeOptions, SpeechModel
 from speechkit.models.registry import RuntimeOptions
 from speechkit.models.speaker import SpeakerEmbedder
 from speechkit.report import rich_table, table_rows, write_tables
 from speechkit.scoring import score_predictions
-from speechkit.suites import Suite, load_suite, parse_shard, resolve_data_root, suite_items
+from speechkit.suites import (
+    Suite,
+    load_suite,
+    manifest_suite,
+    parse_shard,
+    resolve_data_root,
+    suite_items,
+)
 
 # What a Whisper model can do with each suite task (Whisper translates into English only).
 WHISPER_TASKS = {"asr": "transcribe", "avsr": "transcribe", "st": "translate"}
@@ -67,9 +75,22 @@ class BenchPlan:
         return self.out_dir / (f"scores.{self.stem}.json" if self.shard else "scores.json")
 
 
-def default_out_dir(suite: str, split: str, modality: str | None) -> Path:
-    name = Path(suite).stem if suite.endswith(".json") else suite
-    return Path("bench") / "-".join(x for x in (name, split, modality) if x)
+def default_out_dir(suite: Suite, split: str, modality: str | None) -> Path:
+    return Path("bench") / "-".join(x for x in (suite.name, split, modality) if x)
+
+
+def resolve_suite(suite: str | Path | Suite, task: str | None = None) -> Suite:
+    """A built-in suite name, a suite JSON file, or a JSONL manifest (with `task`)."""
+    if isinstance(suite, Suite):
+        return suite
+    if str(suite).endswith(".jsonl"):
+        return manifest_suite(suite, task)
+    s = load_suite(suite)
+    if task is not None and canonical_task(task) != s.task and canonical_task(task) not in (
+            s.modalities[m].get("task") for m in s.modalities):
+        raise SpeechkitError(f"suite {s.name} is a {s.task} suite; --task {task} applies to "
+                             "JSONL manifests only")
+    return s
 
 
 def _is_whisper(model: SpeechModel) -> bool:
@@ -81,13 +102,13 @@ def model_modalities(model: SpeechModel) -> tuple[str, ...]:
     return tuple(getattr(model, "modalities", ("audio",)))
 
 
-def plan(suite_name: str, model: SpeechModel, *, data_root: str | Path | None = None,
+def plan(suite_name: str | Path | Suite, model: SpeechModel, *, data_root: str | Path | None = None,
          split: str | None = None, modality: str | None = None, limit: int | None = None,
          shard: str | None = None, out_dir: str | Path | None = None,
          decode: DecodeOptions = DecodeOptions(), console: Console | None = None) -> BenchPlan:
     """Resolve suite, split, modality, task and items for `model`; errors say what to change."""
     console = console or Console(stderr=True)
-    suite = load_suite(suite_name)
+    suite = resolve_suite(suite_name)
     split_name, split_opts = suite.split(split)
     task, prompt = suite.task, suite.prompt
     readable = model_modalities(model)
@@ -136,7 +157,7 @@ def plan(suite_name: str, model: SpeechModel, *, data_root: str | Path | None = 
     for it in items:
         if prompt and (it.prompt is None or it.prompt == suite.prompt):
             it.prompt = prompt
-    out = Path(out_dir) if out_dir else default_out_dir(suite_name, split_name, modality)
+    out = Path(out_dir) if out_dir else default_out_dir(suite, split_name, modality)
     return BenchPlan(suite, split_name, modality, task, options, items, report,
                      parse_shard(shard), out)
 
@@ -249,7 +270,8 @@ def score_plan(plan_: BenchPlan, model: SpeechModel | None, run_summary: Any,
 
 def result_rows(plan_: BenchPlan, summary: dict[str, Any], system: str) -> list[dict[str, Any]]:
     """Table rows: this run's metrics and speed, then the published rows."""
-    rows = table_rows(summary, plan_.suite, plan_.split, system=system, modality=plan_.modality)
+    rows = table_rows(summary, plan_.suite, plan_.split, system=system, modality=plan_.modality,
+                      metrics=plan_.suite.metrics or list(summary["metrics"]))
     counts, report = summary["counts"], plan_.report
     if report.expected is not None:  # items against the protocol's count, not just the found ones
         label = f"{counts['scored']}/{report.expected}"
@@ -272,21 +294,23 @@ def result_rows(plan_: BenchPlan, summary: dict[str, Any], system: str) -> list[
     return ours + extra + rest
 
 
-def run_bench(suite_name: str, model_name: str | SpeechModel = "whisper-base", *,
+def run_bench(suite_name: str | Path | Suite, model_name: str | SpeechModel = "whisper-base", *,
               data_root: str | Path | None = None, split: str | None = None,
               modality: str | None = None, limit: int | None = None, shard: str | None = None,
               out_dir: str | Path | None = None, decode: DecodeOptions = DecodeOptions(),
               runtime: RuntimeOptions = RuntimeOptions(), batch_size: int | None = None,
               overwrite: bool = False, progress: bool = True, normalizer: str | None = None,
+              task: str | None = None,
               console: Console | None = None, out: Console | None = None) -> dict[str, Any]:
     """The whole `speechkit bench` run; returns the scores summary (also in scores.json)."""
     from speechkit.transcribe import load_with_status, transcribe_to_jsonl
 
     console = console or Console(stderr=True)
     out = out or Console()
-    resolve_data_root(load_suite(suite_name), data_root)  # fail before the model loads
+    suite = resolve_suite(suite_name, task)
+    resolve_data_root(suite, data_root)  # fail before the model loads
     model, load_s = load_with_status(model_name, runtime, console, progress)
-    p = plan(suite_name, model, data_root=data_root, split=split, modality=modality, limit=limit,
+    p = plan(suite, model, data_root=data_root, split=split, modality=modality, limit=limit,
              shard=shard, out_dir=out_dir, decode=decode, console=console)
     p.normalizer = normalizer
     p.options = model.resolve(p.options)

@@ -173,6 +173,45 @@ def load_suite(name_or_path: str | Path) -> Suite:
     return suite_from_dict(data, p)
 
 
+# Metrics reported for a task when no suite file names them (a plain manifest run).
+TASK_METRICS = {
+    "asr": ["wer", "cer"], "avsr": ["wer", "cer"], "vsr": ["wer", "cer"], "st": ["bleu", "chrf"],
+    "sv": ["eer", "mindcf_0.01", "mindcf_0.05", "accuracy"],
+    "er": ["weighted_accuracy", "unweighted_accuracy"], "sqa": ["accuracy", "exact_match", "f1"],
+    "aac": ["bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider_d", "spice",
+            "spider"],
+}
+
+
+def manifest_suite(path: str | Path, task: str | None = None) -> Suite:
+    """A one-split suite over a JSONL manifest (speechkit or NeMo lines), for `bench FILE.jsonl`.
+
+    The task comes from `task` or from the lines' own `task` field when they all agree.
+    """
+    from speechkit.data import read_manifest
+
+    p = Path(path).expanduser().resolve()
+    if not p.is_file():
+        raise SpeechkitError(f"{path}: no such manifest file")
+    if task is None:
+        seen = {it.task for it in read_manifest(p) if it.task and not it.error}
+        if len(seen) != 1:
+            raise SpeechkitError(f"{path}: say which task its items are with --task (asr, st, sv, "
+                                 f"er, sqa, aac); the lines name {sorted(seen) or 'none'}")
+        task = seen.pop()
+    try:
+        task = canonical_task(task)
+    except ValueError as e:
+        raise SpeechkitError(str(e)) from None
+    return suite_from_dict({
+        "name": p.stem, "task": task, "metrics": TASK_METRICS.get(task, []),
+        "splits": {"test": {"manifest": p.name}}, "builder": "manifest",
+        "layout": f"a JSONL manifest ({p.name}) with paths relative to its folder",
+        "data_root_candidates": [str(p.parent)],
+        "description": f"items of {p.name}",
+    }, p)
+
+
 def resolve_data_root(suite: Suite, data_root: str | Path | None) -> Path:
     """The data root given, or the first of the suite's candidate roots that exists."""
     if data_root is not None:

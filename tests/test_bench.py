@@ -130,3 +130,23 @@ def test_unknown_suite_and_bad_shard_are_usage_errors(tmp_path):
 
     with pytest.raises(SpeechkitError, match="K/N"):
         parse_shard("3/2")
+
+
+@pytest.mark.slow
+def test_bench_runs_a_plain_manifest(whisper_base, testdata, tmp_path):
+    clips = sorted((testdata / "librivox").glob("*.wav"))[:2]
+    refs = {ln.split("(")[-1].rstrip(")"): ln.split("</s>")[0].replace("<s>", "").strip()
+            for ln in (testdata / "librivox" / "transcription").read_text().splitlines()}
+    lines = [json.dumps({"audio_filepath": str(c), "text": refs[c.stem], "duration": 5.0})
+             for c in clips]  # NeMo style
+    lines += ['{"path": "gone.wav", "reference": "nothing here"}', "{not json"]
+    manifest = tmp_path / "mine.jsonl"
+    manifest.write_text("\n".join(lines) + "\n")
+    with pytest.raises(SpeechkitError, match="--task"):
+        run_bench(manifest, whisper_base, progress=False, out_dir=tmp_path / "x")
+    summary = run_bench(manifest, whisper_base, task="asr", progress=False, out_dir=tmp_path / "o")
+    assert summary["counts"]["scored"] == 2 and summary["metrics"]["wer"] < 15
+    assert summary["counts"]["missing_media"] == 1 and not summary["complete"]
+    assert any("bad manifest line" in w for w in summary["warnings"])
+    md = (tmp_path / "o" / "results.md").read_text()
+    assert "| wer |" in md and "| cer |" in md

@@ -14,11 +14,15 @@ err = Console(stderr=True)
 
 def bench(
     suite: Annotated[str, typer.Argument(
-        help="Suite name (see `speechkit manifest --list`) or a suite JSON file.",
+        help="Suite name (see `speechkit manifest --list`), a suite JSON file, or a JSONL "
+             "manifest of your own items (with references).",
         show_default=False)],
     model: Annotated[str, typer.Option("--model", "-m", help=(
         "Built-in name (whisper-base, whisper-tiny.en; resemblyzer for sv suites), a "
         "speechkit checkpoint dir, a local Whisper dir or a hub id."))] = "whisper-base",
+    task: Annotated[str | None, typer.Option(
+        "--task", "-t", help="For a JSONL manifest: asr, st, sv, er, sqa or aac (default: the "
+        "lines' own `task`).")] = None,
     data_root: Annotated[Path | None, typer.Option(
         help="Dataset root in its standard layout (librivox-mini finds its data itself).")] = None,
     split: Annotated[str | None, typer.Option(help="Split (default: the suite's).")] = None,
@@ -70,7 +74,7 @@ def bench(
         decode=DecodeOptions(language=language, beam_size=beam_size,
                              max_new_tokens=max_new_tokens, prompt=prompt),
         runtime=RuntimeOptions(device, dtype, quant), batch_size=batch_size or None,
-        overwrite=overwrite, normalizer=normalizer, progress=progress and err.is_terminal,
+        overwrite=overwrite, normalizer=normalizer, task=task, progress=progress and err.is_terminal,
         console=err, out=out)
     raise typer.Exit(0 if summary["complete"] else 1)
 
