@@ -307,3 +307,24 @@ def test_checkpoint_hash_is_recorded_and_follows_the_weights(whisper_ckpt, tmp_p
     state[key] = state[key] + 1.0
     save_file(state, copy / WEIGHTS_FILE)
     assert load_speechllm(str(copy), device="cpu").describe()["sha256"] != a
+
+
+def test_random_shaped_checkpoint_loads_in_4bit(tmp_path):
+    """The GPU benchmark's path (random encoder and LLM of given shapes, the SmolLM2
+    tokenizer, 4-bit), at a size a CPU test can afford."""
+    from tests.test_speechllm_tiny import TINY_WHISPER
+
+    llama = dict(model_type="llama", hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, intermediate_size=128, vocab_size=49152,
+                 max_position_embeddings=2048, bos_token_id=1, eos_token_id=2)
+    new_checkpoint(tmp_path / "ck", audio_encoder="random", encoder_kind="whisper",
+                   encoder_config={"model_type": "whisper", **TINY_WHISPER}, llm="random",
+                   llm_config_dict=llama, tokenizer="smollm2-135m", template="salmonn")
+    model = load_speechllm(str(tmp_path / "ck"), device="cpu", quant="4bit")
+    options = DecodeOptions(task="asr", max_new_tokens=3)
+    model.generate(AUDIOS, options)
+    batched = model.last_tokens
+    assert batched == _one_by_one(model, AUDIOS, options)
+    again = load_speechllm(str(tmp_path / "ck"), device="cpu", quant="4bit")
+    again.generate(AUDIOS, options)
+    assert again.last_tokens == batched  # "random" is seeded: the same weights on every load
