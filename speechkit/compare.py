@@ -8,12 +8,12 @@ missing from the new scores is a regression; so is scoring fewer items than the 
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from speechkit.data import read_json_object
 from speechkit.errors import SpeechkitError
 
 LOWER_IS_BETTER = ("wer", "cer", "eer", "mindcf", "ter", "der")
@@ -77,13 +77,7 @@ def load_scores(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise SpeechkitError(f"{p}: no such scores file; run `speechkit score ... --out {p}`")
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise SpeechkitError(f"{p}: not a JSON scores file ({e})") from None
-    if not isinstance(data, dict):
-        raise SpeechkitError(f"{p}: expected a JSON object of scores")
-    return data
+    return read_json_object(p, "scores file")
 
 
 def parse_thresholds(values: list[str] | None) -> float | dict[str, float]:

@@ -98,6 +98,17 @@ def dumps_line(obj: dict[str, Any]) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8") + "\n"
 
 
+def read_json_object(path: Path, what: str) -> dict[str, Any]:
+    """A JSON file holding one object; anything else is a user error naming the file."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise SpeechkitError(f"{path}: not a valid JSON {what} ({e})") from None
+    if not isinstance(data, dict):
+        raise SpeechkitError(f"{path}: a {what} holds one JSON object")
+    return data
+
+
 def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
     """Yield (line number, object or None, error or None); blank lines are skipped."""
     with open(path, "rb") as fh:

@@ -12,7 +12,6 @@ run the model on the items -> `score_predictions(..., suite=suite, expected=item
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Callable
@@ -21,7 +20,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from speechkit.data import Item, dumps_line
+from speechkit.data import Item, dumps_line, read_json_object
 from speechkit.errors import SpeechkitError
 from speechkit.metrics.scorers import canonical_task
 from speechkit.normalizers import NORMALIZERS
@@ -164,13 +163,7 @@ def load_suite(name_or_path: str | Path) -> Suite:
                 f"{', '.join(suite_names()) or '(none found)'}, or pass a "
                 "suite JSON path"
             )
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise SpeechkitError(f"{p}: not valid JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise SpeechkitError(f"{p}: a suite file holds one JSON object")
-    return suite_from_dict(data, p)
+    return suite_from_dict(read_json_object(p, "suite file"), p)
 
 
 # Metrics reported for a task when no suite file names them (a plain manifest run).
