@@ -20,6 +20,7 @@ from speechkit.runtime import RunStats
 
 log = logging.getLogger("speechkit")
 DECODE_WORKERS = 2
+DECODE_WINDOW = 32  # recordings decoded per step
 
 
 def trial_paths(item: Item) -> tuple[str, str]:
@@ -47,7 +48,7 @@ def run_trials(items: Sequence[Item], model: SpeakerEmbedder, options: DecodeOpt
     durations: dict[str, float] = {}
     failures: dict[str, str] = {}
     with ThreadPoolExecutor(DECODE_WORKERS, thread_name_prefix="decode") as pool:
-        for path, audio in zip(paths, pool.map(_decode, paths), strict=True):
+        for path, audio in _decoded(pool, paths):
             if isinstance(audio, str):
                 failures[path] = audio
                 continue
@@ -76,6 +77,18 @@ def run_trials(items: Sequence[Item], model: SpeakerEmbedder, options: DecodeOpt
             on_result(result, stats)
     stats.tick()
     return stats
+
+
+def _decoded(pool: ThreadPoolExecutor, paths: list[str]):
+    """(path, audio or error) in order, decoding at most two windows ahead of the caller,
+    so tens of thousands of recordings never sit decoded in memory at once."""
+    windows = [paths[i:i + DECODE_WINDOW] for i in range(0, len(paths), DECODE_WINDOW)]
+    ahead = [pool.map(_decode, w) for w in windows[:2]]
+    for k, window in enumerate(windows):
+        if k + 2 < len(windows):
+            ahead.append(pool.map(_decode, windows[k + 2]))
+        yield from zip(window, ahead[k], strict=True)
+        ahead[k] = None
 
 
 def _decode(path: str) -> np.ndarray | str:
