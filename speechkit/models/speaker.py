@@ -7,7 +7,6 @@ embeddings; EER and minDCF come from those scores.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from speechkit.errors import SpeechkitError
+from speechkit.hashing import file_sha256
 from speechkit.models.base import SAMPLE_RATE, DecodeOptions, Hypothesis, SpeechModel
 
 INSTALL_HINT = ("pip install librosa webrtcvad-wheels && pip install --no-deps resemblyzer==0.1.4 "
@@ -60,7 +60,7 @@ class ResemblyzerModel(SpeakerEmbedder):
         self._describe = {
             "name": self.name, "family": "speaker-embedding", "source": "builtin:resemblyzer",
             "version": importlib.metadata.version("resemblyzer"),
-            "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(), "license": "Apache-2.0",
+            "sha256": file_sha256(weights), "license": "Apache-2.0",
             "score": "cosine of 256-d d-vectors"}
 
     def describe(self) -> dict[str, Any]:
