@@ -188,9 +188,13 @@ def _run(args: list[str | bytes]) -> subprocess.CompletedProcess[bytes]:
     try:
         return subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True, check=False)
     except OSError as e:
-        raise SpeechkitError(
-            f"cannot run ffmpeg at {args[0]!s} ({e.strerror}); set {FFMPEG_ENV} to a working ffmpeg"
-        ) from None
+        raise _cannot_run(args, e) from None
+
+
+def _cannot_run(args: list[str | bytes], e: OSError) -> SpeechkitError:
+    """A binary that cannot start is a setup problem, not an item problem."""
+    return SpeechkitError(
+        f"cannot run ffmpeg at {args[0]!s} ({e.strerror}); set {FFMPEG_ENV} to a working ffmpeg")
 
 
 READ_CHUNK = 1 << 20  # bytes per read from ffmpeg's stdout
@@ -206,9 +210,7 @@ def _run_samples(args: list[str | bytes], sample_rate: int) -> tuple[int, np.nda
         proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
     except OSError as e:
-        raise SpeechkitError(
-            f"cannot run ffmpeg at {args[0]!s} ({e.strerror}); set {FFMPEG_ENV} to a working ffmpeg"
-        ) from None
+        raise _cannot_run(args, e) from None
     err_parts: list[bytes] = []
     reader = threading.Thread(target=lambda: err_parts.append(proc.stderr.read()), daemon=True)
     reader.start()
