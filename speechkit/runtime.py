@@ -43,6 +43,7 @@ class RunStats:
     failed: int = 0
     skipped: int = 0  # already ok in the output file (resume)
     audio_s: float = 0.0
+    decoded_s: float = 0.0  # audio seconds decoded so far, finished items or not (progress)
     wall_s: float = 0.0
     started: float = field(default_factory=time.perf_counter)
 
@@ -74,6 +75,8 @@ class _Prepared:
     audio: np.ndarray | None = None
     note: str | None = None
     error: str | None = None
+    language: str | None = None  # detected once for the whole item (long files)
+    hyps: list = field(default_factory=list)  # one Hypothesis per span, as they are decoded
 
 
 def _prepare(item: Item, max_s: float) -> _Prepared:
@@ -123,7 +126,8 @@ class Transcriber:
     def __init__(self, model: SpeechModel, options: DecodeOptions, writer: ResultWriter,
                  batch_size: int | None = None, formats: tuple[str, ...] = (),
                  format_dir: Path | None = None,
-                 on_result: Callable[[Result, RunStats], None] | None = None):
+                 on_result: Callable[[Result, RunStats], None] | None = None,
+                 on_progress: Callable[[RunStats], None] | None = None):
         self.model = model
         self.options = model.resolve(options)  # results record the settings actually used
         self.writer = writer
@@ -131,6 +135,7 @@ class Transcriber:
         self.formats = formats
         self.format_dir = format_dir
         self.on_result = on_result
+        self.on_progress = on_progress
         self.stats = RunStats()
 
     def run(self, items: Sequence[Item]) -> RunStats:
@@ -157,56 +162,67 @@ class Transcriber:
         return self.stats
 
     def _run_window(self, prepared: list[_Prepared]) -> None:
-        pieces = [(p, k) for p in prepared if not p.error for k in range(len(p.spans))]
+        """Decode a window's pieces longest first; write each item once its pieces are done."""
+        for p in prepared:
+            p.hyps = [None] * len(p.spans)
+            if p.error or not p.spans:
+                self._finish(p)
+        live = [p for p in prepared if not p.error and p.spans]
+        self._detect_languages(live)
+        pieces = [(p, k) for p in live for k in range(len(p.spans))]
         pieces.sort(key=lambda pk: pk[0].spans[pk[1]][1] - pk[0].spans[pk[1]][0], reverse=True)
-        texts: dict[tuple[int, int], tuple[str, str | None, dict]] = {}
-        errors: dict[int, str] = {}
+        left = {id(p): len(p.spans) for p in live}
         for b in range(0, len(pieces), self.batch_size):
             batch = pieces[b:b + self.batch_size]
-            for (p, k), hyp in zip(batch, self._generate(batch, errors), strict=True):
-                if hyp is not None:
-                    texts[(id(p), k)] = (hyp.text, hyp.language, hyp.extras)
-        for p in prepared:
-            self._finish(p, texts, errors.get(id(p)))
+            for (p, k), hyp in zip(batch, self._generate(batch), strict=True):
+                p.hyps[k] = hyp
+                self.stats.decoded_s += p.spans[k][1] - p.spans[k][0]
+                left[id(p)] -= 1
+                if left[id(p)] == 0:
+                    self._finish(p)
+            self.stats.tick()
+            if self.on_progress:
+                self.on_progress(self.stats)
 
-    def _generate(self, batch: list[tuple[_Prepared, int]], errors: dict[int, str]) -> list:
+    def _detect_languages(self, prepared: list[_Prepared]) -> None:
+        """A file cut into several pieces gets one language, detected on its first piece, so
+        that every piece is decoded in it (a piece alone may be misheard as another language)."""
+        need = [p for p in prepared
+                if len(p.spans) > 1 and not (p.item.language or self.options.language)]
+        if not need:
+            return
+        found = self.model.detect_language([_slice(p.audio, p.spans[0]) for p in need])
+        for p, lang in zip(need, found, strict=True):
+            p.language = lang
+
+    def _generate(self, batch: list[tuple[_Prepared, int]]) -> list:
         audios = [_slice(p.audio, p.spans[k]) for p, k in batch]
         prompts = [p.item.prompt for p, _ in batch]
+        languages = [p.item.language or p.language for p, _ in batch]
         try:
-            return self.model.generate(audios, self.options, prompts)
+            return self.model.generate(audios, self.options, prompts, languages)
         except SpeechkitError:
             raise  # a usage error (e.g. wrong task for this model) stops the run with its message
-        except Exception:
+        except Exception as e:
             if len(batch) == 1:
                 p = batch[0][0]
                 log.debug("generation failed", exc_info=True)
-                errors[id(p)] = f"{p.item.path}: the model failed on this item; rerun with --debug"
+                p.error = (f"{p.item.path}: the model failed on this item ({type(e).__name__}: "
+                           f"{_first_line(e)}); rerun with --debug for the traceback")
                 return [None]
-            # One bad item must not fail its neighbours: retry the batch one at a time.
-            return [self._generate([pk], errors)[0] for pk in batch]
+            # One bad item must not fail its neighbours: retry the batch one at a time, and say so.
+            log.warning("a batch of %d failed (%s: %s); decoding its items one at a time",
+                        len(batch), type(e).__name__, _first_line(e), exc_info=log.isEnabledFor(10))
+            return [self._generate([pk])[0] for pk in batch]
 
-    def _finish(self, p: _Prepared, texts: dict, error: str | None) -> None:
+    def _finish(self, p: _Prepared) -> None:
         item = p.item
-        error = p.error or error
-        if error:
-            result = Result.failed(item, error, task=self.options.task, model=self.model.describe(),
+        if p.error or any(h is None for h in p.hyps):
+            result = Result.failed(item, p.error or f"{item.path}: the model failed on this item",
+                                   task=self.options.task, model=self.model.describe(),
                                    decode=self.options.to_dict())
         else:
-            segs, langs, extras = [], Counter(), {}
-            for k, (start, end) in enumerate(p.spans):
-                text, lang, ex = texts[(id(p), k)]
-                segs.append(Segment(round(start, 3), round(end, 3), text))
-                if lang:
-                    langs[lang] += end - start
-                extras = extras or ex
-            if p.note:
-                extras = {**extras, "note": p.note}
-            result = Result(
-                id=item.id, path=item.path, task=self.options.task,
-                language=langs.most_common(1)[0][0] if langs else item.language or self.options.language,
-                text=" ".join(s.text for s in segs if s.text).strip(), segments=segs,
-                duration_s=round(p.duration_s, 3), reference=item.reference,
-                model=self.model.describe(), decode=self.options.to_dict(), extras=extras)
+            result = self._result(p)
             if self.formats and self.format_dir is not None:
                 write_formats(result, self.formats, self.format_dir)
         self.writer.write(result)
@@ -218,6 +234,46 @@ class Transcriber:
         self.stats.tick()
         if self.on_result:
             self.on_result(result, self.stats)
+
+    def _result(self, p: _Prepared) -> Result:
+        """One item's result from its pieces' hypotheses (times relative to the item)."""
+        segs, langs, extras, warnings = [], Counter(), {}, []
+        fallback = silent = 0
+        for (start, end), hyp in zip(p.spans, p.hyps, strict=True):
+            pieces = hyp.segments or ([(0.0, end - start, hyp.text)] if hyp.text else [])
+            segs.extend(Segment(round(start + s, 3), round(min(start + e, end), 3), t)
+                        for s, e, t in pieces)
+            if hyp.language:
+                langs[hyp.language] += end - start
+            if "warning" in hyp.extras:
+                warnings.append(f"{start:.1f}-{end:.1f} s: {hyp.extras['warning']}")
+            fallback += bool(hyp.extras.get("temperature"))
+            silent += bool(hyp.extras.get("no_speech"))
+            extras.update({k: v for k, v in hyp.extras.items() if k not in _WINDOW_KEYS})
+        if fallback:
+            extras["fallback_windows"] = fallback  # decoded again at a higher temperature
+        if silent:
+            extras["no_speech_windows"] = silent  # judged silence: no text kept
+        if warnings:
+            extras["warnings"] = warnings
+        if p.note:
+            extras["note"] = p.note
+        item = p.item
+        return Result(
+            id=item.id, path=item.path, task=self.options.task,
+            language=langs.most_common(1)[0][0] if langs else item.language or self.options.language,
+            text=" ".join(s.text for s in segs if s.text).strip(), segments=segs,
+            duration_s=round(p.duration_s, 3), reference=item.reference,
+            model=self.model.describe(), decode=self.options.to_dict(), extras=extras)
+
+
+# Per-window decoding figures (Whisper): summarised per item, not copied into its extras.
+_WINDOW_KEYS = frozenset({"warning", "temperature", "avg_logprob", "compression_ratio",
+                          "no_speech_prob", "no_speech"})
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
 
 
 def _slice(audio: np.ndarray, span: tuple[float, float]) -> np.ndarray:

@@ -32,6 +32,7 @@ class Hypothesis:
 
     text: str
     language: str | None = None
+    segments: list[tuple[float, float, str]] = field(default_factory=list)  # (start s, end s, text)
     extras: dict[str, Any] = field(default_factory=dict)  # e.g. {"p_yes": 0.93}
 
 
@@ -47,9 +48,15 @@ class SpeechModel(ABC):
 
     @abstractmethod
     def generate(
-        self, audios: list[np.ndarray], options: DecodeOptions, prompts: list[str | None] | None = None
+        self, audios: list[np.ndarray], options: DecodeOptions, prompts: list[str | None] | None = None,
+        languages: list[str | None] | None = None,
     ) -> list[Hypothesis]:
-        """Decode a batch; one hypothesis per input, in input order."""
+        """Decode a batch; one hypothesis per input, in input order. `languages`: each input's
+        spoken language where the caller knows it (None = the options' or detected)."""
+
+    def detect_language(self, audios: list[np.ndarray]) -> list[str | None]:
+        """Each clip's spoken language, for models that can tell (None where they cannot)."""
+        return [None] * len(audios)
 
     default_beam_size: int = 1
     default_max_new_tokens: int = 200

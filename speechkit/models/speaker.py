@@ -30,7 +30,8 @@ class SpeakerEmbedder(SpeechModel):
         raise NotImplementedError
 
     def generate(self, audios: list[np.ndarray], options: DecodeOptions,
-                 prompts: list[str | None] | None = None) -> list[Hypothesis]:
+                 prompts: list[str | None] | None = None,
+                 languages: list[str | None] | None = None) -> list[Hypothesis]:
         raise SpeechkitError(f"{self.name} is a speaker-embedding model: it scores speaker-"
                              "verification trials (speechkit bench voxceleb1-o --model "
                              f"{self.name}), it does not transcribe")

@@ -12,12 +12,22 @@ import torch
 
 from speechkit.errors import SpeechkitError
 from speechkit.models.base import SAMPLE_RATE, DecodeOptions, Hypothesis, SpeechModel
+from speechkit.models.whisper_decode import (
+    COMPRESSION_RATIO_THRESHOLD,
+    Decoded,
+    WhisperDecoder,
+    WhisperTokens,
+    resume_point,
+    split_segments,
+)
 
 log = logging.getLogger("speechkit")
 
 CHUNK_S = 30.0  # Whisper's fixed input window; longer audio is segmented by the caller
 MAX_TARGET_TOKENS = 448  # decoder context of every Whisper size
 WHISPER_TASKS = ("transcribe", "translate")
+MAX_RESUMES = 4  # times one clip is decoded again from where its decoding stopped early
+MIN_RESUME_S = 0.5  # s; a shorter rest of a clip is not decoded again
 
 
 class _DropLengthAdvice(logging.Filter):
@@ -57,7 +67,8 @@ class WhisperModel(SpeechModel):
             self.model = quantize_int8(self.model)
         gc = self.model.generation_config
         self.multilingual = bool(getattr(gc, "is_multilingual", False))
-        self._lang_by_token = {v: k.strip("<|>") for k, v in (getattr(gc, "lang_to_id", None) or {}).items()}
+        self.decoder = WhisperDecoder(self.model, self.processor.tokenizer, WhisperTokens.from_model(
+            gc, self.processor.tokenizer, self.model.config.vocab_size))
         self._describe = {"name": self.name, "family": "whisper", "source": str(source),
                           **(describe or {})}
 
@@ -97,44 +108,91 @@ class WhisperModel(SpeechModel):
             raise SpeechkitError(f"{self.name} is English-only: it cannot {options.task} "
                                  f"{options.language or ''} speech; use whisper-base")
 
+    def detect_language(self, audios: list[np.ndarray]) -> list[str | None]:
+        """The spoken language of each clip (from its first 30 s); None for English-only models."""
+        if not self.multilingual or not audios:
+            return [None] * len(audios)
+        with torch.inference_mode():
+            enc = self.decoder.encode(self.features(audios).to(self._device, dtype=self.dtype))
+            return [lang for lang, _ in self.decoder.detect_language(enc)]
+
     @torch.inference_mode()
     def generate(self, audios: list[np.ndarray], options: DecodeOptions,
-                 prompts: list[str | None] | None = None) -> list[Hypothesis]:
+                 prompts: list[str | None] | None = None,
+                 languages: list[str | None] | None = None) -> list[Hypothesis]:
+        """Decode each clip (at most 30 s) with timestamps and openai-whisper's fallback.
+
+        `languages` gives a clip's language when the caller knows it (e.g. detected once for
+        a long file); otherwise `options.language`, otherwise it is detected from the clip.
+        """
         options = self.resolve(options)
         self._check(options)
         if not audios:
             return []
-        feats = self.features(audios).to(self._device, dtype=self.dtype)
-        kwargs: dict[str, Any] = {
-            "num_beams": options.beam_size,
-            "do_sample": False,
-            "max_new_tokens": min(options.max_new_tokens, MAX_TARGET_TOKENS - 4),
-            # Decode with timestamp tokens, as openai-whisper and faster-whisper do by default:
-            # on short clips it is the more accurate mode (the text keeps no timestamps).
-            "return_timestamps": True,
-        }
-        languages: list[str] = ["en"] * len(audios)
-        inputs: dict[str, Any] = {"input_features": feats}
-        if self.multilingual:
-            kwargs["task"] = options.task
-            if options.language:
-                languages = [options.language] * len(audios)
-            else:
-                # Encode once, detect each item's language from the first decoder step,
-                # then decode from the same encoder states with the detected languages.
-                enc = self.model.get_encoder()(feats)
-                ids = self.model.detect_language(encoder_outputs=enc).view(-1).tolist()
-                languages = [self._lang_by_token.get(i, "en") for i in ids]
-                inputs = {"encoder_outputs": enc}
-            kwargs["language"] = languages
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # length and attention-mask advisories from generate
-            seqs = self.model.generate(**inputs, **kwargs)
-        if not isinstance(seqs, torch.Tensor):
-            seqs = seqs.sequences
+        enc = self.decoder.encode(self.features(audios).to(self._device, dtype=self.dtype))
+        langs = [(languages[i] if languages else None) or options.language for i in range(len(audios))]
+        if not self.multilingual:
+            langs = ["en"] * len(audios)
+        unknown = [i for i, lang in enumerate(langs) if lang is None]
+        if unknown:
+            for i, (lang, _) in zip(unknown, self.decoder.detect_language(enc[unknown]), strict=True):
+                langs[i] = lang
+        windows = self._decode_windows(enc, audios, langs, options)
+        return [self._hypothesis(parts, lang, len(a) / SAMPLE_RATE)
+                for parts, lang, a in zip(windows, langs, audios, strict=True)]
+
+    def _decode_windows(self, enc: torch.Tensor, audios: list[np.ndarray], langs: list[str],
+                        options: DecodeOptions) -> list[list[tuple[float, Decoded]]]:
+        """Decode each clip; a clip whose decoding stopped before its end (see `resume_point`)
+        is decoded again from there. Returns (offset s, decoding) parts per clip."""
+        parts: list[list[tuple[float, Decoded]]] = [[] for _ in audios]
+        todo = [(i, 0.0) for i in range(len(audios))]
+        for _ in range(MAX_RESUMES + 1):
+            prompt_ids = [self.decoder.tok.prompt(langs[i], options.task) for i, _ in todo]
+            decoded = self.decoder.decode(enc, prompt_ids, options.beam_size, options.max_new_tokens)
+            again = []
+            for (i, offset), d in zip(todo, decoded, strict=True):
+                d.tokens, resume = resume_point(d.tokens, self.decoder.tok.timestamp_begin)
+                parts[i].append((offset, d))
+                left_s = len(audios[i]) / SAMPLE_RATE - offset
+                if resume is not None and MIN_RESUME_S < resume < left_s - MIN_RESUME_S:
+                    again.append((i, offset + resume))
+            if not again:
+                break
+            todo = again
+            clips = [audios[i][int(round(off * SAMPLE_RATE)):] for i, off in todo]
+            enc = self.decoder.encode(self.features(clips).to(self._device, dtype=self.dtype))
+        return parts
+
+    def _hypothesis(self, parts: list[tuple[float, Decoded]], language: str,
+                    duration_s: float) -> Hypothesis:
         tok = self.processor.tokenizer
-        return [Hypothesis(text=tok.decode(row, skip_special_tokens=True).strip(), language=lang)
-                for row, lang in zip(seqs.tolist(), languages, strict=True)]
+        tb = self.decoder.tok.timestamp_begin
+        segments: list[tuple[float, float, str]] = []
+        texts, warnings = [], []
+        for offset, d in parts:
+            if d.is_silence():
+                continue
+            for s, e, ids in split_segments(d.tokens, tb, duration_s - offset):
+                if text := tok.decode(ids).strip():
+                    segments.append((round(offset + s, 3), round(offset + e, 3), text))
+            texts.append(tok.decode([t for t in d.tokens if t < tb]).strip())
+            if d.compression_ratio > COMPRESSION_RATIO_THRESHOLD:
+                warnings.append(f"repetition loop: compression ratio {d.compression_ratio:.2f} "
+                                f"even at temperature {d.temperature}")
+            elif d.truncated:
+                warnings.append("stopped at --max-new-tokens before the end of the window")
+        first = parts[0][1]
+        extras: dict[str, Any] = {"avg_logprob": round(first.avg_logprob, 4),
+                                  "compression_ratio": round(first.compression_ratio, 3),
+                                  "no_speech_prob": round(first.no_speech_prob, 4),
+                                  "temperature": max(d.temperature for _, d in parts)}
+        if all(d.is_silence() for _, d in parts):
+            extras["no_speech"] = True
+        if warnings:
+            extras["warning"] = "; ".join(warnings)
+        return Hypothesis(text=" ".join(t for t in texts if t), language=language,
+                          segments=segments, extras=extras)
 
 
 def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:

@@ -97,7 +97,8 @@ class SpeechLLM(SpeechModel):
         return next(self.bridge.parameters()).dtype
 
     def generate(self, audios: list[np.ndarray], options: DecodeOptions,
-                 prompts: list[str | None] | None = None) -> list[Hypothesis]:
+                 prompts: list[str | None] | None = None,
+                 languages: list[str | None] | None = None) -> list[Hypothesis]:
         """Decode a batch in one padded LLM call; equals decoding the items one at a time."""
         if not audios:
             return []
