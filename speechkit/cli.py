@@ -75,6 +75,9 @@ def transcribe(
     max_new_tokens: Annotated[int | None, typer.Option(min=1, help=(
         "Most tokens generated per 30 s segment. Default: the model's (Whisper 224; a "
         "checkpoint's speechkit.json)."), show_default=False)] = None,
+    word_timestamps: Annotated[bool, typer.Option(
+        "--word-timestamps", help="Whisper: also time every word (results' segments[].words; "
+        "subtitle cues then break at word times).")] = False,
     batch_size: Annotated[int, typer.Option(
         min=0, help="Segments per forward pass; 0 = auto (8 on CPU, 32 on GPU).")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
@@ -86,15 +89,18 @@ def transcribe(
         help="Speech-LLM weights: 4bit (default on GPU), 8bit, bf16 or fp32.")] = None,
     out: Annotated[Path | None, typer.Option(
         "--out", "-o", help="Results JSONL (default: OUTPUT_DIR/transcripts.jsonl).")] = None,
-    output_dir: Annotated[Path, typer.Option(
-        "--output-dir", "-d", help="Where results and --format files go.")] = Path("."),
+    output_dir: Annotated[Path | None, typer.Option(
+        "--output-dir", "-d", help="Where the results and --output-format files go (default: "
+        "the folder of --out, else the current folder).")] = None,
     fmt: Annotated[str | None, typer.Option(
-        "--format", "-f", help="Also write per-input files: comma list of srt, vtt, txt.")] = None,
+        "--output-format", "--format", "-f", help="Also write one file per input, named after "
+        "it: comma list of srt, vtt, txt, tsv, json, or all.")] = None,
     overwrite: Annotated[bool, typer.Option(
         help="Redo items already in the results file (default: resume, skipping them).")] = False,
     audio_stream: Annotated[int | None, typer.Option(
         min=0, help="Which audio stream of each file to use (0 = first).")] = None,
-    progress: Annotated[bool, typer.Option(help="Show a live progress bar.")] = True,
+    progress: Annotated[bool, typer.Option(
+        help="Show progress: a live bar on a terminal, else a line every 10 s.")] = True,
 ) -> None:
     """Transcribe (or translate) media files in length-sorted batches; results go to JSONL.
 
@@ -113,12 +119,14 @@ def transcribe(
         for it in items:
             it.meta["audio_stream"] = audio_stream
     options = DecodeOptions(task=task, language=language, target_language=target_language,
-                            beam_size=beam_size, max_new_tokens=max_new_tokens, prompt=prompt)
-    results_path = out or output_dir / "transcripts.jsonl"
+                            beam_size=beam_size, max_new_tokens=max_new_tokens, prompt=prompt,
+                            word_timestamps=word_timestamps)
+    results_path = out or (output_dir or Path(".")) / "transcripts.jsonl"
+    output_dir = output_dir or results_path.parent
     summary = transcribe_to_jsonl(
         items, model, options, results_path, runtime=RuntimeOptions(device, dtype, quant),
         batch_size=batch_size or None, formats=formats, format_dir=output_dir,
-        overwrite=overwrite, console=err, progress=progress and err.is_terminal,
+        overwrite=overwrite, console=err, progress=progress,
         echo=len(items) == 1 and out is None)
     raise typer.Exit(0 if summary.failed == 0 else 1)
 

@@ -52,10 +52,30 @@ class Item:
 
 
 @dataclass
+class Word:
+    word: str
+    start: float  # seconds from the start of the item
+    end: float
+
+
+@dataclass
 class Segment:
     start: float  # seconds from the start of the item
     end: float
     text: str
+    words: list[Word] | None = None  # with --word-timestamps
+
+    def __post_init__(self) -> None:
+        if self.words is not None:
+            self.words = [w if isinstance(w, Word) else Word(**w) for w in self.words]
+
+    def shifted(self, seconds: float, limit: float) -> Segment:
+        """This segment moved later by `seconds`, its times capped at `limit`."""
+        def at(t: float) -> float:
+            return round(min(t + seconds, limit), 3)
+
+        words = None if self.words is None else [Word(w.word, at(w.start), at(w.end)) for w in self.words]
+        return Segment(at(self.start), at(self.end), self.text, words)
 
 
 @dataclass

@@ -17,7 +17,7 @@ import torch
 
 from speechkit.data import Item, Result, ResultWriter, Segment
 from speechkit.errors import SpeechkitError
-from speechkit.formats import write_formats
+from speechkit.formats import output_stems, write_formats
 from speechkit.media.ffmpeg import decode_audio
 from speechkit.media.vad import is_silent, split_long_audio
 from speechkit.models.base import SAMPLE_RATE, DecodeOptions, SpeechModel
@@ -140,6 +140,7 @@ class Transcriber:
 
     def run(self, items: Sequence[Item]) -> RunStats:
         self.stats = RunStats(total=len(items))
+        self.stems = output_stems((it.id, it.path) for it in items)  # stable across resumed runs
         todo = []
         for it in items:
             if self.writer.done(it.id):
@@ -224,7 +225,7 @@ class Transcriber:
         else:
             result = self._result(p)
             if self.formats and self.format_dir is not None:
-                write_formats(result, self.formats, self.format_dir)
+                write_formats(result, self.formats, self.format_dir, self.stems[item.id])
         self.writer.write(result)
         if result.status == "ok":
             self.stats.ok += 1
@@ -240,9 +241,8 @@ class Transcriber:
         segs, langs, extras, warnings = [], Counter(), {}, []
         fallback = silent = 0
         for (start, end), hyp in zip(p.spans, p.hyps, strict=True):
-            pieces = hyp.segments or ([(0.0, end - start, hyp.text)] if hyp.text else [])
-            segs.extend(Segment(round(start + s, 3), round(min(start + e, end), 3), t)
-                        for s, e, t in pieces)
+            pieces = hyp.segments or ([Segment(0.0, end - start, hyp.text)] if hyp.text else [])
+            segs.extend(s.shifted(start, end) for s in pieces)
             if hyp.language:
                 langs[hyp.language] += end - start
             if "warning" in hyp.extras:

@@ -75,14 +75,34 @@ def load_with_status(model: str | SpeechModel, runtime: RuntimeOptions, console:
 def transcribe_items(items: Sequence[Item], model: SpeechModel, options: DecodeOptions,
                      results_path: Path, *, batch_size: int | None = None,
                      formats: tuple[str, ...] = (), format_dir: Path | None = None,
-                     overwrite: bool = False, on_result=None) -> RunStats:
+                     overwrite: bool = False, on_result=None, on_progress=None) -> RunStats:
     """Run items through a loaded model into a resumable JSONL file (no terminal output)."""
     if formats and format_dir is not None:
         Path(format_dir).mkdir(parents=True, exist_ok=True)
     with ResultWriter(results_path, overwrite=overwrite) as writer:
         runner = Transcriber(model, options, writer, batch_size=batch_size, formats=formats,
-                             format_dir=format_dir, on_result=on_result)
+                             format_dir=format_dir, on_result=on_result, on_progress=on_progress)
         return runner.run(items)
+
+
+PROGRESS_LINE_EVERY_S = 10.0  # without a terminal (logs, CI): one progress line this often
+
+
+class _ProgressLines:
+    """Progress for logs: a plain line every PROGRESS_LINE_EVERY_S seconds."""
+
+    def __init__(self, console: Console, label: str, total: int):
+        self.console, self.label, self.total = console, label, total
+        self.last = time.perf_counter()
+
+    def update(self, stats: RunStats) -> None:
+        now = time.perf_counter()
+        if now - self.last < PROGRESS_LINE_EVERY_S:
+            return
+        self.last = now
+        self.console.print(f"{self.label}: {stats.done}/{self.total} files, {_hours(stats.decoded_s)} "
+                           f"of audio decoded, {stats.wall_s:.0f} s, RTFx {stats.rtfx:.1f}",
+                           markup=False, highlight=False)
 
 
 def transcribe_to_jsonl(items: Sequence[Item], model_name: str | SpeechModel, options: DecodeOptions,
@@ -97,9 +117,11 @@ def transcribe_to_jsonl(items: Sequence[Item], model_name: str | SpeechModel, op
     console = console or Console(stderr=True)
     model, seconds = load_with_status(model_name, runtime, console, progress)
     load_s += seconds
+    live = progress and console.is_terminal
     bar = Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.fields[audio]} audio"), TextColumn("RTFx {task.fields[rtfx]}"),
-                   TimeElapsedColumn(), console=console, disable=not progress, transient=True)
+                   TimeElapsedColumn(), console=console, disable=not live, transient=True)
+    lines = _ProgressLines(console, label, len(items)) if progress and not live else None
     failures: list[Result] = []
     echoed: list[Result] = []
 
@@ -109,8 +131,13 @@ def transcribe_to_jsonl(items: Sequence[Item], model_name: str | SpeechModel, op
             console.print(f"[red]failed:[/] {result.error}", highlight=False, soft_wrap=True)
         elif echo:
             echoed.append(result)
-        bar.update(task_id, completed=stats.done, audio=_hours(stats.audio_s),
+        on_progress(stats)
+
+    def on_progress(stats: RunStats) -> None:
+        bar.update(task_id, completed=stats.done, audio=_hours(stats.decoded_s),
                    rtfx=f"{stats.rtfx:.1f}")
+        if lines:
+            lines.update(stats)
 
     with bar:
         task_id = bar.add_task("transcribe", total=len(items), audio="0:00:00", rtfx="-")
@@ -119,7 +146,7 @@ def transcribe_to_jsonl(items: Sequence[Item], model_name: str | SpeechModel, op
             from speechkit.verification import verify_items as runner
         stats = runner(items, model, options, results_path, batch_size=batch_size,
                                  formats=formats, format_dir=format_dir, overwrite=overwrite,
-                                 on_result=on_result)
+                                 on_result=on_result, on_progress=on_progress)
     for r in echoed:
         print(r.text)
     mem = peak_memory_mb()

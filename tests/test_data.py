@@ -106,5 +106,5 @@ def test_subtitles_render_timestamps_and_skip_empty_segments():
                          "2\n01:01:01,500 --> 01:01:02,000\ntwo\n")
     assert to_vtt(r).startswith("WEBVTT\n\n00:00:00.000 --> 00:00:01.250\none\n")
     assert parse_formats("srt, TXT") == ("srt", "txt")
-    with pytest.raises(SpeechkitError, match="unknown --format docx"):
+    with pytest.raises(SpeechkitError, match="unknown --output-format docx"):
         parse_formats("srt,docx")

@@ -56,7 +56,8 @@ def bench(
         help="Speech-LLM weights: 4bit (default on GPU), 8bit, bf16 or fp32.")] = None,
     overwrite: Annotated[bool, typer.Option(
         help="Redo every item (default: resume, skipping items already done).")] = False,
-    progress: Annotated[bool, typer.Option(help="Show a live progress bar.")] = True,
+    progress: Annotated[bool, typer.Option(
+        help="Show progress: a live bar on a terminal, else a line every 10 s.")] = True,
 ) -> None:
     """Run MODEL on a suite; write predictions, scores.json and Markdown/CSV tables.
 
@@ -74,7 +75,7 @@ def bench(
         decode=DecodeOptions(language=language, beam_size=beam_size,
                              max_new_tokens=max_new_tokens, prompt=prompt),
         runtime=RuntimeOptions(device, dtype, quant), batch_size=batch_size or None,
-        overwrite=overwrite, normalizer=normalizer, task=task, progress=progress and err.is_terminal,
+        overwrite=overwrite, normalizer=normalizer, task=task, progress=progress,
         console=err, out=out)
     raise typer.Exit(0 if summary["complete"] else 1)
 

@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from speechkit.data import Segment
+
 SAMPLE_RATE = 16000  # Hz; every backend takes 16 kHz mono float32 in [-1, 1]
 
 
@@ -21,6 +23,7 @@ class DecodeOptions:
     beam_size: int | None = None  # 1 = greedy; None = the model's default
     max_new_tokens: int | None = None  # None = the model's default
     prompt: str | None = None  # overrides the task prompt (speech LLMs)
+    word_timestamps: bool = False  # Whisper: a start and end time for every word
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -32,7 +35,7 @@ class Hypothesis:
 
     text: str
     language: str | None = None
-    segments: list[tuple[float, float, str]] = field(default_factory=list)  # (start s, end s, text)
+    segments: list[Segment] = field(default_factory=list)  # times relative to the input
     extras: dict[str, Any] = field(default_factory=dict)  # e.g. {"p_yes": 0.93}
 
 

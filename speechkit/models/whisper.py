@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from speechkit.data import Segment, Word
 from speechkit.errors import SpeechkitError
 from speechkit.models.base import SAMPLE_RATE, DecodeOptions, Hypothesis, SpeechModel
 from speechkit.models.whisper_decode import (
@@ -20,6 +21,7 @@ from speechkit.models.whisper_decode import (
     resume_point,
     split_segments,
 )
+from speechkit.models.whisper_words import align_words
 
 log = logging.getLogger("speechkit")
 
@@ -138,7 +140,7 @@ class WhisperModel(SpeechModel):
             for i, (lang, _) in zip(unknown, self.decoder.detect_language(enc[unknown]), strict=True):
                 langs[i] = lang
         windows = self._decode_windows(enc, audios, langs, options)
-        return [self._hypothesis(parts, lang, len(a) / SAMPLE_RATE)
+        return [self._hypothesis(parts, lang, a, options)
                 for parts, lang, a in zip(windows, langs, audios, strict=True)]
 
     def _decode_windows(self, enc: torch.Tensor, audios: list[np.ndarray], langs: list[str],
@@ -164,18 +166,22 @@ class WhisperModel(SpeechModel):
             enc = self.decoder.encode(self.features(clips).to(self._device, dtype=self.dtype))
         return parts
 
-    def _hypothesis(self, parts: list[tuple[float, Decoded]], language: str,
-                    duration_s: float) -> Hypothesis:
+    def _hypothesis(self, parts: list[tuple[float, Decoded]], language: str, audio: np.ndarray,
+                    options: DecodeOptions) -> Hypothesis:
         tok = self.processor.tokenizer
         tb = self.decoder.tok.timestamp_begin
-        segments: list[tuple[float, float, str]] = []
+        duration_s = len(audio) / SAMPLE_RATE
+        segments: list[Segment] = []
         texts, warnings = [], []
         for offset, d in parts:
             if d.is_silence():
                 continue
-            for s, e, ids in split_segments(d.tokens, tb, duration_s - offset):
-                if text := tok.decode(ids).strip():
-                    segments.append((round(offset + s, 3), round(offset + e, 3), text))
+            found = [(s, e, ids) for s, e, ids in split_segments(d.tokens, tb, duration_s - offset)
+                     if tok.decode(ids).strip()]
+            words = self._words(audio, offset, language, options, found)
+            for k, (s, e, ids) in enumerate(found):
+                segments.append(Segment(s, e, tok.decode(ids).strip(), words[k] if words else None
+                                        ).shifted(offset, duration_s))
             texts.append(tok.decode([t for t in d.tokens if t < tb]).strip())
             if d.compression_ratio > COMPRESSION_RATIO_THRESHOLD:
                 warnings.append(f"repetition loop: compression ratio {d.compression_ratio:.2f} "
@@ -193,6 +199,27 @@ class WhisperModel(SpeechModel):
             extras["warning"] = "; ".join(warnings)
         return Hypothesis(text=" ".join(t for t in texts if t), language=language,
                           segments=segments, extras=extras)
+
+    def _words(self, audio: np.ndarray, offset: float, language: str, options: DecodeOptions,
+               found: list[tuple[float, float, list[int]]]) -> list[list[Word]] | None:
+        """Each segment's words with times relative to the window (one attention pass)."""
+        if not options.word_timestamps or not found:
+            return None
+        clip = audio[int(round(offset * SAMPLE_RATE)):]
+        enc = self.decoder.encode(self.features([clip]).to(self._device, dtype=self.dtype))[0]
+        tok = self.decoder.tok
+        timed = align_words(self.model, self.processor.tokenizer, enc,
+                            tok.prompt(language, options.task), tok.no_timestamps, tok.eot,
+                            [t for _, _, ids in found for t in ids], len(clip) / SAMPLE_RATE, language)
+        out: list[list[Word]] = []
+        it = iter(timed)
+        for s, e, ids in found:  # hand the words back to their segments, in order
+            seg, n = [], 0
+            while n < len(ids) and (w := next(it, None)) is not None:
+                seg.append(Word(w.word.strip(), max(w.start, s), min(max(w.end, w.start), e)))
+                n += w.tokens
+            out.append(seg)
+        return out
 
 
 def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:

@@ -1,0 +1,171 @@
+"""Long recordings, Whisper's decoding rules, subtitle cues and per-input output files."""
+
+import json
+import re
+import subprocess
+
+import jiwer
+import pytest
+
+from speechkit.data import Result, Segment, expand_inputs, read_results
+from speechkit.formats import MAX_LINE_CHARS, MAX_LINES, cues, output_stems, parse_formats, to_srt, to_tsv
+from speechkit.models.base import DecodeOptions
+from speechkit.models.whisper_decode import TIME_PRECISION, compression_ratio, resume_point, split_segments
+from speechkit.transcribe import transcribe_items
+
+TB = 50364  # <|0.00|> of the multilingual Whisper vocabulary
+
+
+def ts(seconds: float) -> int:
+    return TB + round(seconds / TIME_PRECISION)
+
+
+def words(text: str) -> str:
+    return " ".join(re.sub(r"[^a-z0-9' ]", " ", text.lower().replace("-", " ")).split())
+
+
+# -- decoding rules (no model) ----------------------------------------------------------------
+
+
+def test_window_ending_on_a_closing_timestamp_is_complete():
+    tokens = [ts(0), 1, 2, ts(3.0)]
+    assert resume_point(tokens, TB) == (tokens, None)
+
+
+def test_window_ending_on_a_timestamp_pair_resumes_at_the_pair():
+    tokens = [ts(0), 1, 2, ts(3.0), ts(3.0), 4, 5, ts(6.5), ts(6.5)]
+    kept, resume = resume_point(tokens, TB)
+    assert kept == tokens[:-1] and resume == pytest.approx(6.5)
+
+
+def test_text_cut_off_after_a_pair_is_dropped_and_decoded_again():
+    tokens = [ts(0), 1, ts(2.0), ts(2.2), 7, 8]  # stopped in mid-segment (max tokens)
+    kept, resume = resume_point(tokens, TB)
+    assert kept == [ts(0), 1, ts(2.0)] and resume == pytest.approx(2.0)
+
+
+def test_segments_follow_the_timestamp_tokens():
+    tokens = [ts(0), 1, 2, ts(2.4), ts(2.6), 3, ts(5.0), ts(5.0), 4, 5]
+    segs = split_segments(tokens, TB, duration_s=6.0)
+    assert [(s, e) for s, e, _ in segs] == [(0.0, 2.4), (2.6, 5.0), (5.0, 6.0)]
+    assert [t for _, _, t in segs] == [[1, 2], [3], [4, 5]]
+
+
+def test_timestamps_past_the_clip_are_clamped_to_its_end():
+    assert split_segments([ts(0), 1, ts(9.0)], TB, duration_s=4.0) == [(0.0, 4.0, [1])]
+
+
+def test_repetition_loops_have_a_high_compression_ratio():
+    assert compression_ratio("The word is a word of the word of the word " * 8) > 2.4
+    assert compression_ratio("And Mr. John Dashwood had then leisure to consider how much") < 2.4
+
+
+# -- subtitles and output files ----------------------------------------------------------------
+
+
+def test_a_long_segment_becomes_several_bounded_cues_in_its_own_time():
+    text = ("Had he married a more amiable woman he might have been made still more respectable "
+            "than he was and he might even have been made amiable himself for he was very young")
+    r = Result(id="x", path="x.wav", text=text, segments=[Segment(10.0, 24.7, text)])
+    got = cues(r)
+    assert len(got) >= 2
+    assert got[0][0] == 10.0 and got[-1][1] == 24.7
+    assert all(a[1] == b[0] for a, b in zip(got, got[1:], strict=False))  # back to back
+    for _, _, cue in got:
+        lines = cue.split("\n")
+        assert len(lines) <= MAX_LINES and all(len(line) <= MAX_LINE_CHARS for line in lines)
+    assert " ".join(c.replace("\n", " ") for _, _, c in got) == text
+    assert to_srt(r).count(" --> ") == len(got)
+
+
+def test_tsv_is_whispers_millisecond_table():
+    r = Result(id="x", path="x.wav", text="a b", segments=[Segment(0.0, 1.5, "a"), Segment(1.5, 2.25, "b")])
+    assert to_tsv(r) == "start\tend\ttext\n0\t1500\ta\n1500\t2250\tb\n"
+
+
+def test_output_files_are_named_after_the_input_with_a_hash_only_on_a_clash():
+    stems = output_stems([("/a/intro.wav", "/a/intro.wav"), ("/b/intro.wav", "/b/intro.wav"),
+                          ("/c/talk.mp4", "/c/talk.mp4")])
+    assert stems["/c/talk.mp4"] == "talk"
+    assert stems["/a/intro.wav"] != stems["/b/intro.wav"]
+    assert all(s.startswith("intro.") for k, s in stems.items() if "intro" in k)
+
+
+def test_output_format_all_means_every_format():
+    assert parse_formats("all") == ("srt", "vtt", "txt", "tsv", "json")
+
+
+# -- long real recordings ----------------------------------------------------------------------
+
+
+def _long_recording(ffmpeg, clips, tmp_path, times: int):
+    """The clips, repeated `times`, concatenated into one 16 kHz file; and its reference."""
+    listing = tmp_path / "list.txt"
+    listing.write_text("".join(f"file '{p}'\n" for _ in range(times) for p, _ in clips))
+    out = tmp_path / "long.wav"
+    subprocess.run([ffmpeg, "-nostdin", "-y", "-loglevel", "error", "-f", "concat", "-safe", "0",
+                    "-i", str(listing), "-ar", "16000", "-ac", "1", str(out)], check=True)
+    return out, " ".join(ref for _ in range(times) for _, ref in clips)
+
+
+def _read_speech(testdata, dev_dir_or_none):
+    lines = (testdata / "librivox" / "transcription").read_text().splitlines()
+    clips = []
+    for line in lines[:5]:
+        m = re.match(r"<s> (.*) </s> \((.*)\)", line.strip())
+        clips.append((testdata / "librivox" / f"{m.group(2)}.wav", m.group(1)))
+    return clips
+
+
+@pytest.mark.slow
+def test_long_recording_same_words_with_and_without_language(whisper_base, testdata, ffmpeg, tmp_path):
+    """Five LibriVox clips three times over (74 s, three VAD pieces): detecting the language
+    gives the same transcript as naming it, every sentence once, at the clips' own WER."""
+    clips = _read_speech(testdata, None)
+    path, reference = _long_recording(ffmpeg, clips, tmp_path, times=3)
+    items = expand_inputs([str(path)])
+    texts = {}
+    for lang in (None, "en"):
+        out = tmp_path / f"{lang}.jsonl"
+        stats = transcribe_items(items, whisper_base, DecodeOptions(language=lang), out)
+        assert stats.ok == 1
+        r = next(iter(read_results(out).values()))
+        texts[lang] = r.text
+        assert r.language == "en"
+        assert len(r.segments) >= 9  # sentences, not one line per VAD piece
+        assert all(a.start <= b.start for a, b in zip(r.segments, r.segments[1:], strict=False))
+    assert texts[None] == texts["en"]
+    hyp = words(texts[None])
+    assert len(hyp.split()) == pytest.approx(len(words(reference).split()), rel=0.1)
+    assert hyp.count("he might even have been made amiable himself") == 3
+    assert jiwer.wer(words(reference), hyp) < 0.1
+
+
+@pytest.mark.slow
+def test_subtitle_files_use_whisper_segments(whisper_base, testdata, ffmpeg, tmp_path):
+    clips = _read_speech(testdata, None)
+    path, _ = _long_recording(ffmpeg, clips, tmp_path, times=2)
+    transcribe_items(expand_inputs([str(path)]), whisper_base, DecodeOptions(language="en"),
+                     tmp_path / "r.jsonl", formats=("srt", "vtt", "json"), format_dir=tmp_path)
+    r = next(iter(read_results(tmp_path / "r.jsonl").values()))
+    srt = (tmp_path / "long.srt").read_text()
+    assert srt.count(" --> ") >= len(r.segments) >= 8  # 49 s: two VAD pieces, many cues
+    starts = [s for s in re.findall(r"(\d\d:\d\d:\d\d,\d\d\d) -->", srt)]
+    assert starts == sorted(starts)
+    assert (tmp_path / "long.vtt").read_text().startswith("WEBVTT")
+    doc = json.loads((tmp_path / "long.json").read_text())
+    assert doc["text"] == r.text and len(doc["segments"]) == len(r.segments)
+
+
+@pytest.mark.slow
+def test_each_result_is_written_as_soon_as_its_item_is_done(whisper_base, testdata, tmp_path):
+    clips = [str(p) for p, _ in _read_speech(testdata, None)[:3]]
+    out = tmp_path / "r.jsonl"
+    seen = []
+
+    def on_result(result, stats):
+        seen.append(len(out.read_text().splitlines()))
+
+    transcribe_items(expand_inputs(clips), whisper_base, DecodeOptions(language="en"), out,
+                     batch_size=1, on_result=on_result)
+    assert seen == [1, 2, 3]
