@@ -5,6 +5,7 @@ own process (so peak RSS is its own) and `--repeats` times; the median wall time
 
     python benchmarks/transcribe.py                       # dev set + LibriVox test clips
     python benchmarks/transcribe.py --data my_manifest.jsonl --repeats 5
+    python benchmarks/transcribe.py --long 75          # the same clips joined into ~75 s files
 
 RTFx = total audio seconds / wall seconds (file decoding included for every tool). WER is
 corpus-level after the Whisper English normalizer.
@@ -29,9 +30,11 @@ DEV = ROOT.parent / "shared" / "data" / "dev"
 CONFIGS = {
     "speechkit fp32": {"tool": "speechkit", "dtype": "float32"},
     "speechkit int8": {"tool": "speechkit", "dtype": "int8"},
+    "speechkit fp32 beam 5": {"tool": "speechkit", "dtype": "float32", "beam_size": 5},
     "faster-whisper int8": {"tool": "faster-whisper", "compute_type": "int8"},
     "faster-whisper fp32": {"tool": "faster-whisper", "compute_type": "float32"},
     "faster-whisper int8 batched": {"tool": "faster-whisper-batched", "compute_type": "int8"},
+    "faster-whisper int8 beam 5": {"tool": "faster-whisper", "compute_type": "int8", "beam_size": 5},
 }
 
 
@@ -66,6 +69,54 @@ def load_items(data: str | None) -> list[dict]:
     return [{"path": it.path, "reference": it.reference or ""} for it in expand_inputs([data])]
 
 
+def join_items(items: list[dict], seconds: float, folder: Path) -> list[dict]:
+    """The clips decoded and concatenated, in order, into 16 kHz files of about `seconds` each
+    (long-form transcription: several VAD pieces a file); references joined the same way."""
+    import wave
+
+    import numpy as np
+
+    from speechkit.media.ffmpeg import decode_audio
+
+    groups: list[list[tuple[dict, np.ndarray]]] = [[]]
+    length = 0.0
+    for it in items:
+        if length >= seconds:
+            groups.append([])
+            length = 0.0
+        audio = decode_audio(it["path"])
+        groups[-1].append((it, audio))
+        length += len(audio) / 16000
+    out = []
+    for k, group in enumerate(groups):
+        path = folder / f"long{k}.wav"
+        pcm = np.concatenate([a for _, a in group])
+        with wave.open(str(path), "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(16000)
+            w.writeframes((np.clip(pcm, -1, 1) * 32767).astype("<i2").tobytes())
+        out.append({"path": str(path), "reference": " ".join(it["reference"] for it, _ in group)})
+    return out
+
+
+def machine() -> str:
+    """CPU model, cores and the torch threads a run uses: figures belong to their machine."""
+    import os
+
+    import torch
+
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}; {os.cpu_count()} cores; torch threads {torch.get_num_threads()}"
+
+
 def run_speechkit(cfg: dict, items: list[dict], batch_size: int) -> dict[str, str]:
     from speechkit.data import Item, read_results
     from speechkit.models.base import DecodeOptions
@@ -77,7 +128,7 @@ def run_speechkit(cfg: dict, items: list[dict], batch_size: int) -> dict[str, st
         out = Path(tmp) / "r.jsonl"
         t0 = time.perf_counter()
         transcribe_items([Item(id=it["path"], path=it["path"]) for it in items], model,
-                         DecodeOptions(), out, batch_size=batch_size)
+                         DecodeOptions(beam_size=cfg.get("beam_size")), out, batch_size=batch_size)
         wall = time.perf_counter() - t0
         res = read_results(out)
     return {"wall_s": wall, "texts": {k: r.text for k, r in res.items()},
@@ -99,17 +150,18 @@ def run_faster_whisper(cfg: dict, items: list[dict], batch_size: int) -> dict:
         audio = decode_audio(it["path"])
         audio_s += len(audio) / 16000
         if batched:
-            segs, _ = batched.transcribe(audio, batch_size=batch_size, beam_size=1)
+            segs, _ = batched.transcribe(audio, batch_size=batch_size, beam_size=cfg.get("beam_size", 1))
         else:
-            segs, _ = model.transcribe(audio, beam_size=1, vad_filter=False,
-                                       condition_on_previous_text=False)
+            long = len(audio) > 30 * 16000  # long-form: faster-whisper's own defaults but greedy
+            segs, _ = model.transcribe(audio, beam_size=cfg.get("beam_size", 1), vad_filter=False,
+                                       condition_on_previous_text=long)
         texts[it["path"]] = "".join(s.text for s in segs).strip()
     return {"wall_s": time.perf_counter() - t0, "texts": texts, "audio_s": audio_s}
 
 
 def worker(name: str, data: str | None, batch_size: int) -> None:
     """Run one configuration in this process and print its figures as JSON."""
-    items = load_items(data)
+    items = json.loads(Path(data).read_text())
     cfg = CONFIGS[name]
     fn = run_speechkit if cfg["tool"] == "speechkit" else run_faster_whisper
     out = fn(cfg, items, batch_size)
@@ -137,19 +189,26 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--configs", default=",".join(CONFIGS), help="comma list of " + ", ".join(CONFIGS))
+    ap.add_argument("--long", type=float, metavar="SECONDS",
+                    help="join the clips into files of about this many seconds first")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         return worker(args.worker, args.data, args.batch_size)
+    tmp = Path(tempfile.mkdtemp(prefix="speechkit-bench-"))
     items = load_items(args.data)
+    if args.long:
+        items = join_items(items, args.long, tmp)
+    listing = tmp / "items.json"
+    listing.write_text(json.dumps(items))
+    print(f"machine: {machine()}")
     print(f"{len(items)} files; {args.repeats} runs per configuration; batch size {args.batch_size}")
     rows = {}
     for name in [c.strip() for c in args.configs.split(",") if c.strip()]:
         runs = []
         for _ in range(args.repeats):
-            cmd = [sys.executable, __file__, "--worker", name, "--batch-size", str(args.batch_size)]
-            if args.data:
-                cmd += ["--data", args.data]
+            cmd = [sys.executable, __file__, "--worker", name, "--batch-size", str(args.batch_size),
+                   "--data", str(listing)]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
             if line is None:
