@@ -169,3 +169,58 @@ def test_each_result_is_written_as_soon_as_its_item_is_done(whisper_base, testda
     transcribe_items(expand_inputs(clips), whisper_base, DecodeOptions(language="en"), out,
                      batch_size=1, on_result=on_result)
     assert seen == [1, 2, 3]
+
+
+# -- the fallback on a real-shaped Whisper with random weights ---------------------------------
+
+
+@pytest.fixture(scope="module")
+def random_whisper(tmp_path_factory):
+    """A two-layer Whisper with random weights and the real multilingual vocabulary: its
+    greedy output is a loop of one token, which the fallback must catch."""
+    import shutil
+
+    import torch
+    from transformers import WhisperConfig, WhisperForConditionalGeneration
+
+    from speechkit.models.whisper import WhisperModel
+    from speechkit.models.whisper_ct2 import ensure_whisper
+
+    src = ensure_whisper("whisper-base")
+    out = tmp_path_factory.mktemp("random-whisper")
+    for name in ("generation_config.json", "tokenizer.json", "tokenizer_config.json",
+                 "preprocessor_config.json", "processor_config.json"):
+        if (src / name).exists():
+            shutil.copy(src / name, out / name)
+    torch.manual_seed(0)
+    config = WhisperConfig(vocab_size=51865, d_model=32, encoder_layers=1, decoder_layers=1,
+                           encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64,
+                           decoder_ffn_dim=64, num_mel_bins=80, max_source_positions=1500,
+                           max_target_positions=448, decoder_start_token_id=50258,
+                           eos_token_id=50257, pad_token_id=50257, bos_token_id=50257)
+    WhisperForConditionalGeneration(config).save_pretrained(out)
+    shutil.copy(src / "generation_config.json", out / "generation_config.json")
+    return WhisperModel(out, name="random-whisper")
+
+
+def test_unlikely_or_looping_text_is_decoded_again_hotter_and_reproducibly(random_whisper, testdata):
+    from speechkit.media.ffmpeg import decode_audio
+
+    clips = [decode_audio(p) for p, _ in _read_speech(testdata, None)[:2]]
+    opts = DecodeOptions(language="en", max_new_tokens=24)
+    first = random_whisper.generate(clips, opts)
+    assert all(h.extras["temperature"] > 0 for h in first)  # greedy failed the checks
+    again = random_whisper.generate(clips, opts)
+    one = [random_whisper.generate([c], opts)[0] for c in clips]
+    assert [h.text for h in first] == [h.text for h in again] == [h.text for h in one]
+
+
+def test_a_loop_that_survives_every_temperature_is_flagged(random_whisper, testdata):
+    from speechkit.media.ffmpeg import decode_audio
+    from speechkit.models.whisper_decode import Decoded
+
+    clip = decode_audio(_read_speech(testdata, None)[0][0])
+    loop = Decoded(tokens=[TB, *([440] * 60)], avg_logprob=-0.1, compression_ratio=9.0,
+                   no_speech_prob=0.0, temperature=1.0, truncated=True)
+    hyp = random_whisper._hypothesis([(0.0, loop)], "en", clip, DecodeOptions())
+    assert "repetition loop" in hyp.extras["warning"] and hyp.text
