@@ -98,14 +98,16 @@ def load_predictions(source: str | Path | Iterable[Any]) -> LoadedPredictions:
 
 
 def _kind(value: Any) -> str:
+    if isinstance(value, str):
+        return repr(value)
     if isinstance(value, bool):
         return "true/false"
     if isinstance(value, dict):
         return "a JSON object"
     if isinstance(value, list):
         return "a list"
-    if isinstance(value, float):
-        return str(value)  # nan, inf
+    if isinstance(value, (int, float)):
+        return str(value)  # 2, nan, inf
     return f"a {type(value).__name__}"
 
 
@@ -230,9 +232,12 @@ def _sv_record(rec: Scoreable, obj: Mapping[str, Any], extras: Mapping[str, Any]
     if bad:
         return None, "bad_value", bad
     lab = obj.get("label", extras.get("label", meta.get("label")))
-    rec.label = _label(lab if lab is not None else ref)
-    if rec.label is None:
+    lab = lab if lab is not None else ref
+    rec.label = _label(lab)
+    if lab is None or (isinstance(lab, str) and not lab.strip()):
         return None, "no_reference", None
+    if rec.label is None:
+        return None, "bad_value", f"label is {_kind(lab)}, not 1/0, yes/no or target/nontarget"
     if not has_text and rec.score is None:
         return None, "no_prediction", None
     return rec, None, None

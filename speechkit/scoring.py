@@ -156,18 +156,7 @@ def score_predictions(
         use_java=use_java,
     )
     counts = _counts(loaded, items, lines, missing)
-    problems = {
-        "bad_lines": loaded.bad_lines,
-        "duplicate_ids": loaded.duplicates,
-        "repeated_expected_ids": items.repeated if items is not None else {},
-        "missing_ids": missing,
-        "unexpected_ids": lines.unexpected,
-        "errored": lines.errored,
-        "no_prediction_ids": lines.no_prediction,
-        "missing_reference_ids": lines.no_reference,
-        "bad_values": lines.bad_values,
-        "undecodable_text_ids": sorted(set(lines.bad_text)),
-    }
+    problems = _problems(loaded, items, lines, missing)
     incomplete = incomplete_reasons(counts, loaded, task, metrics, details, lines.ready)
     summary: dict[str, Any] = {
         "task": task,
@@ -207,6 +196,23 @@ def _counts(
         "bad_value": len(lines.bad_values),
         "undecodable_text": len(set(lines.bad_text)),
         "scored": len(lines.ready),
+    }
+
+
+def _problems(
+    loaded: LoadedPredictions, items: Expected | None, lines: Sorted, missing: list[str]
+) -> dict[str, Any]:
+    return {
+        "bad_lines": loaded.bad_lines,
+        "duplicate_ids": loaded.duplicates,
+        "repeated_expected_ids": items.repeated if items is not None else {},
+        "missing_ids": missing,
+        "unexpected_ids": lines.unexpected,
+        "errored": lines.errored,
+        "no_prediction_ids": lines.no_prediction,
+        "missing_reference_ids": lines.no_reference,
+        "bad_values": lines.bad_values,
+        "undecodable_text_ids": sorted(set(lines.bad_text)),
     }
 
 

@@ -146,6 +146,17 @@ def test_a_non_finite_sv_score_is_named_not_scored(tmp_path):
     ]
 
 
+def test_an_sv_label_that_is_not_a_label_is_named(tmp_path):
+    rows = [{"id": "1", "text": "yes", "label": 1}, {"id": "2", "text": "no", "label": 2},
+            {"id": "3", "text": "no", "label": {"same": True}}, {"id": "4", "text": "no"}]
+    s = score_predictions(_lines(tmp_path / "sv.jsonl", rows), task="sv")
+    assert s["problems"]["bad_values"] == [
+        {"id": "2", "error": "label is 2, not 1/0, yes/no or target/nontarget"},
+        {"id": "3", "error": "label is a JSON object, not 1/0, yes/no or target/nontarget"},
+    ]
+    assert s["problems"]["missing_reference_ids"] == ["4"] and not s["complete"]
+
+
 def test_an_id_listed_twice_in_the_expected_items_is_counted_not_merged(tmp_path):
     items = [Item(id="a", path="/x.wav", reference="hi"), Item(id="a", path="/x.wav",
              reference="hi", offset_s=5.0), Item(id="b", path="/y.wav", reference="yo")]
@@ -219,3 +230,4 @@ def test_score_out_and_json_are_strict_json(tmp_path, cli):
     assert res.exit_code == 1
     assert _strict(res.stdout)["counts"]["bad_value"] == 1
     assert _strict((tmp_path / "s.json").read_text())["task"] == "sv"
+
