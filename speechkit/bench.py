@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.text import Text
 
 from speechkit import __version__, strict_json
 from speechkit.data import Item, ResultWriter, read_results
@@ -345,4 +346,6 @@ def run_bench(suite_name: str | Path | Suite, model_name: str | SpeechModel = "w
         console.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
     console.print(f"scores: {p.scores}; tables: {paths['markdown']}, {paths['csv']}",
                   highlight=False)
+    if not summary["complete"]:
+        console.print(Text.assemble(("incomplete: ", "bold yellow"), "; ".join(summary["incomplete"])))
     return summary

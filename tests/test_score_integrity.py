@@ -231,3 +231,10 @@ def test_score_out_and_json_are_strict_json(tmp_path, cli):
     assert _strict(res.stdout)["counts"]["bad_value"] == 1
     assert _strict((tmp_path / "s.json").read_text())["task"] == "sv"
 
+
+
+def test_ids_that_look_like_markup_are_printed_as_they_are(tmp_path, cli):
+    rows = [{"id": "[/bold]", "text": "hi", "reference": {"x": 1}}, {"text": "no id [red]"}]
+    res = cli("score", _lines(tmp_path / "p.jsonl", rows), "--task", "asr")
+    assert res.exit_code == 1 and isinstance(res.exception, SystemExit)  # no markup error
+    assert "[/bold] (reference is a JSON object, not text)" in res.output

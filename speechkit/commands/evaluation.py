@@ -105,8 +105,8 @@ def score(
         print(strict_json.dumps(summary, indent=2))
     else:
         print("\n".join(score_lines(summary)))
-    for w in summary["warnings"]:
-        err.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
+    for w in summary["warnings"]:  # ids and file names are the user's text, never markup
+        err.print(Text.assemble(("warning: ", "yellow"), w), highlight=False, soft_wrap=True)
     raise typer.Exit(0 if summary["complete"] else 1)
 
 
