@@ -21,6 +21,8 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
+from speechkit.scoring import COUNT_LABELS
+
 COLUMNS = ("system", "split", "modality", "metric", "value", "items", "normalizer", "source")
 # Terminal-table columns that move under the table when every row has the same value.
 SHARED_COLUMNS = ("split", "modality", "normalizer")
@@ -208,7 +210,7 @@ def score_lines(summary: Mapping[str, Any]) -> list[str]:
     pairs += [(m, f"not run: {why}") for m, why in not_run.items() if m not in metrics]
     total = c["expected"] if c["expected"] is not None else c["predictions"]
     of = "expected" if c["expected"] is not None else "predictions"
-    extra = [f"{c[k]} {label}" for k, label in _ITEM_COUNTS if c.get(k)]
+    extra = [f"{c[k]} {label}" for k, label in COUNT_LABELS.items() if c.get(k)]
     pairs.append(("items", f"{c['scored']} scored of {total} {of}"
                   + (f"; {', '.join(extra)}" if extra else "")))
     incomplete = summary.get("incomplete") or []
@@ -217,15 +219,3 @@ def score_lines(summary: Mapping[str, Any]) -> list[str]:
     width = max(len(k) for k, _ in pairs) + 2
     return [f"{k:<{width}}{v}" for k, v in pairs]
 
-
-_ITEM_COUNTS = (
-    ("missing", "missing"),
-    ("errored", "failed in the run"),
-    ("no_prediction", "without prediction"),
-    ("missing_reference", "without reference"),
-    ("bad_value", "with a value that is not text"),
-    ("bad_lines", "unusable line(s)"),
-    ("unexpected", "not expected"),
-    ("duplicate_lines", "duplicate line(s), last kept"),
-    ("undecodable_text", "with non-UTF-8 text"),
-)

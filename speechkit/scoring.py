@@ -221,15 +221,22 @@ def _is_empty(reference: Any) -> bool:
     return all(not str(r).strip() for r in refs)
 
 
-# Counts that explain why fewer items were scored than expected, as the summary words them.
-_SHORTFALL = (
-    ("missing", "missing"),
-    ("errored", "failed in the run"),
-    ("no_prediction", "without prediction"),
-    ("missing_reference", "without reference"),
-    ("bad_value", "with a value that is not text"),
-    ("repeated_expected", "repeated id(s) in the expected items"),
-)
+# How summaries word each count of items or lines that were not scored as they are.
+COUNT_LABELS = {
+    "missing": "missing",
+    "errored": "failed in the run",
+    "no_prediction": "without prediction",
+    "missing_reference": "without reference",
+    "bad_value": "with a value that is not text",
+    "repeated_expected": "repeated id(s) in the expected items",
+    "bad_lines": "unusable line(s)",
+    "unexpected": "not expected",
+    "duplicate_lines": "duplicate line(s), last kept",
+    "undecodable_text": "with non-UTF-8 text",
+}
+# The counts that explain why fewer items were scored than expected.
+SHORTFALL = ("missing", "errored", "no_prediction", "missing_reference", "bad_value",
+             "repeated_expected")
 
 
 def incomplete_reasons(
@@ -248,7 +255,7 @@ def incomplete_reasons(
             f"{loaded.source} has no usable lines" if c["lines"] else f"{loaded.source} is empty")
         out.append(f"nothing to score: {what}")
     elif c["scored"] != total:
-        why = [f"{c[k]} {label}" for k, label in _SHORTFALL if c.get(k)]
+        why = [f"{c[k]} {COUNT_LABELS[k]}" for k in SHORTFALL if c.get(k)]
         out.append(f"scored {c['scored']} of {total} items" + (f" ({', '.join(why)})" if why else ""))
     if c["bad_lines"]:
         out.append(f"{c['bad_lines']} unusable line(s)")
