@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.text import Text
 
-from speechkit import __version__
+from speechkit import __version__, strict_json
 from speechkit.data import Item, ResultWriter, read_results
 from speechkit.errors import SpeechkitError
 from speechkit.metrics.scorers import canonical_task
@@ -232,6 +233,7 @@ def score_plan(plan_: BenchPlan, model: SpeechModel | None, run_summary: Any,
     summary["counts"]["missing_media"] = len(report.missing)
     if not report.complete:
         summary["complete"] = False
+        summary["incomplete"] = [*_build_shortfall(report), *summary["incomplete"]]
         summary["warnings"] = [*report.warnings, *summary["warnings"]]
     speed = None
     if run_summary is not None and run_summary.audio_s > 0:
@@ -262,10 +264,18 @@ def score_plan(plan_: BenchPlan, model: SpeechModel | None, run_summary: Any,
         "python": platform.python_version(),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    plan_.scores.parent.mkdir(parents=True, exist_ok=True)
-    plan_.scores.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n",
-                            encoding="utf-8")
+    strict_json.write_json(plan_.scores, summary)
     return summary
+
+
+def _build_shortfall(report: Any) -> list[str]:
+    """Why the items on disk fall short of the suite's protocol, as incomplete reasons."""
+    out = []
+    if report.missing:
+        out.append(f"{len(report.missing)} item(s) have no media file under the data root")
+    if report.expected is not None and report.found != report.expected:
+        out.append(f"found {report.found} of the protocol's {report.expected} items")
+    return out
 
 
 def result_rows(plan_: BenchPlan, summary: dict[str, Any], system: str) -> list[dict[str, Any]]:
@@ -336,4 +346,6 @@ def run_bench(suite_name: str | Path | Suite, model_name: str | SpeechModel = "w
         console.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
     console.print(f"scores: {p.scores}; tables: {paths['markdown']}, {paths['csv']}",
                   highlight=False)
+    if not summary["complete"]:
+        console.print(Text.assemble(("incomplete: ", "bold yellow"), "; ".join(summary["incomplete"])))
     return summary

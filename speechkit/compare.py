@@ -3,7 +3,9 @@
 Lower is better for error rates and costs (WER, CER, EER, minDCF); higher is better for
 BLEU, chrF, accuracies, F1, exact match and captioning metrics. Thresholds are absolute,
 in the metric's own units (WER points, BLEU points, ...). A metric in the baseline but
-missing from the new scores is a regression; so is scoring fewer items than the baseline.
+missing from the new scores is a regression; so is scoring fewer items than the baseline, a
+value that is not a finite number (NaN, Infinity, null) in either file, and a new run that
+says it is incomplete when the baseline was complete.
 """
 
 from __future__ import annotations
@@ -46,13 +48,15 @@ def direction(metric: str) -> int | None:
     return None
 
 
-def flatten_scores(scores: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+def flatten_scores(scores: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """{metric: value} from a score summary, a flat dict, or nested per-split summaries.
 
     `{"metrics": {...}, "counts": {...}}` gives its metrics plus `items_scored`; nested
-    `{"splits"|"results": {name: summary}}` gives `name/metric` keys.
+    `{"splits"|"results": {name: summary}}` gives `name/metric` keys. Numbers come back as
+    floats (NaN and infinities included); a metric that is null or text stays as it is, so
+    the gate can name it.
     """
-    out: dict[str, float] = {}
+    out: dict[str, Any] = {}
     for key in ("splits", "results"):
         if isinstance(scores.get(key), Mapping):
             for name, sub in scores[key].items():
@@ -62,6 +66,8 @@ def flatten_scores(scores: Mapping[str, Any], prefix: str = "") -> dict[str, flo
         for k, v in scores["metrics"].items():
             if isinstance(v, (int, float)) and not isinstance(v, bool):
                 out[prefix + k] = float(v)
+            elif v is None or isinstance(v, str):
+                out[prefix + k] = v
         counts = scores.get("counts")
         if isinstance(counts, Mapping) and isinstance(counts.get("scored"), int):
             out[prefix + COUNT_KEY] = float(counts["scored"])
@@ -148,13 +154,16 @@ def compare_scores(
             "metric": metric,
             "baseline": b,
             "new": n,
-            "delta": None if b is None or n is None else n - b,
+            "delta": n - b if _finite(b) and _finite(n) else None,
             "direction": {-1: "lower", 1: "higher", None: "unknown"}[d],
             "threshold": thr,
             "regressed": False,
             "note": "",
         }
-        if b is None:
+        if bad := _not_finite(metric, base, cur):
+            row["regressed"] = True
+            row["note"] = f"{' and '.join(bad)}: not a finite number"
+        elif b is None:
             row["note"] = "new metric (not in the baseline)"
         elif n is None:
             row["regressed"] = True
@@ -169,7 +178,38 @@ def compare_scores(
             if row["regressed"]:
                 row["note"] = f"worse by {worse_by:.4g} (allowed {thr:g})"
         rows.append(row)
-    return rows
+    completeness = _completeness_row(baseline, new)
+    return rows + ([completeness] if completeness else [])
+
+
+def _not_finite(metric: str, base: Mapping[str, Any], cur: Mapping[str, Any]) -> list[str]:
+    """"baseline value is NaN" and the like, for each file where `metric` is not a number."""
+    return [f"{which} value is {_spell(scores[metric])}"
+            for which, scores in (("baseline", base), ("new", cur))
+            if metric in scores and not _finite(scores[metric])]
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, float) and math.isfinite(v)
+
+
+def _spell(v: Any) -> str:
+    """A value as JSON would show it: NaN, Infinity, -Infinity, null, "text"."""
+    if isinstance(v, float):
+        return "NaN" if math.isnan(v) else ("Infinity" if v > 0 else "-Infinity")
+    return "null" if v is None else repr(v)
+
+
+def _completeness_row(baseline: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A failing row when the new scores say they are incomplete and the baseline did not."""
+    if new.get("complete") is not False or baseline.get("complete") is False:
+        return None
+    why = "; ".join(str(r) for r in new.get("incomplete") or [])
+    return {
+        "metric": "complete", "baseline": baseline.get("complete"), "new": False, "delta": None,
+        "direction": "unknown", "threshold": None, "regressed": True,
+        "note": "the new run is incomplete" + (f": {why}" if why else ""),
+    }
 
 
 def any_regressed(rows: list[dict[str, Any]]) -> bool:

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from speechkit import strict_json
 from speechkit.errors import SpeechkitError
 
 # Extensions taken when a directory is expanded (any file can still be named explicitly).
@@ -113,8 +114,9 @@ class Result:
 
 
 def dumps_line(obj: dict[str, Any]) -> str:
-    """One JSON line. Non-UTF-8 file names (lone surrogates) become JSON \\u escapes."""
-    text = json.dumps(obj, ensure_ascii=False)
+    """One strict JSON line (see strict_json). Non-UTF-8 file names (lone surrogates) become
+    JSON \\u escapes."""
+    text = strict_json.dumps(obj)
     return text.encode("utf-8", "backslashreplace").decode("utf-8") + "\n"
 
 

@@ -2,7 +2,10 @@
 
 Rows are plain dicts with the columns in `COLUMNS`; a run contributes one row per metric
 and the suite's published results follow with their sources, so a reader sees at once
-which protocol, normalizer and item count stand behind each number.
+which protocol, normalizer and item count stand behind each number. The terminal table
+fits an 80-column CI log: published rows show a short system name and citation tag
+(`Radford+22`), columns that hold one value for every row move under the table, and the
+full system names, citations and links stay in the Markdown and CSV files.
 """
 
 from __future__ import annotations
@@ -14,19 +17,34 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.table import Table
+from rich.text import Text
+
+from speechkit.scoring import COUNT_LABELS
 
 COLUMNS = ("system", "split", "modality", "metric", "value", "items", "normalizer", "source")
+# Terminal-table columns that move under the table when every row has the same value.
+SHARED_COLUMNS = ("split", "modality", "normalizer")
+CITE_WIDTH = 24  # characters of a source without a `cite` tag kept in the terminal table
 
 
 def _fmt(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
-        if math.isnan(value):
-            return "-"
+        if not math.isfinite(value):
+            return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
         return f"{value:.4g}" if abs(value) < 1 else f"{value:.2f}"
     return str(value)
+
+
+def short_source(source: str) -> str:
+    """A short tag for a citation without one: its first clause, cut at a word."""
+    head = source.split(",")[0].strip()
+    if len(head) <= CITE_WIDTH:
+        return head
+    return head[:CITE_WIDTH].rsplit(" ", 1)[0] + "..."
 
 
 def table_rows(
@@ -76,6 +94,8 @@ def table_rows(
                     "items": p.get("items"),
                     "normalizer": p.get("normalizer", suite.normalizer),
                     "source": p["source"],
+                    "cite": p.get("cite") or short_source(p["source"]),
+                    "system_short": p.get("system_short"),
                 }
             )
     return rows
@@ -85,20 +105,37 @@ def _present_columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     return [c for c in COLUMNS if any(r.get(c) not in (None, "") for r in rows)]
 
 
+def _table(title: str | None, caption: str | None = None) -> Table:
+    """A borderless table for terminals and CI logs; title and caption are plain text."""
+    return Table(title=Text(title) if title else None, caption=Text(caption) if caption else None,
+                 box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
+
+
 def rich_table(rows: Sequence[Mapping[str, Any]], title: str | None = None) -> Table:
-    """A rich Table of the rows (empty columns left out)."""
+    """A rich Table of the rows for a terminal or CI log (80 columns and up).
+
+    Published rows show `system_short` and `cite` where the suite gives them; split,
+    modality and normalizer go under the table when every row shares one value.
+    """
     cols = _present_columns(rows)
-    table = Table(title=title, show_lines=False)
+    shared = {}
+    for c in SHARED_COLUMNS:
+        values = {r.get(c) for r in rows if r.get(c) not in (None, "")}
+        if c in cols and len(values) == 1:
+            shared[c] = values.pop()
+            cols.remove(c)
+    caption = ", ".join(f"{c} {v}" for c, v in shared.items()) or None
+    table = _table(title, caption)
     for c in cols:
-        table.add_column(
-            c,
-            justify="right" if c == "value" else "left",
-            overflow="fold",
-            max_width=60 if c == "source" else None,
-        )
+        table.add_column(c, justify="right" if c == "value" else "left", overflow="fold")
     for r in rows:
+        cells = {c: _fmt(r.get(c)) for c in cols}
+        if r.get("system_short"):
+            cells["system"] = str(r["system_short"])
+        if r.get("cite") and "source" in cells:
+            cells["source"] = str(r["cite"])
         style = "bold" if r.get("source") == "this run" else None
-        table.add_row(*(_fmt(r.get(c)) for c in cols), style=style)
+        table.add_row(*(Text(cells[c]) for c in cols), style=style)
     return table
 
 
@@ -138,25 +175,47 @@ def write_tables(
 
 def compare_table(rows: Sequence[Mapping[str, Any]], title: str | None = None) -> Table:
     """A rich Table of `speechkit.compare.compare_scores` rows, regressions in red."""
-    table = Table(title=title)
+    table = _table(title)
     for c in ("metric", "baseline", "new", "delta", "better", "allowed", "status"):
         table.add_column(
-            c, justify="right" if c in ("baseline", "new", "delta", "allowed") else "left"
+            c, justify="right" if c in ("baseline", "new", "delta", "allowed") else "left",
+            overflow="fold",
         )
     for r in rows:
-        status = "[red]REGRESSED[/]" if r["regressed"] else "ok"
-        if r.get("note") and not r["regressed"]:
-            status = f"ok ({r['note']})" if r["baseline"] is not None else r["note"]
-        elif r["regressed"]:
-            status = f"[red]REGRESSED[/] {r.get('note', '')}"
+        if r["regressed"]:
+            status = Text.assemble(("REGRESSED", "red"), f" {r.get('note', '')}".rstrip())
+        elif r.get("note"):
+            status = Text(f"ok ({r['note']})" if r["baseline"] is not None else r["note"])
+        else:
+            status = Text("ok")
         delta = r["delta"]
         table.add_row(
-            r["metric"],
-            _fmt(r["baseline"]),
-            _fmt(r["new"]),
+            Text(str(r["metric"])),
+            Text(_fmt(r["baseline"])),
+            Text(_fmt(r["new"])),
             "-" if delta is None else f"{delta:+.4g}",
             r["direction"],
             _fmt(r["threshold"]),
             status,
         )
     return table
+
+
+def score_lines(summary: Mapping[str, Any]) -> list[str]:
+    """A short human summary of `speechkit.scoring.score_predictions`: metrics, items, status."""
+    c, metrics = summary["counts"], summary["metrics"]
+    not_run = summary.get("details", {}).get("not_run", {})
+    pairs = [("task", summary["task"]), ("normalizer", summary.get("normalizer") or "none")]
+    pairs += [(m, _fmt(v)) for m, v in metrics.items()]
+    pairs += [(m, f"not run: {why}") for m, why in not_run.items() if m not in metrics]
+    total = c["expected"] if c["expected"] is not None else c["predictions"]
+    of = "expected" if c["expected"] is not None else "predictions"
+    extra = [f"{c[k]} {label}" for k, label in COUNT_LABELS.items() if c.get(k)]
+    pairs.append(("items", f"{c['scored']} scored of {total} {of}"
+                  + (f"; {', '.join(extra)}" if extra else "")))
+    incomplete = summary.get("incomplete") or []
+    status = "complete" if summary["complete"] else "incomplete"
+    pairs.append(("status", status + (f": {'; '.join(incomplete)}" if incomplete else "")))
+    width = max(len(k) for k, _ in pairs) + 2
+    return [f"{k:<{width}}{v}" for k, v in pairs]
+

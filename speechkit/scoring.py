@@ -1,17 +1,15 @@
 """Score a predictions JSONL for a task, counting every line: nothing is silently dropped.
 
-Reads speechkit result lines (`id`, `text`, `reference`, `status`, `extras`) and other
-tools' JSONL: NeMo output manifests (`audio_filepath`, `text` = reference, `pred_text`),
-and lines with `prediction`/`hypothesis` fields. The summary always carries counts of
-expected, scored, errored, missing-reference and missing-prediction items, and names the
-lines it could not use (bad JSON, non-UTF-8, no id, duplicate ids: the last line wins).
-When a line has a separate prediction field (`pred_text`, `prediction`, `hypothesis`), its
-`text` is read as the reference, as in NeMo manifests.
+The summary always carries counts of expected, scored, errored, missing-reference,
+missing-prediction and unusable items, and names the lines it could not use (bad JSON,
+non-UTF-8, no id, a value that is not text; duplicate ids: the last line wins). A run is
+`complete` only when every expected item was scored and the metrics could be computed;
+otherwise `incomplete` says why (an empty file, every reference empty, a NaN metric, ...).
+How lines are read and what counts as text: `speechkit.predictions`.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -19,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from speechkit import __version__
-from speechkit.data import Item, Result, read_jsonl, read_manifest
+from speechkit.data import Item, read_manifest
 from speechkit.errors import SpeechkitError
 from speechkit.metrics.scorers import (
     DEFAULT_NORMALIZER,
@@ -29,175 +27,34 @@ from speechkit.metrics.scorers import (
     canonical_task,
 )
 from speechkit.normalizers import NORMALIZERS
-
-HYP_KEYS = ("pred_text", "prediction", "hypothesis", "pred", "text")
-REF_KEYS = ("reference", "references", "ref", "label")
-ID_KEYS = ("id", "utt_id", "audio_filepath", "path")
-_SURROGATE = re.compile("[\ud800-\udfff]")
+from speechkit.predictions import LoadedPredictions, load_predictions, scoreable
 
 
 @dataclass
-class LoadedPredictions:
-    """Predictions by id (last line wins) plus every problem met while reading them."""
+class Expected:
+    """The items that should be scored: by id, plus ids listed more than once."""
 
-    by_id: dict[str, dict[str, Any]] = field(default_factory=dict)
-    lines: int = 0
-    bad_lines: list[dict[str, Any]] = field(default_factory=list)
-    duplicates: dict[str, int] = field(default_factory=dict)  # id -> extra lines
-    ids_from_path: int = 0
-    source: str = "<records>"
+    by_id: dict[str, Item]
+    total: int  # items listed, repeats included: a repeated id cannot be scored twice
+    repeated: dict[str, int] = field(default_factory=dict)  # id -> extra listings
 
 
-def _as_dict(rec: Any) -> dict[str, Any]:
-    if isinstance(rec, Result):
-        return rec.to_dict()
-    if isinstance(rec, Mapping):
-        return dict(rec)
-    raise SpeechkitError(f"cannot score a {type(rec).__name__}: pass dicts or Result records")
-
-
-def load_predictions(source: str | Path | Iterable[Any]) -> LoadedPredictions:
-    """Read predictions from a JSONL path or records, keeping problems for the summary."""
-    out = LoadedPredictions()
-    if isinstance(source, (str, Path)):
-        path = Path(source)
-        if not path.is_file():
-            raise SpeechkitError(f"{path}: no such predictions file; check the path")
-        out.source = str(path)
-        rows: Iterable[tuple[int, dict[str, Any] | None, str | None]] = read_jsonl(path)
-    else:
-        rows = ((n, _as_dict(r), None) for n, r in enumerate(source, 1))
-    for lineno, obj, err in rows:
-        out.lines += 1
-        if err:
-            out.bad_lines.append({"line": lineno, "error": err})
-            continue
-        key = next(
-            (k for k in ID_KEYS if isinstance(obj.get(k), (str, int)) and obj[k] != ""), None
-        )
-        if key is None:
-            out.bad_lines.append({"line": lineno, "error": "has no id (nor audio_filepath/path)"})
-            continue
-        out.ids_from_path += key not in ("id", "utt_id")
-        item_id = str(obj[key])
-        if item_id in out.by_id:
-            out.duplicates[item_id] = out.duplicates.get(item_id, 0) + 1
-        obj["_line"] = lineno
-        out.by_id[item_id] = obj
-    return out
-
-
-def _load_expected(expected: str | Path | Sequence[Item] | None) -> dict[str, Item] | None:
+def _load_expected(expected: str | Path | Sequence[Item] | None) -> Expected | None:
     if expected is None:
         return None
-    items = read_manifest(Path(expected)) if isinstance(expected, (str, Path)) else expected
-    bad = [it.error for it in items if it.error]
-    if bad:
-        raise SpeechkitError(f"expected-items manifest has {len(bad)} bad line(s): {bad[0]}")
-    return {it.id: it for it in items}
-
-
-def _first(obj: Mapping[str, Any], keys: Sequence[str]) -> tuple[str | None, Any]:
-    for k in keys:
-        if k in obj and obj[k] is not None:
-            return k, obj[k]
-    return None, None
-
-
-def _clean(value: Any, bad_text: list[str], item_id: str) -> Any:
-    """Replace lone surrogates (undecodable bytes) with U+FFFD and note the id."""
-    if isinstance(value, str):
-        if _SURROGATE.search(value) or "\ufffd" in value:
-            bad_text.append(item_id)
-            return _SURROGATE.sub("\ufffd", value)
-        return value
-    if isinstance(value, list):
-        return [_clean(v, bad_text, item_id) for v in value]
-    return value
-
-
-def _label(value: Any) -> int | None:
-    """SV trial label from 1/0, true/false, yes/no, target/nontarget."""
-    if isinstance(value, bool):
-        return int(value)
-    if isinstance(value, (int, float)) and value in (0, 1):
-        return int(value)
-    s = str(value).strip().lower() if value is not None else ""
-    return {
-        "1": 1,
-        "0": 0,
-        "yes": 1,
-        "no": 0,
-        "true": 1,
-        "false": 0,
-        "target": 1,
-        "nontarget": 0,
-        "non-target": 0,
-        "same": 1,
-        "different": 0,
-    }.get(s)
-
-
-def _scoreable(
-    task: str, item_id: str, obj: dict[str, Any], item: Item | None, bad_text: list[str]
-) -> tuple[Scoreable | None, str | None]:
-    """(record, None) or (None, why it cannot be scored: 'no_prediction'/'no_reference')."""
-    extras = obj.get("extras") if isinstance(obj.get("extras"), dict) else {}
-    meta = item.meta if item else {}
-    hyp_key, text = _first(obj, HYP_KEYS)
-    ref_keys = REF_KEYS if hyp_key == "text" else ("text", *REF_KEYS)  # NeMo: text = reference
-    _, ref = _first(obj, ref_keys)
-    if ref is None:
-        ref = extras.get("reference")
-    if ref is None and item is not None:
-        ref = meta.get("references") if task == "aac" else None
-        ref = ref if ref is not None else item.reference
-    if ref is None and task in ("er", "sv"):
-        ref = extras.get("label", meta.get("label"))
-    rec = Scoreable(
-        id=item_id,
-        text=_clean(str(text) if text is not None else "", bad_text, item_id),
-        reference=_clean(ref, bad_text, item_id),
-        extras=extras,
-    )
-    if task == "aac" and item is not None and meta.get("references") and isinstance(ref, str):
-        rec.reference = list(meta["references"])
-    if task == "sv":
-        raw = next(
-            (
-                v
-                for v in (
-                    extras.get("p_yes"),
-                    obj.get("score"),
-                    extras.get("score"),
-                    obj.get("p_yes"),
-                )
-                if isinstance(v, (int, float))
-            ),
-            None,
-        )
-        rec.score = float(raw) if raw is not None else None
-        lab = obj.get("label", extras.get("label", meta.get("label")))
-        rec.label = _label(lab if lab is not None else ref)
-        if rec.label is None:
-            return None, "no_reference"
-        if text is None and rec.score is None:
-            return None, "no_prediction"
-        return rec, None
-    if text is None:
-        return None, "no_prediction"
-    if ref is None or (isinstance(ref, list) and not ref):
-        return None, "no_reference"
-    if task == "sqa":
-        ch = obj.get("choices") or extras.get("choices") or meta.get("choices")
-        rec.choices = list(ch) if isinstance(ch, list) else None
-    if task == "st":
-        rec.target_language = (
-            obj.get("target_language")
-            or extras.get("target_language")
-            or meta.get("target_language")
-        )
-    return rec, None
+    if isinstance(expected, (str, Path)):
+        items = read_manifest(Path(expected))
+        bad = [it.error for it in items if it.error]
+        if bad:
+            raise SpeechkitError(f"expected-items manifest has {len(bad)} bad line(s): {bad[0]}")
+    else:
+        items = list(expected)  # a run's items: an unreadable one has its error line to count
+    out = Expected({}, len(items))
+    for it in items:
+        if it.id in out.by_id:
+            out.repeated[it.id] = out.repeated.get(it.id, 0) + 1
+        out.by_id[it.id] = it
+    return out
 
 
 def _resolve_task(task: str | None, suite: Any, loaded: LoadedPredictions) -> str:
@@ -215,6 +72,55 @@ def _resolve_task(task: str | None, suite: Any, loaded: LoadedPredictions) -> st
         return canonical_task(task)
     except ValueError as e:
         raise SpeechkitError(str(e)) from None
+
+
+def _resolve_normalizer(normalizer: str | None, task: str, suite: Any) -> str | None:
+    if normalizer is None and suite is not None and task in TEXT_TASKS:
+        normalizer = suite.normalizer
+    if normalizer is None:
+        normalizer = DEFAULT_NORMALIZER.get(task)
+    if normalizer is not None and normalizer not in NORMALIZERS:
+        raise SpeechkitError(
+            f"unknown normalizer {normalizer!r}; choose one of: {', '.join(NORMALIZERS)}"
+        )
+    if task not in TEXT_TASKS and normalizer not in (None, "none"):
+        raise SpeechkitError(f"--normalizer applies to asr/avsr/vsr/st only, not {task}")
+    return normalizer
+
+
+@dataclass
+class Sorted:
+    """Each prediction line in exactly one place: ready to score or the reason it is not."""
+
+    ready: list[Scoreable] = field(default_factory=list)
+    errored: list[dict[str, str]] = field(default_factory=list)
+    no_prediction: list[str] = field(default_factory=list)
+    no_reference: list[str] = field(default_factory=list)
+    bad_values: list[dict[str, str]] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    bad_text: list[str] = field(default_factory=list)
+
+
+def _sort_lines(task: str, loaded: LoadedPredictions, items: Expected | None) -> Sorted:
+    out = Sorted()
+    for item_id, obj in loaded.by_id.items():
+        if items is not None and item_id not in items.by_id:
+            out.unexpected.append(item_id)
+            continue
+        if obj.get("status", "ok") != "ok" or obj.get("error"):
+            out.errored.append({"id": item_id, "error": str(obj.get("error") or obj.get("status"))})
+            continue
+        item = items.by_id.get(item_id) if items is not None else None
+        rec, why, detail = scoreable(task, item_id, obj, item, out.bad_text)
+        if rec is not None:
+            out.ready.append(rec)
+        elif why == "no_prediction":
+            out.no_prediction.append(item_id)
+        elif why == "no_reference":
+            out.no_reference.append(item_id)
+        else:
+            out.bad_values.append({"id": item_id, "error": str(detail)})
+    return out
 
 
 def score_predictions(
@@ -238,80 +144,28 @@ def score_predictions(
         expected = [Item(id=str(i), path="") for i in expected_ids]
     loaded = load_predictions(predictions)
     task = _resolve_task(task, suite, loaded)
-    if normalizer is None and suite is not None and task in TEXT_TASKS:
-        normalizer = suite.normalizer
-    if normalizer is None:
-        normalizer = DEFAULT_NORMALIZER.get(task)
-    if normalizer is not None and normalizer not in NORMALIZERS:
-        raise SpeechkitError(
-            f"unknown normalizer {normalizer!r}; choose one of: {', '.join(NORMALIZERS)}"
-        )
-    if task not in TEXT_TASKS and normalizer not in (None, "none"):
-        raise SpeechkitError(f"--normalizer applies to asr/avsr/vsr/st only, not {task}")
+    normalizer = _resolve_normalizer(normalizer, task, suite)
     items = _load_expected(expected)
-
-    errored, no_pred, no_ref, unexpected, bad_text = [], [], [], [], []
-    ready: list[Scoreable] = []
-    for item_id, obj in loaded.by_id.items():
-        if items is not None and item_id not in items:
-            unexpected.append(item_id)
-            continue
-        if obj.get("status", "ok") != "ok" or obj.get("error"):
-            errored.append({"id": item_id, "error": str(obj.get("error") or obj.get("status"))})
-            continue
-        rec, why = _scoreable(task, item_id, obj, items.get(item_id) if items else None, bad_text)
-        if rec is not None:
-            ready.append(rec)
-        elif why == "no_prediction":
-            no_pred.append(item_id)
-        else:
-            no_ref.append(item_id)
-    missing = [i for i in items if i not in loaded.by_id] if items is not None else []
-
+    lines = _sort_lines(task, loaded, items)
+    missing = [i for i in items.by_id if i not in loaded.by_id] if items is not None else []
     metrics, details, per = SCORERS[task](
-        ready,
+        lines.ready,
         normalizer=normalizer,
         labels=labels,
         target_language=target_language,
         use_java=use_java,
     )
-    counts = {
-        "lines": loaded.lines,
-        "bad_lines": len(loaded.bad_lines),
-        "predictions": len(loaded.by_id),
-        "duplicate_lines": sum(loaded.duplicates.values()),
-        "expected": len(items) if items is not None else None,
-        "missing": len(missing) if items is not None else None,
-        "unexpected": len(unexpected),
-        "errored": len(errored),
-        "no_prediction": len(no_pred),
-        "missing_reference": len(no_ref),
-        "undecodable_text": len(set(bad_text)),
-        "scored": len(ready),
-    }
-    problems = {
-        "bad_lines": loaded.bad_lines,
-        "duplicate_ids": loaded.duplicates,
-        "missing_ids": missing,
-        "unexpected_ids": unexpected,
-        "errored": errored,
-        "no_prediction_ids": no_pred,
-        "missing_reference_ids": no_ref,
-        "undecodable_text_ids": sorted(set(bad_text)),
-    }
-    warnings = _warnings(counts, problems, loaded)
-    if details.get("empty_references"):
-        warnings.append(
-            f"{details['empty_references']} reference(s) are empty after "
-            "normalization: their hypothesis words count as insertions"
-        )
+    counts = _counts(loaded, items, lines, missing)
+    problems = _problems(loaded, items, lines, missing)
+    incomplete = incomplete_reasons(counts, loaded, task, metrics, details, lines.ready)
     summary: dict[str, Any] = {
         "task": task,
         "normalizer": normalizer,
         "metrics": metrics,
         "counts": counts,
-        "complete": _complete(counts),
-        "warnings": warnings,
+        "complete": not incomplete,
+        "incomplete": incomplete,
+        "warnings": _warnings(counts, problems, loaded, details),
         "details": details,
         "problems": problems,
         "source": loaded.source,
@@ -324,9 +178,97 @@ def score_predictions(
     return summary
 
 
-def _complete(c: Mapping[str, Any]) -> bool:
+def _counts(
+    loaded: LoadedPredictions, items: Expected | None, lines: Sorted, missing: list[str]
+) -> dict[str, Any]:
+    return {
+        "lines": loaded.lines,
+        "bad_lines": len(loaded.bad_lines),
+        "predictions": len(loaded.by_id),
+        "duplicate_lines": sum(loaded.duplicates.values()),
+        "expected": items.total if items is not None else None,
+        "repeated_expected": sum(items.repeated.values()) if items is not None else None,
+        "missing": len(missing) if items is not None else None,
+        "unexpected": len(lines.unexpected),
+        "errored": len(lines.errored),
+        "no_prediction": len(lines.no_prediction),
+        "missing_reference": len(lines.no_reference),
+        "bad_value": len(lines.bad_values),
+        "undecodable_text": len(set(lines.bad_text)),
+        "scored": len(lines.ready),
+    }
+
+
+def _problems(
+    loaded: LoadedPredictions, items: Expected | None, lines: Sorted, missing: list[str]
+) -> dict[str, Any]:
+    return {
+        "bad_lines": loaded.bad_lines,
+        "duplicate_ids": loaded.duplicates,
+        "repeated_expected_ids": items.repeated if items is not None else {},
+        "missing_ids": missing,
+        "unexpected_ids": lines.unexpected,
+        "errored": lines.errored,
+        "no_prediction_ids": lines.no_prediction,
+        "missing_reference_ids": lines.no_reference,
+        "bad_values": lines.bad_values,
+        "undecodable_text_ids": sorted(set(lines.bad_text)),
+    }
+
+
+def _is_empty(reference: Any) -> bool:
+    refs = reference if isinstance(reference, list) else [reference]
+    return all(not str(r).strip() for r in refs)
+
+
+# How summaries word each count of items or lines that were not scored as they are.
+COUNT_LABELS = {
+    "missing": "missing",
+    "errored": "failed in the run",
+    "no_prediction": "without prediction",
+    "missing_reference": "without reference",
+    "bad_value": "with a value that is not text",
+    "repeated_expected": "repeated id(s) in the expected items",
+    "bad_lines": "unusable line(s)",
+    "unexpected": "not expected",
+    "duplicate_lines": "duplicate line(s), last kept",
+    "undecodable_text": "with non-UTF-8 text",
+}
+# The counts that explain why fewer items were scored than expected.
+SHORTFALL = ("missing", "errored", "no_prediction", "missing_reference", "bad_value",
+             "repeated_expected")
+
+
+def incomplete_reasons(
+    c: Mapping[str, Any],
+    loaded: LoadedPredictions,
+    task: str,
+    metrics: Mapping[str, float],
+    details: Mapping[str, Any],
+    ready: Sequence[Scoreable],
+) -> list[str]:
+    """Why a scored run is not complete, one short phrase each; empty when it is."""
     total = c["expected"] if c["expected"] is not None else c["predictions"]
-    return c["scored"] == total and c["bad_lines"] == 0 and c["unexpected"] == 0
+    out = []
+    if total == 0:
+        what = "the expected items are empty" if c["expected"] is not None else (
+            f"{loaded.source} has no usable lines" if c["lines"] else f"{loaded.source} is empty")
+        out.append(f"nothing to score: {what}")
+    elif c["scored"] != total:
+        why = [f"{c[k]} {COUNT_LABELS[k]}" for k in SHORTFALL if c.get(k)]
+        out.append(f"scored {c['scored']} of {total} items" + (f" ({', '.join(why)})" if why else ""))
+    if c["bad_lines"]:
+        out.append(f"{c['bad_lines']} unusable line(s)")
+    if c["unexpected"]:
+        out.append(f"{c['unexpected']} prediction(s) are not expected items")
+    if ready and task != "sv" and all(_is_empty(r.reference) for r in ready):
+        out.append("every reference is empty: there is nothing to score against")
+    elif ready and not metrics:
+        why = next((str(v) for k, v in details.items() if k.endswith("not_computed")), None)
+        out.append("no metric could be computed" + (f": {why}" if why else ""))
+    for name, value in details.get("not_finite", {}).items():
+        out.append(f"{name} came out {value}: it is left out of the metrics")
+    return out
 
 
 def _names(ids: Sequence[Any], limit: int = 10) -> str:
@@ -334,7 +276,12 @@ def _names(ids: Sequence[Any], limit: int = 10) -> str:
     return shown + (f", ... ({len(ids) - limit} more)" if len(ids) > limit else "")
 
 
-def _warnings(c: Mapping[str, Any], p: Mapping[str, Any], loaded: LoadedPredictions) -> list[str]:
+def _warnings(
+    c: Mapping[str, Any],
+    p: Mapping[str, Any],
+    loaded: LoadedPredictions,
+    details: Mapping[str, Any],
+) -> list[str]:
     w = []
     total = c["expected"] if c["expected"] is not None else c["predictions"]
     if c["scored"] != total:
@@ -352,6 +299,12 @@ def _warnings(c: Mapping[str, Any], p: Mapping[str, Any], loaded: LoadedPredicti
             f"{len(p['duplicate_ids'])} duplicate id(s), the last line of each was kept: "
             + _names(list(p["duplicate_ids"]))
         )
+    if p["repeated_expected_ids"]:
+        w.append(
+            f"{len(p['repeated_expected_ids'])} id(s) are listed more than once in the expected "
+            "items (one prediction each can be scored; give each item its own id): "
+            + _names(list(p["repeated_expected_ids"]))
+        )
     for key, label in (
         ("missing_ids", "expected item(s) have no prediction"),
         ("unexpected_ids", "prediction(s) are not in the expected items (not scored)"),
@@ -364,6 +317,11 @@ def _warnings(c: Mapping[str, Any], p: Mapping[str, Any], loaded: LoadedPredicti
     ):
         if p[key]:
             w.append(f"{len(p[key])} {label}: {_names(p[key])}")
+    if p["bad_values"]:
+        w.append(
+            f"{len(p['bad_values'])} line(s) have a value that is not text (not scored): "
+            + _names([f"{b['id']} ({b['error']})" for b in p["bad_values"]], 5)
+        )
     if p["errored"]:
         w.append(
             f"{len(p['errored'])} item(s) failed during the run (not scored): "
@@ -371,25 +329,9 @@ def _warnings(c: Mapping[str, Any], p: Mapping[str, Any], loaded: LoadedPredicti
         )
     if loaded.ids_from_path:
         w.append(f"{loaded.ids_from_path} line(s) have no `id`; their audio path was used")
+    if details.get("empty_references"):
+        w.append(
+            f"{details['empty_references']} reference(s) are empty after "
+            "normalization: their hypothesis words count as insertions"
+        )
     return w
-
-
-def compact_summary(summary: Mapping[str, Any], limit: int = 20) -> dict[str, Any]:
-    """The summary with long id lists cut to `limit` entries (for printing)."""
-    out = dict(summary)
-    out.pop("per_item", None)
-    probs = {}
-    for k, v in summary.get("problems", {}).items():
-        if isinstance(v, list) and len(v) > limit:
-            probs[k] = [*v[:limit], f"... {len(v) - limit} more (see --out)"]
-        elif isinstance(v, dict) and len(v) > limit:
-            probs[k] = dict(list(v.items())[:limit]) | {"...": f"{len(v) - limit} more"}
-        else:
-            probs[k] = v
-    out["problems"] = probs
-    details = dict(summary.get("details", {}))
-    for k, v in list(details.items()):
-        if isinstance(v, list) and len(v) > limit:
-            details[k] = [*v[:limit], f"... {len(v) - limit} more (see --out)"]
-    out["details"] = details
-    return out

@@ -359,7 +359,7 @@ def manifest(suite: Suite, root: Path, split: str, opts: dict[str, Any]) -> Buil
     items, missing, skipped = [], [], Counter()
     for it in read_manifest(path):
         if it.error:
-            skipped[f"bad manifest line ({it.error})"] += 1
+            items.append(it)  # runs as an error line: counted as failed, never dropped
         elif not Path(it.path).is_file():
             missing.append(it.path)
         else:

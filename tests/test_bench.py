@@ -133,20 +133,33 @@ def test_unknown_suite_and_bad_shard_are_usage_errors(tmp_path):
 
 
 @pytest.mark.slow
-def test_bench_runs_a_plain_manifest(whisper_base, testdata, tmp_path):
+def test_bench_runs_a_plain_manifest_and_counts_every_line(whisper_base, testdata, tmp_path):
     clips = sorted((testdata / "librivox").glob("*.wav"))[:2]
     refs = {ln.split("(")[-1].rstrip(")"): ln.split("</s>")[0].replace("<s>", "").strip()
             for ln in (testdata / "librivox" / "transcription").read_text().splitlines()}
     lines = [json.dumps({"audio_filepath": str(c), "text": refs[c.stem], "duration": 5.0})
              for c in clips]  # NeMo style
-    lines += ['{"path": "gone.wav", "reference": "nothing here"}', "{not json"]
     manifest = tmp_path / "mine.jsonl"
     manifest.write_text("\n".join(lines) + "\n")
     with pytest.raises(SpeechkitError, match="--task"):
         run_bench(manifest, whisper_base, progress=False, out_dir=tmp_path / "x")
     summary = run_bench(manifest, whisper_base, task="asr", progress=False, out_dir=tmp_path / "o")
     assert summary["counts"]["scored"] == 2 and summary["metrics"]["wer"] < 15
+    assert summary["complete"]
+    # An unusable line is an item that failed, never one that was not there.
+    manifest.write_text("\n".join([*lines, "{not json"]) + "\n")
+    summary = run_bench(manifest, whisper_base, task="asr", progress=False, out_dir=tmp_path / "o")
+    assert (summary["counts"]["expected"], summary["counts"]["errored"]) == (3, 1)
+    assert summary["incomplete"] == ["scored 2 of 3 items (1 failed in the run)"]
+    assert not summary["complete"] and summary["problems"]["errored"][0]["id"] == "mine.jsonl:3"
+    manifest.write_text("\n".join([*lines, "{not json", '{"path": "gone.wav", "reference": "x"}'])
+                        + "\n")
+    summary = run_bench(manifest, whisper_base, task="asr", progress=False, out_dir=tmp_path / "o")
     assert summary["counts"]["missing_media"] == 1 and not summary["complete"]
-    assert any("bad manifest line" in w for w in summary["warnings"])
+    assert summary["incomplete"][0] == "1 item(s) have no media file under the data root"
     md = (tmp_path / "o" / "results.md").read_text()
     assert "| wer |" in md and "| cer |" in md
+    # A selection with nothing in it scores nothing: not a complete run.
+    empty = run_bench(manifest, whisper_base, task="asr", limit=1, shard="1/2", progress=False,
+                      out_dir=tmp_path / "o")
+    assert not empty["complete"] and empty["incomplete"][-1].startswith("nothing to score")

@@ -274,13 +274,25 @@ def cli():
     return lambda *args: runner.invoke(app, [str(a) for a in args])
 
 
-def test_score_command_prints_a_summary_and_writes_it(tmp_path, cli):
-    p = _write(tmp_path / "p.jsonl", [_result("a", "hello world")])
+def test_score_command_prints_a_short_summary_and_writes_the_full_one(tmp_path, cli):
+    p = _write(tmp_path / "p.jsonl", [_result("a", "hello world"), _result("b", "hello")])
     res = cli("score", p, "--task", "asr", "--out", tmp_path / "s.json")
     assert res.exit_code == 0, res.output
+    lines = res.stdout.splitlines()
+    assert lines[:2] == ["task        asr", "normalizer  whisper-en"]
+    assert "wer         25.00" in lines and "cer         27.27" in lines  # 6 of 22 characters
+    assert lines[-2:] == ["items       2 scored of 2 predictions", "status      complete"]
+    written = json.loads((tmp_path / "s.json").read_text())
+    assert written["normalizer"] == "whisper-en" and written["counts"]["scored"] == 2
+
+
+def test_score_command_prints_the_full_json_behind_the_json_flag(tmp_path, cli):
+    p = _write(tmp_path / "p.jsonl", [_result(f"u{i}", "hello world") for i in range(30)])
+    res = cli("score", p, "--task", "asr", "--json")
+    assert res.exit_code == 0, res.output
     printed = json.loads(res.stdout)
-    assert printed["metrics"]["wer"] == 0.0 and printed["counts"]["scored"] == 1
-    assert json.loads((tmp_path / "s.json").read_text())["normalizer"] == "whisper-en"
+    assert printed["metrics"]["wer"] == 0.0 and printed["counts"]["scored"] == 30
+    assert printed["complete"] and printed["incomplete"] == [] and "per_item" not in printed
 
 
 def test_score_command_exits_1_when_items_are_missing(tmp_path, cli):
@@ -294,7 +306,11 @@ def test_score_command_exits_1_when_items_are_missing(tmp_path, cli):
     p = _write(tmp_path / "p.jsonl", [{"id": "a", "text": "x"}])
     res = cli("score", p, "--task", "asr", "--expected", man)
     assert res.exit_code == 1
-    assert json.loads(res.stdout)["counts"]["missing"] == 1
+    assert "items       1 scored of 2 expected; 1 missing" in res.stdout
+    assert "status      incomplete: scored 1 of 2 items (1 missing)" in res.stdout
+    assert json.loads(cli("score", p, "--task", "asr", "--expected", man, "--json").stdout)[
+        "counts"
+    ]["missing"] == 1
 
 
 def test_compare_command_exit_codes(tmp_path, cli):

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from speechkit.errors import SpeechkitError
 
@@ -61,23 +61,25 @@ def score(
     ] = True,
     out_path: Annotated[
         Path | None,
-        typer.Option(
-            "--out",
-            "-o",
-            help="Write the full summary JSON here (the printout cuts long id lists).",
-        ),
+        typer.Option("--out", "-o", help="Write the full summary JSON here."),
     ] = None,
     per_item: Annotated[
         Path | None, typer.Option(help="ASR: write per-utterance edit counts to this JSONL.")
     ] = None,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print the full summary as JSON instead of the short one.")
+    ] = False,
 ) -> None:
-    """Score a predictions file and print a JSON summary with item counts.
+    """Score a predictions file: print its metrics, item counts and normalizer.
 
-    Exit code 0 when every expected item was scored, 1 when some were missing, errored or
-    unusable (the summary names them), 2 for usage errors.
+    Exit code 0 when every expected item was scored, 1 when the run is incomplete (items
+    missing, errored or unusable, an empty file, every reference empty: the summary says
+    which), 2 for usage errors.
     """
+    from speechkit import strict_json
     from speechkit.data import dumps_line
-    from speechkit.scoring import compact_summary, score_predictions
+    from speechkit.report import score_lines
+    from speechkit.scoring import score_predictions
     from speechkit.suites import load_suite
 
     s = load_suite(suite) if suite else None
@@ -98,13 +100,13 @@ def score(
         with open(per_item, "w", encoding="utf-8") as fh:
             fh.writelines(dumps_line(row) for row in per or [])
     if out_path is not None:
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        out_path.write_text(
-            json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
-        )
-    print(json.dumps(compact_summary(summary), indent=2, ensure_ascii=False))
-    for w in summary["warnings"]:
-        err.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
+        strict_json.write_json(out_path, summary)
+    if json_out:
+        print(strict_json.dumps(summary, indent=2))
+    else:
+        print("\n".join(score_lines(summary)))
+    for w in summary["warnings"]:  # ids and file names are the user's text, never markup
+        err.print(Text.assemble(("warning: ", "yellow"), w), highlight=False, soft_wrap=True)
     raise typer.Exit(0 if summary["complete"] else 1)
 
 
@@ -127,17 +129,18 @@ def compare(
     Direction-aware: WER, CER, EER and minDCF must not rise; BLEU, chrF, accuracies, F1 and
     captioning metrics must not fall. A metric missing from NEW, or fewer items scored, fails.
     """
+    from speechkit import strict_json
     from speechkit.compare import any_regressed, compare_scores, load_scores, parse_thresholds
     from speechkit.report import compare_table
 
     rows = compare_scores(load_scores(baseline), load_scores(new), parse_thresholds(max_regression))
     if json_out:
-        print(json.dumps(rows, indent=2))
+        print(strict_json.dumps(rows, indent=2))
     else:
         out.print(compare_table(rows, title=f"{baseline.name} -> {new.name}"))
-    bad = [r["metric"] for r in rows if r["regressed"]]
-    if bad:
-        err.print(f"[bold red]regression:[/] {', '.join(bad)}", highlight=False)
+    for r in rows:
+        if r["regressed"]:
+            err.print(Text.assemble(("regression: ", "bold red"), f"{r['metric']}: {r['note']}"))
     raise typer.Exit(1 if any_regressed(rows) else 0)
 
 
@@ -163,6 +166,7 @@ def manifest(
     Reports missing media (listed in OUT.missing.txt) and count mismatches against the
     protocol; exit code 1 when the manifest is incomplete.
     """
+    from speechkit import strict_json
     from speechkit.suites import build_manifest, load_suite, suite_names
 
     if list_suites or not suite:
@@ -176,7 +180,7 @@ def manifest(
     report = build_manifest(suite, data_root, split, out_path)
     for w in report.warnings:
         err.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
-    print(json.dumps(report.to_dict() | {"out": str(out_path)}, indent=2))
+    print(strict_json.dumps(report.to_dict() | {"out": str(out_path)}, indent=2))
     sys.stdout.flush()
     raise typer.Exit(0 if report.complete else 1)
 

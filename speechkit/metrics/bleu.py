@@ -38,19 +38,28 @@ def tokenizer_for(target_language: str | None) -> str:
     return "13a"
 
 
+def reference_streams(references: Sequence[str | Sequence[str]]) -> list[list[str | None]]:
+    """sacreBLEU's layout: stream k holds each segment's k-th reference (None when it has
+    fewer)."""
+    per_segment = [[r] if isinstance(r, str) else list(r) for r in references]
+    n = max((len(r) for r in per_segment), default=1)
+    return [[r[k] if k < len(r) else None for r in per_segment] for k in range(n)]
+
+
 def corpus_bleu_chrf(
     hypotheses: Sequence[str],
-    references: Sequence[str],
+    references: Sequence[str | Sequence[str]],
     target_language: str | None = None,
     tokenize: str | None = None,
 ) -> dict[str, Any]:
-    """Corpus BLEU and chrF (0-100) of `hypotheses` against one reference each."""
+    """Corpus BLEU and chrF (0-100) of `hypotheses` against one reference each, or several
+    (a list per hypothesis; sacreBLEU takes a varying number, its signature says `nrefs:var`)."""
     if len(hypotheses) != len(references):
         raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} references")
     tok = tokenize or tokenizer_for(target_language)
     bleu = BLEU(tokenize=tok)
     chrf = CHRF()
-    hyps, refs = list(hypotheses), [list(references)]
+    hyps, refs = list(hypotheses), reference_streams(references)
     if not hyps:
         return {
             "bleu": None,

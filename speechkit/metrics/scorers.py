@@ -9,6 +9,7 @@ be computed is absent from `metrics` and explained in `details`, never reported 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,7 +43,7 @@ class Scoreable:
 
     id: str
     text: str
-    reference: Any = None  # str, or a list of str (captions, open answers)
+    reference: Any = None  # str, or a list of str (captions, open answers, translations)
     score: float | None = None  # SV: P(yes) or a cosine score
     label: int | None = None  # SV: 1 target, 0 non-target
     choices: list[str] | None = None  # SQA multiple choice
@@ -60,7 +61,18 @@ def canonical_task(task: str) -> str:
 
 
 def _keep(d: dict[str, Any], names: Sequence[str]) -> dict[str, float]:
-    return {n: float(d[n]) for n in names if d.get(n) is not None}
+    """The named metrics that were computed; a NaN or infinite one is left out and named in
+    `d["not_finite"]`, never reported as a number."""
+    out = {}
+    for n in names:
+        if d.get(n) is None:
+            continue
+        value = float(d[n])
+        if math.isfinite(value):
+            out[n] = value
+        else:
+            d.setdefault("not_finite", {})[n] = str(value)
+    return out
 
 
 def score_wer(items: list[Scoreable], normalizer: str | None, **_: Any) -> Result:
@@ -96,15 +108,18 @@ def score_wer(items: list[Scoreable], normalizer: str | None, **_: Any) -> Resul
 def score_st(
     items: list[Scoreable], normalizer: str | None, target_language: str | None = None, **_: Any
 ) -> Result:
-    """ST: sacreBLEU BLEU and chrF with the tokenizer for the target language."""
+    """ST: sacreBLEU BLEU and chrF with the tokenizer for the target language; an item may
+    have several reference translations."""
     from speechkit.metrics.bleu import corpus_bleu_chrf
 
     norm = get_normalizer(normalizer)
     langs = {i.target_language for i in items if i.target_language}
     lang = target_language or (langs.pop() if len(langs) == 1 else None)
-    d = corpus_bleu_chrf(
-        [norm(i.text) for i in items], [norm(str(i.reference)) for i in items], target_language=lang
-    )
+    refs = [
+        [norm(r) for r in i.reference] if isinstance(i.reference, list) else norm(i.reference)
+        for i in items
+    ]
+    d = corpus_bleu_chrf([norm(i.text) for i in items], refs, target_language=lang)
     d["target_language"] = lang
     if len({i.target_language for i in items if i.target_language}) > 1 and not target_language:
         d["warning"] = "several target languages in one file: tokenizer 13a was used for all"
