@@ -112,15 +112,17 @@ def _repair_tail(real: Path) -> bytes:
     return data[:cut]
 
 
-def _compact(real: Path, data: bytes) -> None:
-    """Rewrite the file with the last line of each id, when an id has several."""
+def _compact(real: Path, data: bytes) -> dict[str, Result]:
+    """Rewrite the file with the last line of each id, when an id has several; returns the
+    results by id."""
     lines = data.splitlines(keepends=True)
     parsed = [_parse_line(raw) for raw in lines]
     last = {r.id: i for i, r in enumerate(parsed) if r is not None}
+    results = {r.id: r for r in parsed if r is not None}
     keep = [raw for i, (raw, r) in enumerate(zip(lines, parsed, strict=True))
             if r is None or last[r.id] == i]
     if len(keep) == len(lines):
-        return
+        return results
     tmp = real.with_name(f".{real.name}.compact")
     with open(tmp, "wb") as fh:
         fh.writelines(keep)
@@ -128,6 +130,7 @@ def _compact(real: Path, data: bytes) -> None:
         os.fsync(fh.fileno())
     shutil.copymode(real, tmp)
     os.replace(tmp, real)  # atomic: readers see the old file or the new one
+    return results
 
 
 def same_model(recorded: dict[str, Any] | None, current: dict[str, Any] | None) -> bool:
@@ -189,10 +192,7 @@ class ResultWriter:
         self._real = output_file(self.path)
         self._lock_fd = _lock(self._real, self.path)
         try:
-            data = _repair_tail(self._real)
-            _compact(self._real, data)
-            self.previous = {r.id: r for raw in data.splitlines()
-                             if (r := _parse_line(raw)) is not None}
+            self.previous = _compact(self._real, _repair_tail(self._real))
             self._fh = open(self._real, "a", encoding="utf-8")
         except BaseException:
             _unlock(self._real, self._lock_fd)

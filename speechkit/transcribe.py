@@ -159,7 +159,8 @@ def _already_done(items: Sequence[Item], writer: ResultWriter, console: Console,
                   title: str) -> Summary:
     """A rerun with nothing left to do: the existing results, and no model loaded."""
     console.print(f"nothing to do: all {len(items)} item(s) are done in {writer.path} with this "
-                  "model and settings (--overwrite redoes them)", highlight=False, soft_wrap=True)
+                  "model and settings (--overwrite redoes them)", markup=False, highlight=False,
+                  soft_wrap=True)
     if echo:
         for it in items:
             print(writer.latest(it.id).text)
