@@ -1,11 +1,15 @@
 """`speechkit bench`: a suite's items -> model -> predictions JSONL -> scores.json + tables.
 
-One run directory per suite run (`--out-dir`):
+One run directory per suite run and model (`--out-dir`, default
+`bench/SUITE-SPLIT[-MODALITY]-MODEL`):
 
-- `predictions.jsonl`: one result line per item, resumable like `speechkit transcribe`.
+- `predictions.jsonl`: one result line per item, resumable like `speechkit transcribe` (only
+  lines of the same model and decode settings are reused; others stop the run).
   A sharded run (`--shard K/N`) writes `predictions.shard-K-of-N.jsonl` and scores its own
   part; a later unsharded run in the same directory takes in the shard files' finished
-  lines first, so it only decodes what no shard did, then scores the whole split.
+  lines first (refusing lines of another model or other settings), so it only decodes what
+  no shard did, then scores the whole split. A run with nothing left to decode scores the
+  existing lines without loading the model.
 - `scores.json`: the scoring summary (metrics, item counts, problems) plus `run`, which
   records the model and its hash, decode settings, normalizer, sacreBLEU signature,
   selection, speed (RTFx, peak memory), speechkit version and date.
@@ -26,13 +30,14 @@ from rich.console import Console
 from rich.text import Text
 
 from speechkit import __version__, strict_json
-from speechkit.data import Item, ResultWriter, read_results
+from speechkit.data import Item, read_results
 from speechkit.errors import SpeechkitError
 from speechkit.metrics.scorers import canonical_task
 from speechkit.models.base import DecodeOptions, SpeechModel
+from speechkit.models.identity import ModelCard, model_card
 from speechkit.models.registry import RuntimeOptions
-from speechkit.models.speaker import SpeakerEmbedder
 from speechkit.report import rich_table, table_rows, write_tables
+from speechkit.results import ResultWriter, check_reuse
 from speechkit.scoring import score_predictions
 from speechkit.suites import (
     Suite,
@@ -76,8 +81,11 @@ class BenchPlan:
         return self.out_dir / (f"scores.{self.stem}.json" if self.shard else "scores.json")
 
 
-def default_out_dir(suite: Suite, split: str, modality: str | None) -> Path:
-    return Path("bench") / "-".join(x for x in (suite.name, split, modality) if x)
+def default_out_dir(suite: Suite, split: str, modality: str | None,
+                    model: ModelCard | None = None) -> Path:
+    """bench/SUITE-SPLIT[-MODALITY]-MODEL: runs of two models never share a directory."""
+    return Path("bench") / "-".join(x for x in (suite.name, split, modality,
+                                                model.slug if model else None) if x)
 
 
 def resolve_suite(suite: str | Path | Suite, task: str | None = None) -> Suite:
@@ -94,21 +102,20 @@ def resolve_suite(suite: str | Path | Suite, task: str | None = None) -> Suite:
     return s
 
 
-def _is_whisper(model: SpeechModel) -> bool:
-    return model.describe().get("family") == "whisper"
-
-
-def model_modalities(model: SpeechModel) -> tuple[str, ...]:
+def model_modalities(model: SpeechModel | ModelCard) -> tuple[str, ...]:
     """Which inputs the model reads ("audio", "video", "audiovisual")."""
     return tuple(getattr(model, "modalities", ("audio",)))
 
 
-def plan(suite_name: str | Path | Suite, model: SpeechModel, *, data_root: str | Path | None = None,
+def plan(suite_name: str | Path | Suite, model: SpeechModel | ModelCard, *,
+         data_root: str | Path | None = None,
          split: str | None = None, modality: str | None = None, limit: int | None = None,
          shard: str | None = None, out_dir: str | Path | None = None,
          decode: DecodeOptions = DecodeOptions(), console: Console | None = None) -> BenchPlan:
-    """Resolve suite, split, modality, task and items for `model`; errors say what to change."""
+    """Resolve suite, split, modality, task and items for `model` (loaded or only known by
+    its card); errors say what to change."""
     console = console or Console(stderr=True)
+    model = model_card(model)
     suite = resolve_suite(suite_name)
     split_name, split_opts = suite.split(split)
     task, prompt = suite.task, suite.prompt
@@ -137,9 +144,10 @@ def plan(suite_name: str | Path | Suite, model: SpeechModel, *, data_root: str |
 
     source = split_opts.get("source_language") or suite.language
     target = split_opts.get("target_language")
-    if isinstance(model, SpeakerEmbedder):
+    speaker = model.family == "speaker-embedding"
+    if speaker:
         options = replace(decode, task="sv")
-    elif _is_whisper(model):
+    elif model.family == "whisper":
         whisper_task = WHISPER_TASKS.get(task)
         if whisper_task is None or (task == "st" and target != "en"):
             what = f"{task} into {target}" if task == "st" else task
@@ -150,7 +158,7 @@ def plan(suite_name: str | Path | Suite, model: SpeechModel, *, data_root: str |
     else:
         options = replace(decode, task=task, language=decode.language or source,
                           target_language=decode.target_language or target)
-    if isinstance(model, SpeakerEmbedder) and task not in model.tasks:
+    if speaker and task not in model.tasks:
         raise SpeechkitError(f"{model.name} is a speaker-embedding model: it runs sv suites "
                              f"(voxceleb1-o), not {task} ({suite.name})")
 
@@ -158,30 +166,32 @@ def plan(suite_name: str | Path | Suite, model: SpeechModel, *, data_root: str |
     for it in items:
         if prompt and (it.prompt is None or it.prompt == suite.prompt):
             it.prompt = prompt
-    out = Path(out_dir) if out_dir else default_out_dir(suite, split_name, modality)
+    out = Path(out_dir) if out_dir else default_out_dir(suite, split_name, modality, model)
     return BenchPlan(suite, split_name, modality, task, options, items, report,
                      parse_shard(shard), out)
 
 
-def absorb_shards(plan_: BenchPlan) -> int:
+def absorb_shards(plan_: BenchPlan, writer: ResultWriter, model: dict[str, Any]) -> int:
     """Copy finished lines of shard files into the unsharded predictions file (once each).
 
-    Returns how many lines were taken in. Only ids of this run's items are taken.
+    Returns how many lines were taken in. Only ids of this run's items are taken, and only
+    from shards made by this model with these settings: another's lines stop the run.
     """
     if plan_.shard is not None:
         return 0
     wanted = {it.id for it in plan_.items}
     shard_files = sorted(p for p in plan_.out_dir.glob("predictions.shard-*.jsonl")
                          if SHARD_FILE.search(p.name))
-    if not shard_files:
-        return 0
     taken = 0
-    with ResultWriter(plan_.predictions) as writer:
-        for path in shard_files:
-            for item_id, result in read_results(path).items():
-                if item_id in wanted and result.status == "ok" and not writer.done(item_id):
-                    writer.write(result)
-                    taken += 1
+    for path in shard_files:
+        finished = [r for i, r in read_results(path).items() if i in wanted and r.status == "ok"]
+        check_reuse(finished, model, plan_.options.to_dict(), str(path),
+                    "run that shard again with this model and settings (--overwrite), or use "
+                    "another --out-dir")
+        for result in finished:
+            if not writer.done(result.id):
+                writer.write(result)
+                taken += 1
     return taken
 
 
@@ -192,6 +202,8 @@ def _selected_records(plan_: BenchPlan) -> list[dict[str, Any]]:
 
 
 def _previous_speed(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
     try:
         return json.loads(path.read_text(encoding="utf-8")).get("run", {}).get("speed")
     except (OSError, ValueError, AttributeError):
@@ -217,13 +229,19 @@ def _shard_speed(plan_: BenchPlan) -> dict[str, Any] | None:
             "from_shards": len(parts)}
 
 
-def score_plan(plan_: BenchPlan, model: SpeechModel | None, run_summary: Any,
+def score_plan(plan_: BenchPlan, model: SpeechModel | ModelCard | None, run_summary: Any,
                runtime: RuntimeOptions, batch_size: int | None) -> dict[str, Any]:
     """Score this run's items, add the run record and write scores.json and the tables."""
     suite = plan_.suite
     split_opts = suite.splits[plan_.split]
+    records = _selected_records(plan_)
+    card = model_card(model) if model is not None else None
+    if card is None or card.model is not None:
+        model_record = card.describe() if card else None
+    else:  # nothing was decoded: the full record the lines carry, else the identity
+        model_record = next((r["model"] for r in records if r.get("model")), card.describe())
     summary = score_predictions(
-        _selected_records(plan_), task=plan_.task, suite=suite, expected=plan_.items,
+        records, task=plan_.task, suite=suite, expected=plan_.items,
         labels=suite.labels, target_language=split_opts.get("target_language"),
         normalizer=plan_.normalizer)
     summary["source"] = str(plan_.predictions)
@@ -250,14 +268,15 @@ def score_plan(plan_: BenchPlan, model: SpeechModel | None, run_summary: Any,
         "split": plan_.split,
         "modality": plan_.modality,
         "task": plan_.task,
-        "model": model.describe() if model is not None else None,
+        "model": model_record,
         "decode": plan_.options.to_dict(),
         "normalizer": summary.get("normalizer"),
         "sacrebleu_signature": {k: v for k, v in summary.get("details", {}).items()
                                 if k.endswith("_signature")} or None,
         "selection": plan_.report.selection,
         "build": plan_.report.to_dict(),
-        "runtime": {"device": getattr(model, "device", None), "dtype": runtime.dtype,
+        "runtime": {"device": getattr(card and card.model, "device", None),
+                    "dtype": runtime.dtype,
                     "quant": runtime.quant, "batch_size": batch_size},
         "speed": speed,
         "speechkit_version": __version__,
@@ -304,7 +323,8 @@ def result_rows(plan_: BenchPlan, summary: dict[str, Any], system: str) -> list[
     return ours + extra + rest
 
 
-def run_bench(suite_name: str | Path | Suite, model_name: str | SpeechModel = "whisper-base", *,
+def run_bench(suite_name: str | Path | Suite,
+              model_name: str | SpeechModel | ModelCard = "whisper-base", *,
               data_root: str | Path | None = None, split: str | None = None,
               modality: str | None = None, limit: int | None = None, shard: str | None = None,
               out_dir: str | Path | None = None, decode: DecodeOptions = DecodeOptions(),
@@ -313,13 +333,13 @@ def run_bench(suite_name: str | Path | Suite, model_name: str | SpeechModel = "w
               task: str | None = None,
               console: Console | None = None, out: Console | None = None) -> dict[str, Any]:
     """The whole `speechkit bench` run; returns the scores summary (also in scores.json)."""
-    from speechkit.transcribe import load_with_status, transcribe_to_jsonl
+    from speechkit.transcribe import transcribe_to_jsonl
 
     console = console or Console(stderr=True)
     out = out or Console()
     suite = resolve_suite(suite_name, task)
     resolve_data_root(suite, data_root)  # fail before the model loads
-    model, load_s = load_with_status(model_name, runtime, console, progress)
+    model = model_card(model_name, runtime)  # its identity; the weights load only if needed
     p = plan(suite, model, data_root=data_root, split=split, modality=modality, limit=limit,
              shard=shard, out_dir=out_dir, decode=decode, console=console)
     p.normalizer = normalizer
@@ -327,17 +347,18 @@ def run_bench(suite_name: str | Path | Suite, model_name: str | SpeechModel = "w
     for w in p.report.warnings:
         console.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
     p.out_dir.mkdir(parents=True, exist_ok=True)
-    if overwrite:
-        p.predictions.unlink(missing_ok=True)
-    elif (n := absorb_shards(p)):
-        console.print(f"took {n} finished item(s) from the shard files in {p.out_dir}")
     what = f"{p.suite.name}/{p.split}" + (f" ({p.modality})" if p.modality else "")
-    sel = f", {p.report.selection}" if p.report.selection else ""
-    console.print(f"[bold]{what}[/]: {len(p.items)} item(s){sel} -> {p.predictions}",
-                  highlight=False)
-    summary_run = transcribe_to_jsonl(p.items, model, p.options, p.predictions, runtime=runtime,
-                                      batch_size=batch_size, console=console, progress=progress,
-                                      label="benchmarking", load_s=load_s, title=f"speechkit bench {what}")
+    with ResultWriter(p.predictions, overwrite=overwrite) as writer:
+        writer.check_reuse([it.id for it in p.items], model.identity, p.options.to_dict())
+        if not overwrite and (n := absorb_shards(p, writer, model.identity)):
+            console.print(f"took {n} finished item(s) from the shard files in {p.out_dir}")
+        sel = f", {p.report.selection}" if p.report.selection else ""
+        console.print(f"[bold]{what}[/]: {len(p.items)} item(s){sel} -> {p.predictions}",
+                      highlight=False)
+        summary_run = transcribe_to_jsonl(p.items, model, p.options, writer, runtime=runtime,
+                                          batch_size=batch_size, console=console,
+                                          progress=progress, label="benchmarking",
+                                          title=f"speechkit bench {what}")
     summary = score_plan(p, model, summary_run, runtime, batch_size or None)
     rows = result_rows(p, summary, system=model.name)
     paths = write_tables(rows, p.out_dir, stem=f"results.{p.stem}" if p.shard else "results")

@@ -15,12 +15,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from speechkit.data import Item, Result, ResultWriter, Segment
+from speechkit.data import Item, Result, Segment
 from speechkit.errors import SpeechkitError
 from speechkit.formats import output_stems, write_formats
 from speechkit.media.ffmpeg import decode_audio
 from speechkit.media.vad import is_silent, split_long_audio
 from speechkit.models.base import SAMPLE_RATE, DecodeOptions, SpeechModel
+from speechkit.results import ResultWriter
 
 log = logging.getLogger("speechkit")
 
@@ -85,8 +86,7 @@ def _prepare(item: Item, max_s: float) -> _Prepared:
         return _Prepared(item, error=item.error)
     try:
         audio = decode_audio(item.path, SAMPLE_RATE, stream=item.meta.get("audio_stream"),
-                             offset_s=item.offset_s,
-                             duration_s=item.duration_s if item.offset_s else None)
+                             offset_s=item.offset_s, duration_s=item.duration_s)
         if item.meta.get("enroll_path"):  # a verification trial: enrollment, a pause, test
             audio = pair_audio(decode_audio(item.meta["enroll_path"], SAMPLE_RATE), audio, max_s)
     except SpeechkitError as e:
@@ -141,6 +141,9 @@ class Transcriber:
     def run(self, items: Sequence[Item]) -> RunStats:
         self.stats = RunStats(total=len(items))
         self.stems = output_stems((it.id, it.path) for it in items)  # stable across resumed runs
+        # Reuse finished lines only when this model and these settings made them.
+        self.writer.check_reuse([it.id for it in items], self.model.describe(),
+                                self.options.to_dict())
         todo = []
         for it in items:
             if self.writer.done(it.id):

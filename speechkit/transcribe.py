@@ -12,10 +12,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from speechkit.data import Item, Result, ResultWriter
+from speechkit.data import Item, Result
 from speechkit.models.base import DecodeOptions, SpeechModel
-from speechkit.models.registry import RuntimeOptions, load_model
+from speechkit.models.identity import ModelCard, model_card
+from speechkit.models.registry import RuntimeOptions
 from speechkit.models.speaker import SpeakerEmbedder
+from speechkit.results import ResultWriter
 from speechkit.runtime import RunStats, Transcriber, peak_memory_mb
 
 
@@ -61,28 +63,35 @@ def summary_table(s: Summary, title: str = "speechkit transcribe") -> Table:
     return t
 
 
-def load_with_status(model: str | SpeechModel, runtime: RuntimeOptions, console: Console,
-                     progress: bool = True) -> tuple[SpeechModel, float]:
+def load_with_status(model: str | SpeechModel | ModelCard, runtime: RuntimeOptions,
+                     console: Console, progress: bool = True) -> tuple[SpeechModel, float]:
     """(the model, seconds it took to load); a loaded model passes through."""
     if isinstance(model, SpeechModel):
         return model, 0.0
+    card = model_card(model, runtime)
+    if card.model is not None:
+        return card.model, 0.0
     t0 = time.perf_counter()
-    with console.status(f"loading {model} ...", spinner="dots") if progress else nullcontext():
-        loaded = load_model(model, runtime)
+    with console.status(f"loading {card.name} ...", spinner="dots") if progress else nullcontext():
+        loaded = card.load()
     return loaded, time.perf_counter() - t0
 
 
 def transcribe_items(items: Sequence[Item], model: SpeechModel, options: DecodeOptions,
-                     results_path: Path, *, batch_size: int | None = None,
+                     results: Path | ResultWriter, *, batch_size: int | None = None,
                      formats: tuple[str, ...] = (), format_dir: Path | None = None,
                      overwrite: bool = False, on_result=None, on_progress=None) -> RunStats:
     """Run items through a loaded model into a resumable JSONL file (no terminal output)."""
     if formats and format_dir is not None:
         Path(format_dir).mkdir(parents=True, exist_ok=True)
-    with ResultWriter(results_path, overwrite=overwrite) as writer:
-        runner = Transcriber(model, options, writer, batch_size=batch_size, formats=formats,
-                             format_dir=format_dir, on_result=on_result, on_progress=on_progress)
-        return runner.run(items)
+    if not isinstance(results, ResultWriter):
+        with ResultWriter(results, overwrite=overwrite) as writer:
+            return transcribe_items(items, model, options, writer, batch_size=batch_size,
+                                    formats=formats, format_dir=format_dir, on_result=on_result,
+                                    on_progress=on_progress)
+    runner = Transcriber(model, options, results, batch_size=batch_size, formats=formats,
+                         format_dir=format_dir, on_result=on_result, on_progress=on_progress)
+    return runner.run(items)
 
 
 PROGRESS_LINE_EVERY_S = 10.0  # without a terminal (logs, CI): one progress line this often
@@ -105,17 +114,34 @@ class _ProgressLines:
                            markup=False, highlight=False)
 
 
-def transcribe_to_jsonl(items: Sequence[Item], model_name: str | SpeechModel, options: DecodeOptions,
-                        results_path: Path, *, runtime: RuntimeOptions = RuntimeOptions(),
+def transcribe_to_jsonl(items: Sequence[Item], model_name: str | SpeechModel | ModelCard,
+                        options: DecodeOptions, results: Path | ResultWriter, *,
+                        runtime: RuntimeOptions = RuntimeOptions(),
                         batch_size: int | None = None, formats: tuple[str, ...] = (),
                         format_dir: Path | None = None, overwrite: bool = False,
                         console: Console | None = None, progress: bool = True,
                         echo: bool = False, label: str = "transcribing", load_s: float = 0.0,
                         title: str = "speechkit transcribe") -> Summary:
-    """Load the model (or take a loaded one), run the items with a progress bar, print
-    failures and a summary."""
+    """Check the results file, load the model if any item is left to do (or take a loaded
+    one), run the items with a progress bar, print failures and a summary.
+
+    The results file is locked for the whole run; finished lines made by another model or
+    other settings stop the run before the model loads.
+    """
     console = console or Console(stderr=True)
-    model, seconds = load_with_status(model_name, runtime, console, progress)
+    if not isinstance(results, ResultWriter):
+        card = model_card(model_name, runtime)  # cheap: identity and defaults, no weights
+        with ResultWriter(results, overwrite=overwrite) as writer:
+            return transcribe_to_jsonl(
+                items, card, options, writer, runtime=runtime, batch_size=batch_size,
+                formats=formats, format_dir=format_dir, console=console, progress=progress,
+                echo=echo, label=label, load_s=load_s, title=title)
+    writer, card = results, model_card(model_name, runtime)
+    options = card.resolve(options)
+    writer.check_reuse([it.id for it in items], card.identity, options.to_dict())
+    if all(writer.done(it.id) for it in items):
+        return _already_done(items, writer, console, echo, title)
+    model, seconds = load_with_status(card, runtime, console, progress)
     load_s += seconds
     live = progress and console.is_terminal
     bar = Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(),
@@ -144,15 +170,32 @@ def transcribe_to_jsonl(items: Sequence[Item], model_name: str | SpeechModel, op
         runner = transcribe_items
         if isinstance(model, SpeakerEmbedder):
             from speechkit.verification import verify_items as runner
-        stats = runner(items, model, options, results_path, batch_size=batch_size,
-                                 formats=formats, format_dir=format_dir, overwrite=overwrite,
-                                 on_result=on_result, on_progress=on_progress)
+        stats = runner(items, model, options, writer, batch_size=batch_size,
+                       formats=formats, format_dir=format_dir, on_result=on_result,
+                       on_progress=on_progress)
     for r in echoed:
         print(r.text)
     mem = peak_memory_mb()
     summary = Summary(total=stats.total, ok=stats.ok, failed=stats.failed, skipped=stats.skipped,
                       audio_s=stats.audio_s, wall_s=stats.wall_s, load_s=load_s, rtfx=stats.rtfx,
                       peak_rss_mb=mem["peak_rss_mb"], peak_gpu_mb=mem.get("peak_gpu_mb"),
-                      results_path=str(results_path))
+                      results_path=str(writer.path))
+    console.print(summary_table(summary, title=title))
+    return summary
+
+
+def _already_done(items: Sequence[Item], writer: ResultWriter, console: Console, echo: bool,
+                  title: str) -> Summary:
+    """A rerun with nothing left to do: the existing results, and no model loaded."""
+    console.print(f"nothing to do: all {len(items)} item(s) are done in {writer.path} with this "
+                  "model and settings (--overwrite redoes them)", markup=False, highlight=False,
+                  soft_wrap=True)
+    if echo:
+        for it in items:
+            print(writer.latest(it.id).text)
+    mem = peak_memory_mb()
+    summary = Summary(total=len(items), ok=0, failed=0, skipped=len(items), audio_s=0.0,
+                      wall_s=0.0, load_s=0.0, rtfx=0.0, peak_rss_mb=mem["peak_rss_mb"],
+                      peak_gpu_mb=mem.get("peak_gpu_mb"), results_path=str(writer.path))
     console.print(summary_table(summary, title=title))
     return summary

@@ -8,14 +8,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 
-from speechkit.data import Item, Result, ResultWriter
+from speechkit.data import Item, Result
 from speechkit.errors import SpeechkitError
 from speechkit.media.ffmpeg import decode_audio
 from speechkit.models.base import SAMPLE_RATE, DecodeOptions
 from speechkit.models.speaker import SpeakerEmbedder
+from speechkit.results import ResultWriter
 from speechkit.runtime import RunStats
 
 log = logging.getLogger("speechkit")
@@ -37,6 +39,7 @@ def run_trials(items: Sequence[Item], model: SpeakerEmbedder, options: DecodeOpt
                on_result: Callable[[Result, RunStats], None] | None = None) -> RunStats:
     """Score every trial not yet in `writer`; a recording that fails fails its trials only."""
     stats = RunStats(total=len(items))
+    writer.check_reuse([it.id for it in items], model.describe(), options.to_dict())
     todo = []
     for it in items:
         if writer.done(it.id):
@@ -117,7 +120,10 @@ def _trial_result(it: Item, model: SpeakerEmbedder, options: DecodeOptions,
 
 
 def verify_items(items: Sequence[Item], model: SpeakerEmbedder, options: DecodeOptions,
-                 results_path, *, overwrite: bool = False, on_result=None, **_: object) -> RunStats:
+                 results: Path | ResultWriter, *, overwrite: bool = False, on_result=None,
+                 **_: object) -> RunStats:
     """`transcribe_items` for verification trials: JSONL in, scored trials out."""
-    with ResultWriter(results_path, overwrite=overwrite) as writer:
+    if isinstance(results, ResultWriter):
+        return run_trials(items, model, options, results, on_result=on_result)
+    with ResultWriter(results, overwrite=overwrite) as writer:
         return run_trials(items, model, options, writer, on_result=on_result)

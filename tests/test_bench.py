@@ -4,6 +4,7 @@ import json
 import shutil
 import subprocess
 import sys
+import wave
 
 import pytest
 from typer.testing import CliRunner
@@ -15,6 +16,11 @@ from speechkit.errors import SpeechkitError
 # Whisper base (greedy, whisper-en normalizer) measured 6.59% WER / 2.75% CER on
 # librivox-mini; the bound leaves room for numeric drift across CPUs, not for a broken run.
 LIBRIVOX_MINI_WER_BOUND = 10.0
+
+
+def seconds(path):
+    with wave.open(str(path)) as w:
+        return w.getnframes() / w.getframerate()
 
 
 def cli(*args):
@@ -137,8 +143,8 @@ def test_bench_runs_a_plain_manifest_and_counts_every_line(whisper_base, testdat
     clips = sorted((testdata / "librivox").glob("*.wav"))[:2]
     refs = {ln.split("(")[-1].rstrip(")"): ln.split("</s>")[0].replace("<s>", "").strip()
             for ln in (testdata / "librivox" / "transcription").read_text().splitlines()}
-    lines = [json.dumps({"audio_filepath": str(c), "text": refs[c.stem], "duration": 5.0})
-             for c in clips]  # NeMo style
+    lines = [json.dumps({"audio_filepath": str(c), "text": refs[c.stem], "duration": seconds(c)})
+             for c in clips]  # NeMo style: the clip's duration, which is honoured
     manifest = tmp_path / "mine.jsonl"
     manifest.write_text("\n".join(lines) + "\n")
     with pytest.raises(SpeechkitError, match="--task"):

@@ -6,7 +6,6 @@ import pytest
 from speechkit.data import (
     Item,
     Result,
-    ResultWriter,
     Segment,
     expand_inputs,
     read_manifest,
@@ -14,6 +13,7 @@ from speechkit.data import (
 )
 from speechkit.errors import SpeechkitError
 from speechkit.formats import parse_formats, to_srt, to_vtt
+from speechkit.results import ResultWriter
 
 
 def test_manifest_reads_speechkit_and_nemo_lines_relative_to_manifest(tmp_path):
@@ -52,8 +52,6 @@ def test_expand_inputs_directories_globs_and_missing_files(tmp_path):
     assert [os.path.basename(i.path) for i in globbed] == ["b.MP4"]
     missing = expand_inputs([str(tmp_path / "nope.wav"), str(tmp_path / "a.wav")])
     assert "no such file" in missing[0].error and missing[1].error is None
-    with pytest.raises(SpeechkitError, match="matches no files"):
-        expand_inputs([str(tmp_path / "*.flac")])
     # the same file named twice runs once
     assert len(expand_inputs([str(tmp_path / "a.wav"), str(tmp_path / "a.wav")])) == 1
 
@@ -86,9 +84,11 @@ def test_writer_resumes_ok_items_retries_errors_and_survives_a_torn_line(tmp_pat
         fh.write('{"id": "c", "path": "c", "sta')  # a crash in mid-line
     w = ResultWriter(path)
     assert w.done("a") and not w.done("b") and not w.done("c")
+    assert path.read_bytes().endswith(b'"error": "boom"}\n')  # the torn line is cut off
     w.write(Result(id="c", path="c"))
     w.close()
     assert set(read_results(path)) == {"a", "b", "c"}
+    assert len(path.read_text().splitlines()) == 3
     with ResultWriter(path, overwrite=True) as w:
         assert not w.done("a")
 
@@ -108,3 +108,94 @@ def test_subtitles_render_timestamps_and_skip_empty_segments():
     assert parse_formats("srt, TXT") == ("srt", "txt")
     with pytest.raises(SpeechkitError, match="unknown --output-format docx"):
         parse_formats("srt,docx")
+
+
+def _lines(path, *objs):
+    path.write_text("".join(json.dumps(o) + "\n" for o in objs))
+    return path
+
+
+def test_nemo_segments_of_one_file_are_one_item_each(tmp_path):
+    m = _lines(tmp_path / "m.jsonl",
+               {"audio_filepath": "a.wav", "offset": 0, "duration": 2.5, "text": "one"},
+               {"audio_filepath": "a.wav", "offset": 2.5, "duration": 2.5, "text": "two"},
+               {"audio_filepath": "a.wav", "offset": 5.0, "text": "three"},
+               {"audio_filepath": "b.wav", "duration": 3.25, "text": "whole"})
+    items = expand_inputs([str(m)])
+    assert [it.id for it in items] == ["a.wav#t=0,2.5", "a.wav#t=2.5,5", "a.wav#t=5", "b.wav"]
+    assert [(it.offset_s, it.duration_s) for it in items] == [(0, 2.5), (2.5, 2.5), (5.0, None),
+                                                             (0, 3.25)]
+    assert all(it.error is None and it.path == str(tmp_path / it.id.split("#")[0]) for it in items)
+
+
+def test_a_repeated_manifest_id_is_reported_not_dropped(tmp_path):
+    m = _lines(tmp_path / "m.jsonl", {"path": "a.wav"}, {"path": "./a.wav"},
+               {"id": "x", "path": "b.wav"}, {"id": "x", "path": "c.wav"})
+    items = read_manifest(m)
+    assert [it.id for it in items] == ["a.wav", "m.jsonl:2", "x", "m.jsonl:4"]
+    assert "id 'a.wav' repeats line 1" in items[1].error
+    assert "id 'x' repeats line 3" in items[3].error and '"id"' in items[3].error
+    assert items[0].error is None and items[2].error is None
+
+
+def test_bad_offset_or_duration_is_one_error_item_and_the_rest_is_read(tmp_path):
+    bad = [{"offset": "abc"}, {"offset_s": [1, 2]}, {"offset": -1}, {"duration": 0},
+           {"duration": "nan"}, {"duration_s": {"s": 1}}, {"offset": True}]
+    m = _lines(tmp_path / "m.jsonl", *[{"path": f"{i}.wav", **b} for i, b in enumerate(bad)],
+               {"path": "ok.wav", "offset": "1.5", "duration": 2})
+    items = read_manifest(m)
+    assert all(it.error for it in items[:-1])
+    assert "m.jsonl:1: offset is \"abc\", not a number of seconds" in items[0].error
+    assert "offset_s is [1, 2]" in items[1].error and "duration is 0" in items[3].error
+    assert "more than 0" in items[3].error and "0 or more" in items[2].error
+    assert (items[-1].error, items[-1].offset_s, items[-1].duration_s) == (None, 1.5, 2.0)
+
+
+def test_ids_do_not_depend_on_the_working_directory(tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.wav").write_bytes(b"x")
+    _lines(data / "m.jsonl", {"path": "a.wav"}, {"path": "a.wav", "offset": 1})
+    monkeypatch.chdir(tmp_path)
+    from_above = expand_inputs(["data/m.jsonl", "data/a.wav"])
+    monkeypatch.chdir(data)
+    from_inside = expand_inputs(["m.jsonl", "./a.wav", "a.wav", str(data / "a.wav")])
+    assert [it.id for it in from_above] == [it.id for it in from_inside] == [
+        "a.wav", "a.wav#t=1", str(data / "a.wav")]
+    assert {it.path for it in from_inside} == {str(data / "a.wav")}
+
+
+def test_empty_folder_and_unmatched_pattern_are_errors_and_the_rest_still_runs(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "a.wav").write_bytes(b"x")
+    items = expand_inputs([str(tmp_path / "empty"), str(tmp_path / "*.flac"),
+                           str(tmp_path / "a.wav")])
+    assert "no media files in this folder" in items[0].error
+    assert "the pattern matches no files" in items[1].error
+    assert items[2].error is None and len(items) == 3
+
+
+def test_unreadable_subfolder_is_reported(tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    (tmp_path / "ok").mkdir()
+    (tmp_path / "ok" / "a.wav").write_bytes(b"x")
+    (tmp_path / "locked").mkdir()
+    (tmp_path / "locked" / "b.wav").write_bytes(b"x")
+    (tmp_path / "locked").chmod(0)
+    cmd = [sys.executable, "-c", "import sys; from speechkit.data import expand_inputs; "
+           "[print(it.id, '|', it.error) for it in expand_inputs([sys.argv[1]])]", str(tmp_path)]
+    if os.geteuid() == 0:  # root reads any folder: drop the capabilities that let it
+        if not shutil.which("setpriv"):
+            pytest.skip("running as root without setpriv")
+        cmd = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", *cmd]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True,
+                             env={**os.environ, "PYTHONPATH": os.getcwd()}).stdout.splitlines()
+    finally:
+        (tmp_path / "locked").chmod(0o755)
+    assert out[0] == f"{tmp_path / 'ok' / 'a.wav'} | None"
+    assert out[1].startswith(f"{tmp_path / 'locked'} | ")
+    assert "cannot read this folder (Permission denied)" in out[1] and len(out) == 2

@@ -205,3 +205,6 @@ def test_local_whisper_dir_is_identified_by_content_hash(tmp_path):
     a = load_model(str(cached), RuntimeOptions(device="cpu")).describe()
     b = load_model(str(copy), RuntimeOptions(device="cpu")).describe()
     assert len(a["sha256"]) == 64 and a["sha256"] == b["sha256"] and b["source"] == str(copy)
+    from speechkit.models.identity import model_card
+
+    assert model_card(str(copy)).identity["sha256"] == b["sha256"]  # known before loading

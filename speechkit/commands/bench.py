@@ -35,7 +35,7 @@ def bench(
         help="Run shard K/N of the items (K from 0). A later run without --shard in the same "
              "--out-dir merges the shards and scores the whole split.")] = None,
     out_dir: Annotated[Path | None, typer.Option(
-        "--out-dir", "-o", help="Run directory (default: bench/SUITE-SPLIT[-MODALITY]).")] = None,
+        "--out-dir", "-o", help="Run directory (default: bench/SUITE-SPLIT[-MODALITY]-MODEL).")] = None,
     normalizer: Annotated[str | None, typer.Option(
         help="Text normalizer for scoring: whisper-en, whisper-basic, basic, lrs3 or none "
              "(default: the suite's protocol).")] = None,

@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 import subprocess
 import threading
 from dataclasses import dataclass
@@ -114,10 +115,16 @@ def display_name(path: str | bytes | os.PathLike) -> str:
 
 
 def _check_file(path: str | bytes | os.PathLike) -> bytes:
-    """Fail with a clear message unless PATH is a readable, non-empty file; returns it as bytes."""
+    """Fail with a clear message unless PATH is a readable, non-empty regular file; returns it
+    as bytes. Anything else is refused before it is opened: a FIFO would block forever and a
+    device such as /dev/zero never ends."""
     raw = os.fsencode(path)
     name = display_name(raw)
     try:
+        mode = os.stat(raw).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            raise ItemError(f"{name}: not a regular file (a pipe, device or socket); pass a media "
+                            "file")
         with open(raw, "rb") as f:
             empty = not f.read(1)
     except FileNotFoundError:

@@ -1,0 +1,143 @@
+"""What a `--model` argument is, without loading it: its identity, decode defaults and reach.
+
+Resume needs this before any weights load: a rerun whose items are all done with the same
+model and settings must not pay for loading the model, and results written by another model
+must be refused before decoding starts. The identity holds the same keys the loaded model's
+`describe()` records (name, family or type, source, sha256, quant), computed the same way:
+the pinned sha256 of a built-in, the content hash of a local directory.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from speechkit.errors import SpeechkitError
+from speechkit.hashing import dir_sha256, file_sha256
+from speechkit.models.base import DecodeOptions, SpeechModel
+from speechkit.models.registry import WEIGHT_SUFFIXES, RuntimeOptions, load_model
+
+
+@dataclass
+class ModelCard:
+    """A model known by identity; `load()` brings in the weights when there is work to do."""
+
+    name: str
+    identity: dict[str, Any]
+    family: str  # whisper | speechllm | speaker-embedding
+    default_beam_size: int = 1
+    default_max_new_tokens: int = 200
+    modalities: tuple[str, ...] = ("audio",)  # what the loaded model reports (speech LLMs: audio)
+    tasks: tuple[str, ...] = ()
+    local: bool = False  # a directory on this machine
+    runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
+    model: SpeechModel | None = None  # set once loaded
+
+    def resolve(self, options: DecodeOptions) -> DecodeOptions:
+        """The options with the model's defaults filled in, as its `resolve` does."""
+        if self.model is not None:
+            return self.model.resolve(options)
+        return replace(options, beam_size=options.beam_size or self.default_beam_size,
+                       max_new_tokens=options.max_new_tokens or self.default_max_new_tokens)
+
+    def describe(self) -> dict[str, Any]:
+        """The loaded model's full record, else the identity."""
+        return self.model.describe() if self.model is not None else dict(self.identity)
+
+    def load(self) -> SpeechModel:
+        """Load the weights (once); files that changed since the identity was taken are refused."""
+        if self.model is None:
+            from speechkit.results import same_model
+
+            model = load_model(self.name, self.runtime)
+            loaded = model.describe()
+            if not same_model(loaded, self.identity):
+                raise SpeechkitError(
+                    f"{self.name}: its files changed while speechkit read them (sha256 "
+                    f"{self.identity.get('sha256')} before loading, {loaded.get('sha256')} after); "
+                    "rerun once they are complete")
+            self.model = model
+        return self.model
+
+    @property
+    def slug(self) -> str:
+        """A folder-safe name: a local directory's own name, else the name with / as _."""
+        name = Path(self.name).name if self.local else self.name
+        return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "model"
+
+
+def model_card(model: str | SpeechModel | ModelCard,
+               runtime: RuntimeOptions = RuntimeOptions()) -> ModelCard:
+    """The card of a `--model` argument (a built-in name, a directory or a hub id), or of a
+    model already loaded. Reads config and hashes files; loads no weights."""
+    if isinstance(model, ModelCard):
+        return model
+    if isinstance(model, SpeechModel):
+        d = model.describe()
+        defaults = model.resolve(DecodeOptions())
+        return ModelCard(model.name, d, d.get("family") or d.get("type") or "model",
+                         default_beam_size=defaults.beam_size,
+                         default_max_new_tokens=defaults.max_new_tokens,
+                         modalities=tuple(getattr(model, "modalities", ("audio",))),
+                         tasks=tuple(getattr(model, "tasks", ())),
+                         local=Path(model.name).expanduser().is_dir(), runtime=runtime, model=model)
+    return _card_of_name(str(model), runtime)
+
+
+def _card_of_name(name: str, runtime: RuntimeOptions) -> ModelCard:
+    from speechkit.models.speaker import SPEAKER_MODELS
+    from speechkit.models.whisper import WhisperModel
+    from speechkit.models.whisper_ct2 import BUILTIN_WHISPER
+
+    whisper = {"default_max_new_tokens": WhisperModel.default_max_new_tokens, "runtime": runtime}
+    if name in SPEAKER_MODELS:
+        return ModelCard(name, _speaker_identity(name), "speaker-embedding", tasks=("sv",),
+                         runtime=runtime)
+    if name in BUILTIN_WHISPER:
+        spec = BUILTIN_WHISPER[name]
+        return ModelCard(name, {"name": name, "family": "whisper", "source": f"builtin:{name}",
+                                "sha256": spec.sha256}, "whisper", **whisper)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        from speechkit.models.registry import _is_whisper_dir
+        from speechkit.models.speechllm import is_speechllm_checkpoint
+
+        if is_speechllm_checkpoint(path):
+            return _speechllm_card(name, path, runtime)
+        if _is_whisper_dir(path):
+            return ModelCard(name, {"name": name, "family": "whisper", "source": str(path),
+                                    "sha256": dir_sha256(path, WEIGHT_SUFFIXES)},
+                             "whisper", local=True, **whisper)
+    elif "/" in name and not name.startswith((".", "/", "~")) and not path.exists():
+        return ModelCard(name, {"name": name, "family": "whisper", "source": name}, "whisper",
+                         **whisper)
+    load_model(name, runtime)  # anything else: the loader says what is wrong with it
+    raise SpeechkitError(f"{name}: not a model speechkit can identify; pass a built-in name, "
+                         "a checkpoint or Whisper directory, or a hub id")
+
+
+def _speechllm_card(name: str, path: Path, runtime: RuntimeOptions) -> ModelCard:
+    from speechkit.models.registry import resolve_device
+    from speechkit.models.speechllm import read_spec
+    from speechkit.models.speechllm.llm import default_quant
+
+    spec = read_spec(path)
+    quant = runtime.quant or default_quant(resolve_device(runtime.device))
+    identity = {"name": name, "type": "speechllm", "sha256": dir_sha256(path), "quant": quant}
+    return ModelCard(name, identity, "speechllm", default_beam_size=spec.decode.beam_size,
+                     default_max_new_tokens=spec.decode.max_new_tokens, local=True,
+                     runtime=runtime)
+
+
+def _speaker_identity(name: str) -> dict[str, Any]:
+    """Resemblyzer's weights ship inside its package: hash them where the package lies."""
+    found = importlib.util.find_spec("resemblyzer")
+    weights = Path(found.origin).with_name("pretrained.pt") if found and found.origin else None
+    identity: dict[str, Any] = {"name": name, "family": "speaker-embedding",
+                                "source": f"builtin:{name}"}
+    if weights is not None and weights.is_file():
+        identity["sha256"] = file_sha256(weights)
+    return identity
