@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 from speechkit import strict_json
 from speechkit.commands.evaluation import register
 from speechkit.compare import compare_scores
-from speechkit.data import Item, Result, ResultWriter
+from speechkit.data import Item, Result
+from speechkit.results import ResultWriter
 from speechkit.scoring import score_predictions
 
 
