@@ -93,13 +93,14 @@ def _card_of_name(name: str, runtime: RuntimeOptions) -> ModelCard:
     from speechkit.models.whisper_ct2 import BUILTIN_WHISPER
 
     whisper = {"default_max_new_tokens": WhisperModel.default_max_new_tokens, "runtime": runtime}
+    int8 = {"quant": "int8"} if runtime.dtype == "int8" else {}  # as WhisperModel records it
     if name in SPEAKER_MODELS:
         return ModelCard(name, _speaker_identity(name), "speaker-embedding", tasks=("sv",),
                          runtime=runtime)
     if name in BUILTIN_WHISPER:
         spec = BUILTIN_WHISPER[name]
         return ModelCard(name, {"name": name, "family": "whisper", "source": f"builtin:{name}",
-                                "sha256": spec.sha256}, "whisper", **whisper)
+                                "sha256": spec.sha256, **int8}, "whisper", **whisper)
     path = Path(name).expanduser()
     if path.is_dir():
         from speechkit.models.registry import _is_whisper_dir
@@ -109,11 +110,11 @@ def _card_of_name(name: str, runtime: RuntimeOptions) -> ModelCard:
             return _speechllm_card(name, path, runtime)
         if _is_whisper_dir(path):
             return ModelCard(name, {"name": name, "family": "whisper", "source": str(path),
-                                    "sha256": dir_sha256(path, WEIGHT_SUFFIXES)},
+                                    "sha256": dir_sha256(path, WEIGHT_SUFFIXES), **int8},
                              "whisper", local=True, **whisper)
     elif "/" in name and not name.startswith((".", "/", "~")) and not path.exists():
-        return ModelCard(name, {"name": name, "family": "whisper", "source": name}, "whisper",
-                         **whisper)
+        return ModelCard(name, {"name": name, "family": "whisper", "source": name, **int8},
+                         "whisper", **whisper)
     load_model(name, runtime)  # anything else: the loader says what is wrong with it
     raise SpeechkitError(f"{name}: not a model speechkit can identify; pass a built-in name, "
                          "a checkpoint or Whisper directory, or a hub id")

@@ -72,7 +72,9 @@ class WhisperModel(SpeechModel):
         self.decoder = WhisperDecoder(self.model, self.processor.tokenizer, WhisperTokens.from_model(
             gc, self.processor.tokenizer, self.model.config.vocab_size))
         self._describe = {"name": self.name, "family": "whisper", "source": str(source),
-                          **(describe or {})}
+                          **(describe or {}), "dtype": "int8" if int8 else str(dtype).split(".")[-1]}
+        if int8:  # dynamic int8 changes the output: resume and merges keep it apart
+            self._describe["quant"] = "int8"
 
     @property
     def device(self) -> str:
