@@ -10,8 +10,8 @@ from safetensors.torch import load_file, save_file
 
 from speechkit.errors import SpeechkitError
 from speechkit.models.base import DecodeOptions
-from speechkit.models.speechllm import load_speechllm, new_checkpoint, read_spec
 from speechkit.models.safe_load import load_weights
+from speechkit.models.speechllm import load_speechllm, new_checkpoint, read_spec
 from speechkit.models.speechllm.checkpoint import SPEC_FILE, WEIGHTS_FILE
 from tests.test_speechllm_tiny import noise, tiny_llm, tiny_wavlm, tiny_whisper
 

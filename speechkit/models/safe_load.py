@@ -152,6 +152,17 @@ def read_safetensors(file: str | Path) -> dict[str, torch.Tensor]:
         raise bad_safetensors(file, e) from None
 
 
+def check_safetensors(file: str | Path) -> None:
+    """Read a safetensors header only: a damaged file or a pickle fails here, before loading."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(file), framework="pt") as h:
+            h.keys()
+    except Exception as e:  # SafetensorError, OSError
+        raise bad_safetensors(file, e) from None
+
+
 def bad_safetensors(file: str | Path, error: BaseException) -> SpeechkitError:
     """The error for a file that safetensors cannot open: a pickle, or damaged."""
     try:
@@ -180,8 +191,8 @@ def load_plain_pickle(file: str | Path) -> Any:
         return torch.load(str(file), map_location="cpu", weights_only=True)
     except Exception as e:
         if not isinstance(e, pickle.UnpicklingError) and "weights_only" not in str(e):
-            raise SpeechkitError(f"{file}: not a readable torch weights file "
-                                 f"({_first_line(e)}); convert it to safetensors") from None
+            raise SpeechkitError(f"{file}: not a readable torch weights file (corrupt, truncated "
+                                 "or another format); convert it to safetensors") from None
         found = re.search(r"GLOBAL ([\w.]+)", str(e))
         what = f" ({found.group(1)})" if found else ""
         raise SpeechkitError(f"{file}: holds pickled Python objects{what} that speechkit will "

@@ -272,6 +272,8 @@ def _wrong(value: Any, expected: str, key: str, source: str) -> typing.NoReturn:
 
 
 def _kind(value: Any) -> str:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
     names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
              int: "a number", float: "a number", type(None): "null"}
     return f"{names.get(type(value), type(value).__name__)} ({json.dumps(value)[:40]})"

@@ -12,7 +12,7 @@ import torch
 
 from speechkit.errors import SpeechkitError
 from speechkit.models.base import SAMPLE_RATE, DecodeOptions, Hypothesis, SpeechModel
-from speechkit.models.safe_load import inside, load_weights
+from speechkit.models.safe_load import check_safetensors, inside, load_weights
 from speechkit.models.speechllm import generate as gen
 from speechkit.models.speechllm.bridges import Bridge, build_bridge
 from speechkit.models.speechllm.checkpoint import (
@@ -199,9 +199,12 @@ def _checked_files(root: Path, spec: CheckpointSpec) -> tuple[dict[str, torch.Te
     if spec.llm.lora is None:
         return state, None
     adapter_dir = inside(root, spec.llm.lora.path, f"{where} llm.lora.path")
-    for file in adapter_files(adapter_dir):
+    config, weights = adapter_files(adapter_dir)
+    for file in (config, weights):
         inside(root, str(file), f"{where} llm.lora.path file")
     lora_config(adapter_dir, spec.llm.lora)
+    if weights.suffix == ".safetensors":
+        check_safetensors(weights)
     return state, adapter_dir
 
 
