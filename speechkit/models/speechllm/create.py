@@ -49,8 +49,8 @@ def new_checkpoint(out: str | Path, *, audio_encoder: str = "whisper-base",
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise SpeechkitError(f"{out} exists and is not empty; pick a new --out or pass --force")
-    audio_encoder, llm = _checked(audio_encoder, builtin_encoders(), "encoder"), _checked(
-        llm, builtin_llms(), "LLM")
+    audio_encoder = _checked(audio_encoder, builtin_encoders(), "encoder")
+    llm = _checked(llm, builtin_llms(), "LLM")
     tokenizer = _checked(tokenizer, builtin_llms(), "tokenizer") if tokenizer else None
     kind = encoder_kind or (encoder_config or {}).get("model_type") or encoder_type(audio_encoder)
     if kind not in ENCODER_TYPES:
