@@ -261,6 +261,21 @@ def test_damaged_checkpoint_files_are_refused_by_the_loader(ckpt, tmp_path, name
     assert str(ck / name) in str(err.value) and says in str(err.value)
 
 
+@pytest.mark.parametrize("part", ["encoder", "llm"])
+def test_a_damaged_part_weights_file_is_named(ckpt, parts, tmp_path, part):
+    damaged = shutil.copytree(parts[part], tmp_path / part)
+    _truncate(damaged / "model.safetensors")
+
+    def point(d):
+        if part == "llm":
+            d["llm"]["source"] = str(damaged)
+        else:
+            d["encoders"][0]["source"] = str(damaged)
+
+    with pytest.raises(SpeechkitError, match=r"model.safetensors: not a valid safetensors file"):
+        load_model(str(_copy(ckpt, tmp_path / "ck", point)), CPU)
+
+
 def _set(path: str, value):
     """A change to speechkit.json: set (or delete, for DELETE) the value at a dotted path."""
     def change(d):

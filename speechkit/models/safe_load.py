@@ -96,6 +96,8 @@ def pretrained(loader: Any, directory: str | Path, **kwargs: Any) -> Any:
         raise SpeechkitError(f"{directory}: not a model directory; pass a local directory, a "
                              "built-in name or a hub id")
     refuse_custom_code(directory)
+    for file in sorted(directory.glob("*.safetensors")):
+        check_safetensors(file)  # headers only: a damaged file is named, not a library error
     return loader.from_pretrained(str(directory), trust_remote_code=False,
                                   local_files_only=True, **kwargs)
 
