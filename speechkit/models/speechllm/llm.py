@@ -163,7 +163,7 @@ def lora_config(adapter_dir: Path, lora: LoraSpec) -> Any:
     refuse_custom_code(adapter_dir)
     file = adapter_dir / ADAPTER_CONFIG
     try:
-        config = LoraConfig.from_pretrained(str(adapter_dir))  # peft configs name no code
+        config = LoraConfig.from_pretrained(str(adapter_dir), trust_remote_code=False)
     except (TypeError, ValueError) as e:
         raise SpeechkitError(f"{file}: not a valid LoRA config ({str(e).splitlines()[0]}); "
                              "re-export the adapter") from None
