@@ -6,6 +6,9 @@ import hashlib
 from pathlib import Path
 
 CHUNK = 1 << 20
+# What transformers reads from a model directory: weights, configs, vocabularies, templates.
+MODEL_SUFFIXES = (".safetensors", ".bin", ".json", ".txt", ".model", ".jinja", ".tiktoken")
+TOKENIZER_SUFFIXES = (".json", ".txt", ".model", ".jinja", ".tiktoken")
 
 
 def file_sha256(path: str | Path) -> str:
@@ -17,12 +20,15 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def dir_sha256(directory: str | Path, suffixes: tuple[str, ...] | None = None) -> str:
+def dir_sha256(directory: str | Path, suffixes: tuple[str, ...] | None = None,
+               recursive: bool = True) -> str:
     """One sha256 over a directory's files (relative path and content, sorted), so two
-    copies of the same checkpoint agree wherever they live. `suffixes` limits the files."""
+    copies of the same checkpoint agree wherever they live. `suffixes` limits the files;
+    `recursive=False` takes the top level only (what transformers reads)."""
     root = Path(directory)
     h = hashlib.sha256()
-    for p in sorted(q for q in root.rglob("*") if q.is_file()):
+    found = root.rglob("*") if recursive else root.iterdir()
+    for p in sorted(q for q in found if q.is_file()):
         if suffixes and not p.name.endswith(suffixes):
             continue
         h.update(p.relative_to(root).as_posix().encode("utf-8", "surrogateescape") + b"\0")

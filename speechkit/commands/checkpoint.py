@@ -94,6 +94,7 @@ def show(
     """Describe a checkpoint: encoders, bridge, LLM, LoRA, prompts, decode defaults."""
     from safetensors import safe_open
 
+    from speechkit.models.safe_load import bad_safetensors
     from speechkit.models.speechllm.checkpoint import WEIGHTS_FILE, read_spec
     from speechkit.models.speechllm.prompts import DEFAULT_TASK_PROMPTS
 
@@ -104,9 +105,12 @@ def show(
     n_params = 0
     weights = directory / WEIGHTS_FILE
     if weights.is_file():
-        with safe_open(str(weights), framework="pt") as h:
-            for k in h.keys():
-                n_params += _numel(h, k)
+        try:
+            with safe_open(str(weights), framework="pt") as h:
+                for k in h.keys():
+                    n_params += _numel(h, k)
+        except Exception as e:  # SafetensorError: a damaged file or a pickle
+            raise bad_safetensors(weights, e) from None
     table = Table("part", "value", box=None, show_header=False)
     for e in spec.encoders:
         extra = ", weighted layer sum" if e.layer_weights else ""

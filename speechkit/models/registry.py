@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from speechkit.errors import SpeechkitError
-from speechkit.hashing import dir_sha256
+from speechkit.hashing import MODEL_SUFFIXES, dir_sha256
 from speechkit.models.base import SpeechModel
 
 DEFAULT_MODEL = "whisper-base"
@@ -59,9 +58,6 @@ def builtin_models() -> dict[str, str]:
             "resemblyzer": "Resemblyzer d-vector speaker embeddings (sv suites only; Apache-2.0)"}
 
 
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".json", ".txt", ".model")  # weights, config, vocab
-
-
 def _is_whisper_dir(path: Path) -> bool:
     try:
         cfg = json.loads((path / "config.json").read_text())
@@ -96,16 +92,21 @@ def load_model(name: str = DEFAULT_MODEL, runtime: RuntimeOptions = RuntimeOptio
                                   dtype=None if runtime.dtype == "auto" else runtime.dtype)
         if _is_whisper_dir(path):
             return WhisperModel(path, name=str(path), device=device, dtype=dtype, int8=int8,
-                                describe={"sha256": dir_sha256(path, WEIGHT_SUFFIXES)})
+                                describe={"sha256": dir_sha256(path, MODEL_SUFFIXES)})
         raise SpeechkitError(f"{name}: neither a speechkit checkpoint (speechkit.json) nor a "
                              "transformers Whisper directory (config.json with model_type whisper)")
     if path.exists():
         raise SpeechkitError(f"{name}: a model is a directory, not a file; pass its folder")
     if "/" in name and not name.startswith((".", "/", "~")):
-        if os.environ.get("HF_HUB_OFFLINE") == "1":
-            raise SpeechkitError(f"{name}: the model hub is switched off (HF_HUB_OFFLINE=1); "
-                                 "pass a local directory or a built-in name")
-        return WhisperModel(name, name=name, device=device, dtype=dtype, int8=int8)
+        from speechkit.models.safe_load import hub_snapshot
+
+        directory = hub_snapshot(name, "model")  # configs and safetensors only, never code
+        if not _is_whisper_dir(directory):
+            raise SpeechkitError(f"{name}: not a Whisper model on the hub (config.json "
+                                 "model_type); pass a Whisper id or a speechkit checkpoint dir")
+        return WhisperModel(directory, name=name, device=device, dtype=dtype, int8=int8,
+                            describe={"source": f"hub:{name}",
+                                      "sha256": dir_sha256(directory, MODEL_SUFFIXES)})
     choices = ", ".join(sorted(BUILTIN_WHISPER))
     raise SpeechkitError(f"unknown model {name!r}: use a built-in name ({choices}), a local "
                          "directory or a hub id like openai/whisper-small")

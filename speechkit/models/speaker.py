@@ -16,6 +16,7 @@ import numpy as np
 from speechkit.errors import SpeechkitError
 from speechkit.hashing import file_sha256
 from speechkit.models.base import SAMPLE_RATE, DecodeOptions, Hypothesis, SpeechModel
+from speechkit.models.safe_load import load_plain_pickle
 
 INSTALL_HINT = ("pip install librosa webrtcvad-wheels && pip install --no-deps resemblyzer==0.1.4 "
                 "(`make install` does this)")
@@ -44,7 +45,6 @@ class ResemblyzerModel(SpeakerEmbedder):
 
     def __init__(self) -> None:
         try:
-            import torch
             from resemblyzer import VoiceEncoder, preprocess_wav
         except ImportError as e:
             raise SpeechkitError(f"resemblyzer cannot be imported ({e}); install it: "
@@ -55,7 +55,7 @@ class ResemblyzerModel(SpeakerEmbedder):
         if not weights.is_file():
             raise SpeechkitError(f"resemblyzer's weights are missing ({weights}); reinstall: "
                                  f"{INSTALL_HINT}")
-        torch.load(weights, map_location="cpu", weights_only=True)  # refuse pickled code first
+        load_plain_pickle(weights)  # refuse pickled code before resemblyzer's own torch.load
         self._preprocess = preprocess_wav
         self.encoder = VoiceEncoder("cpu", verbose=False, weights_fpath=weights)
         self._describe = {

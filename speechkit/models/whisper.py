@@ -53,13 +53,15 @@ class WhisperModel(SpeechModel):
                  describe: dict[str, Any] | None = None):
         from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
+        from speechkit.models.safe_load import pretrained
+
         self.name = name or str(source)
         self._device = device
         self.dtype = dtype
         try:
-            self.processor = WhisperProcessor.from_pretrained(str(source))
-            self.model = WhisperForConditionalGeneration.from_pretrained(
-                str(source), dtype=dtype, attn_implementation="sdpa")
+            self.processor = pretrained(WhisperProcessor, source)
+            self.model = pretrained(WhisperForConditionalGeneration, source, dtype=dtype,
+                                    attn_implementation="sdpa")
         except OSError as e:
             raise SpeechkitError(f"cannot load Whisper model from {source}: {_first_line(e)}; pass a "
                                  "local transformers directory or a built-in name "

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
+import math
+import types
+import typing
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from speechkit.errors import SpeechkitError
 
@@ -113,67 +116,173 @@ class CheckpointSpec:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = SPEC_FILE) -> CheckpointSpec:
+    def from_dict(cls, data: Any, source: str = SPEC_FILE) -> CheckpointSpec:
         """Parse and check a spec dict; a wrong key or value names its place and the fix."""
+        if not isinstance(data, dict):
+            raise SpeechkitError(f"{source}: expected a JSON object, got {_kind(data)}")
         if data.get("format") != FORMAT:
             raise SpeechkitError(f"{source}: not a speechkit speech-LLM spec (format "
                                  f"{data.get('format')!r}, expected {FORMAT!r})")
-        if int(data.get("version", 0)) > FORMAT_VERSION:
-            raise SpeechkitError(f"{source}: spec version {data['version']} is newer than this "
+        version = _value(data.get("version", FORMAT_VERSION), int, "version", source)
+        if version > FORMAT_VERSION:
+            raise SpeechkitError(f"{source}: spec version {version} is newer than this "
                                  f"speechkit understands ({FORMAT_VERSION}); upgrade speechkit")
-        d = dict(data)
-        bridge = _make(BridgeSpec, d.get("bridge", {}), f"{source}: bridge")
-        bridge.inputs = {m: _make(BridgeInput, v, f"{source}: bridge.inputs.{m}")
-                         for m, v in (bridge.inputs or {}).items()}
-        llm = _make(LLMSpec, d.get("llm", {}), f"{source}: llm")
-        if llm.lora is not None:
-            llm.lora = _make(LoraSpec, llm.lora, f"{source}: llm.lora")
-        spec = cls(
-            encoders=[_make(EncoderSpec, e, f"{source}: encoders[{i}]")
-                      for i, e in enumerate(d.get("encoders", []))],
-            bridge=bridge, llm=llm,
-            prompt=_make(PromptSpec, d.get("prompt", {}), f"{source}: prompt"),
-            added_tokens=list(d.get("added_tokens", [])),
-            decode=_make(DecodeDefaults, d.get("decode", {}), f"{source}: decode"),
-            format=d["format"], version=int(d.get("version", FORMAT_VERSION)))
+        spec = _make(cls, data, "", source)
         spec.validate(source)
         return spec
 
     def validate(self, source: str = SPEC_FILE) -> None:
-        """Check choices and that the parts' sizes agree, naming both sides of a mismatch."""
+        """Check choices, ranges and that the parts' sizes agree, naming the key."""
         if not self.encoders:
             raise SpeechkitError(f"{source}: no encoders; add one under \"encoders\"")
         _choice(self.bridge.type, BRIDGE_TYPES, f"{source}: bridge.type")
         _choice(self.prompt.template, TEMPLATES, f"{source}: prompt.template")
-        for enc in self.encoders:
-            _choice(enc.type, ENCODER_TYPES, f"{source}: encoder {enc.modality!r} type")
+        _at_least(self.bridge.out_dim, 1, "bridge.out_dim", source)
+        modalities = [e.modality for e in self.encoders]
+        if len(set(modalities)) != len(modalities):
+            raise SpeechkitError(f"{source}: encoders repeat a modality ({modalities}); give "
+                                 "each encoder its own modality")
+        for i, enc in enumerate(self.encoders):
+            _check_encoder(enc, f"encoders[{i}]", source)
             inp = self.bridge.inputs.get(enc.modality)
             if inp is None:
                 raise SpeechkitError(f"{source}: encoder modality {enc.modality!r} has no bridge "
                                      f"input (bridge.inputs has {sorted(self.bridge.inputs)})")
-            _choice(inp.pooling, POOLINGS, f"{source}: bridge.inputs.{enc.modality}.pooling")
-            if inp.rate < 1:
-                raise SpeechkitError(f"{source}: bridge rate must be >= 1, got {inp.rate}")
             if enc.dim and enc.dim != inp.in_dim:
                 raise SpeechkitError(
                     f"{source}: encoder {enc.modality!r} outputs {enc.dim} features but "
                     f"bridge.inputs.{enc.modality}.in_dim is {inp.in_dim}")
+        for modality, inp in self.bridge.inputs.items():
+            key = f"bridge.inputs.{modality}"
+            _choice(inp.pooling, POOLINGS, f"{source}: {key}.pooling")
+            _at_least(inp.in_dim, 1, f"{key}.in_dim", source)
+            _at_least(inp.rate, 1, f"{key}.rate", source)
+            _at_least(inp.hidden_dim, 0, f"{key}.hidden_dim", source)
+        _check_llm(self.llm, source)
         if self.llm.hidden_size and self.bridge.out_dim != self.llm.hidden_size:
             raise SpeechkitError(f"{source}: bridge.out_dim {self.bridge.out_dim} != LLM hidden "
                                  f"size {self.llm.hidden_size} (llm.hidden_size)")
+        _at_least(self.decode.beam_size, 1, "decode.beam_size", source)
+        _at_least(self.decode.max_new_tokens, 1, "decode.max_new_tokens", source)
+        _nonempty(self.decode.stop, "decode.stop", source)
+        _nonempty(self.added_tokens, "added_tokens", source)
 
 
-def _make(cls: type, data: Any, where: str) -> Any:
+def _check_encoder(enc: EncoderSpec, key: str, source: str) -> None:
+    _choice(enc.type, ENCODER_TYPES, f"{source}: {key}.type")
+    _nonempty([enc.modality], f"{key}.modality", source)
+    _nonempty([enc.source], f"{key}.source", source)
+    _at_least(enc.dim, 0, f"{key}.dim", source)
+    _at_least(enc.window_s, 0, f"{key}.window_s", source, strict=True)
+    if enc.source == "random" and not enc.config:
+        raise SpeechkitError(f"{source}: {key}.source is \"random\" but {key}.config is empty; "
+                             "give the encoder's transformers config there")
+
+
+def _check_llm(llm: LLMSpec, source: str) -> None:
+    _nonempty([llm.source], "llm.source", source)
+    _at_least(llm.hidden_size, 0, "llm.hidden_size", source)
+    _at_least(llm.vocab_size, 0, "llm.vocab_size", source)
+    if llm.source == "random" and not llm.config:
+        raise SpeechkitError(f"{source}: llm.source is \"random\" but llm.config is empty; give "
+                             "the LLM's transformers config there")
+    if llm.source == "random" and not llm.tokenizer:
+        raise SpeechkitError(f"{source}: llm.source is \"random\" and needs llm.tokenizer (a "
+                             "built-in name, directory or hub id)")
+    if llm.tokenizer is not None:
+        _nonempty([llm.tokenizer], "llm.tokenizer", source)
+    lora = llm.lora
+    if lora is None:
+        return
+    path = PurePosixPath(lora.path)
+    if not lora.path or path.is_absolute() or ".." in path.parts or lora.path.startswith("~"):
+        raise SpeechkitError(f"{source}: llm.lora.path {lora.path!r} must be a relative path "
+                             "inside the checkpoint directory (e.g. \"lora\"); copy the "
+                             "adapter there")
+    _at_least(lora.r, 1, "llm.lora.r", source)
+    _at_least(lora.alpha, 0, "llm.lora.alpha", source, strict=True)
+    if lora.scaling is not None:
+        _at_least(lora.scaling, 0, "llm.lora.scaling", source, strict=True)
+    if not lora.target_modules:
+        raise SpeechkitError(f"{source}: llm.lora.target_modules is empty; name the modules "
+                             "the adapter wraps (e.g. [\"q_proj\", \"v_proj\"])")
+    _nonempty(lora.target_modules, "llm.lora.target_modules", source)
+
+
+def _nonempty(values: list[str], key: str, source: str) -> None:
+    for v in values:
+        if not v.strip():
+            raise SpeechkitError(f"{source}: {key} holds an empty string; remove it or fill it in")
+
+
+def _make(cls: type, data: Any, key: str, source: str) -> Any:
+    """A spec dataclass from a JSON object: no unknown or missing keys, every value typed."""
     if not isinstance(data, dict):
-        raise SpeechkitError(f"{where}: expected an object, got {type(data).__name__}")
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known)
+        raise SpeechkitError(f"{source}: {key} must be an object (a mapping), not {_kind(data)}")
+    known = {f.name: f for f in fields(cls)}
+    prefix = f"{key}." if key else ""
+    unknown = sorted(set(data) - set(known))
     if unknown:
-        raise SpeechkitError(f"{where}: unknown keys {unknown}; known: {sorted(known)}")
-    try:
-        return cls(**data)
-    except TypeError as e:
-        raise SpeechkitError(f"{where}: {e}") from None
+        raise SpeechkitError(f"{source}: unknown key {prefix}{unknown[0]} (known: "
+                             f"{', '.join(sorted(known))}); remove or rename it")
+    missing = [n for n, f in known.items() if n not in data
+               and f.default is MISSING and f.default_factory is MISSING]
+    if missing:
+        raise SpeechkitError(f"{source}: missing required key {prefix}{missing[0]}; add it")
+    hints = typing.get_type_hints(cls)
+    return cls(**{k: _value(v, hints[k], f"{prefix}{k}", source) for k, v in data.items()})
+
+
+def _value(value: Any, hint: Any, key: str, source: str) -> Any:
+    """`value` checked against a type hint (str, int, float, bool, X | None, list, dict,
+    a spec dataclass); a mismatch names the key and the type it must have."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _value(value, inner, key, source)
+    if is_dataclass(hint):
+        return _make(hint, value, key, source)
+    if origin is list:
+        if not isinstance(value, list):
+            _wrong(value, "a list", key, source)
+        return [_value(v, args[0], f"{key}[{i}]", source) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            _wrong(value, "an object (a mapping)", key, source)
+        return {k: _value(v, args[1], f"{key}.{k}", source) for k, v in value.items()}
+    if hint is bool and not isinstance(value, bool):
+        _wrong(value, "true or false", key, source)
+    if hint is int and (isinstance(value, bool) or not isinstance(value, int)):
+        _wrong(value, "a whole number", key, source)
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            _wrong(value, "a finite number", key, source)
+        return float(value)
+    if hint is str and not isinstance(value, str):
+        _wrong(value, "a string", key, source)
+    return value
+
+
+def _wrong(value: Any, expected: str, key: str, source: str) -> typing.NoReturn:
+    raise SpeechkitError(f"{source}: {key} must be {expected}, not {_kind(value)}")
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
+             int: "a number", float: "a number", type(None): "null"}
+    return f"{names.get(type(value), type(value).__name__)} ({json.dumps(value)[:40]})"
+
+
+def _at_least(value: float, low: float, key: str, source: str, strict: bool = False) -> None:
+    if value < low or (strict and value == low):
+        bound = f"> {low:g}" if strict else f">= {low:g}"
+        raise SpeechkitError(f"{source}: {key} must be {bound}, got {value:g}")
 
 
 def _choice(value: str, choices: tuple[str, ...], where: str) -> None:
@@ -202,23 +311,6 @@ def write_spec(path: str | Path, spec: CheckpointSpec) -> None:
     """Write `speechkit.json` (pretty, stable key order)."""
     spec.validate()
     (Path(path) / SPEC_FILE).write_text(json.dumps(spec.to_dict(), indent=2) + "\n")
-
-
-def load_weights(file: str | Path) -> dict[str, torch.Tensor]:
-    """Load tensors without running pickled code: safetensors, or torch.load(weights_only)."""
-    file = Path(file)
-    if not file.is_file():
-        raise SpeechkitError(f"weights file {file} is missing")
-    if file.suffix == ".safetensors":
-        return load_file(str(file))
-    try:
-        obj = torch.load(str(file), map_location="cpu", weights_only=True)
-    except Exception as e:  # an UnpicklingError names the global it refused
-        raise SpeechkitError(f"{file}: refused to load (only plain tensors are allowed, no "
-                             f"pickled code): {str(e).splitlines()[0]}") from None
-    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
-        obj = obj["model"]  # SALMONN-style {"model": state_dict, ...}
-    return obj
 
 
 def save_weights(file: str | Path, tensors: dict[str, torch.Tensor]) -> None:

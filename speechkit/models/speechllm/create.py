@@ -30,6 +30,7 @@ from speechkit.models.speechllm.checkpoint import (
 )
 from speechkit.models.speechllm.encoders import encoder_dim, encoder_type
 from speechkit.models.speechllm.llm import llm_config, llm_directory, load_tokenizer
+from speechkit.models.speechllm.sources import RANDOM, builtin_encoders, builtin_llms, resolve_source
 
 NEW_SEED = 0  # bridge and LoRA initialisation: the same checkpoint every time
 DEFAULT_RATE = 4  # 50 Hz Whisper frames -> 12.5 Hz LLM tokens (Llama-AVSR audio rate 3-4)
@@ -48,6 +49,9 @@ def new_checkpoint(out: str | Path, *, audio_encoder: str = "whisper-base",
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise SpeechkitError(f"{out} exists and is not empty; pick a new --out or pass --force")
+    audio_encoder = _checked(audio_encoder, builtin_encoders(), "encoder")
+    llm = _checked(llm, builtin_llms(), "LLM")
+    tokenizer = _checked(tokenizer, builtin_llms(), "tokenizer") if tokenizer else None
     kind = encoder_kind or (encoder_config or {}).get("model_type") or encoder_type(audio_encoder)
     if kind not in ENCODER_TYPES:
         raise SpeechkitError(f"audio encoder {audio_encoder} is a {kind!r} model; supported: "
@@ -84,6 +88,16 @@ def new_checkpoint(out: str | Path, *, audio_encoder: str = "whisper-base",
     return spec
 
 
+def _checked(source: str, builtins: dict, what: str) -> str:
+    """A local directory source made absolute (the checkpoint records where it is), after
+    its custom-code check; every source is checked before anything loads."""
+    if source == RANDOM:
+        return source
+    directory = resolve_source(source, builtins, what)
+    local = source not in builtins and Path(source).expanduser().is_dir()
+    return str(directory.resolve()) if local else source
+
+
 def _write_parts(tmp: Path, spec: CheckpointSpec, cfg: object) -> None:
     torch.manual_seed(NEW_SEED)
     tensors = {f"bridge.{k}": v for k, v in build_bridge(spec.bridge).state_dict().items()}
@@ -101,12 +115,9 @@ def _write_parts(tmp: Path, spec: CheckpointSpec, cfg: object) -> None:
 
 
 def _encoder_layers(enc: EncoderSpec) -> int:
-    from speechkit.models.speechllm.encoders import _config
-    from speechkit.models.speechllm.sources import builtin_encoders, resolve_source
+    from speechkit.models.speechllm.encoders import _config, encoder_directory
 
-    directory = None if enc.source == "random" else resolve_source(
-        enc.source, builtin_encoders(), "encoder")
-    config = _config(enc, directory)
+    config = _config(enc, encoder_directory(enc))
     return int(getattr(config, "encoder_layers", None) or config.num_hidden_layers)
 
 
@@ -120,7 +131,7 @@ def _write_lora(adapter_dir: Path, spec: CheckpointSpec, cfg: object) -> None:
     lora = spec.llm.lora
     assert lora is not None
     with init_empty_weights():
-        model = AutoModelForCausalLM.from_config(cfg)
+        model = AutoModelForCausalLM.from_config(cfg, trust_remote_code=False)
     config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, target_modules=lora.target_modules,
                         lora_dropout=0.0, bias="none", task_type="CAUSAL_LM")
     try:

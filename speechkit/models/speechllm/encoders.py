@@ -12,8 +12,15 @@ from torch import nn
 
 from speechkit.errors import SpeechkitError
 from speechkit.models.base import SAMPLE_RATE
+from speechkit.models.safe_load import pretrained
 from speechkit.models.speechllm.checkpoint import EncoderSpec, load_state_strict
-from speechkit.models.speechllm.sources import builtin_encoders, read_state_dict, resolve_source
+from speechkit.models.speechllm.sources import (
+    RANDOM,
+    builtin_encoders,
+    random_config,
+    read_state_dict,
+    resolve_source,
+)
 
 WHISPER_HOP = 160  # samples per mel frame (10 ms at 16 kHz)
 WHISPER_STRIDE = 2  # the second conv halves the mel rate: one encoder frame per 20 ms (50 Hz)
@@ -120,7 +127,7 @@ class SSLAudioEncoder(Encoder):
         super().__init__(config.num_hidden_layers, spec.layer_weights)
         self.modality, self.dim = spec.modality, config.hidden_size
         self.window_samples = int(spec.window_s * SAMPLE_RATE)
-        self.model = AutoModel.from_config(config)
+        self.model = AutoModel.from_config(config, trust_remote_code=False)
         if directory is not None:
             state = read_state_dict(directory, SSL_PREFIXES[spec.type])
             state = {k: v for k, v in state.items() if not k.startswith(SSL_HEADS)}
@@ -170,19 +177,22 @@ def _wants_normalize(directory: Path | None) -> bool:
 
 
 def _config(spec: EncoderSpec, directory: Path | None) -> object:
-    from transformers import CONFIG_MAPPING, AutoConfig
+    from transformers import AutoConfig
 
     if directory is not None:
-        return AutoConfig.from_pretrained(directory)
-    cfg = dict(spec.config or {})
-    return CONFIG_MAPPING[cfg.pop("model_type", spec.type)](**cfg)
+        return pretrained(AutoConfig, directory)
+    return random_config(spec.config, spec.type, f"{spec.modality} encoder config")
+
+
+def encoder_directory(spec: EncoderSpec) -> Path | None:
+    """The encoder's checked local directory (None for source "random")."""
+    return (None if spec.source == RANDOM
+            else resolve_source(spec.source, builtin_encoders(), "encoder"))
 
 
 def encoder_dim(spec: EncoderSpec) -> int:
     """Output feature size of an encoder, read from its config (no weights loaded)."""
-    directory = (None if spec.source == "random"
-                 else resolve_source(spec.source, builtin_encoders(), "encoder"))
-    config = _config(spec, directory)
+    config = _config(spec, encoder_directory(spec))
     return int(getattr(config, "d_model", None) or config.hidden_size)
 
 
@@ -190,15 +200,14 @@ def encoder_type(source: str) -> str:
     """Guess an encoder type from its config's model_type."""
     from transformers import AutoConfig
 
-    config = AutoConfig.from_pretrained(resolve_source(source, builtin_encoders(), "encoder"))
+    config = pretrained(AutoConfig, resolve_source(source, builtin_encoders(), "encoder"))
     return config.model_type
 
 
 def load_encoder(spec: EncoderSpec, device: str = "cpu",
                  dtype: torch.dtype = torch.float32) -> Encoder:
     """Build the encoder a spec names and load its frozen weights."""
-    directory = (None if spec.source == "random"
-                 else resolve_source(spec.source, builtin_encoders(), "encoder"))
+    directory = encoder_directory(spec)
     cls = WhisperAudioEncoder if spec.type == "whisper" else SSLAudioEncoder
     encoder = cls(directory, spec, device, dtype)
     if spec.dim and spec.dim != encoder.dim:

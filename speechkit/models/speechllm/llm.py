@@ -10,8 +10,9 @@ from typing import Any
 import torch
 
 from speechkit.errors import SpeechkitError
-from speechkit.models.speechllm.checkpoint import LLMSpec, LoraSpec, load_weights
-from speechkit.models.speechllm.sources import builtin_llms, resolve_source
+from speechkit.models.safe_load import load_weights, pretrained, refuse_custom_code
+from speechkit.models.speechllm.checkpoint import SPEC_FILE, LLMSpec, LoraSpec
+from speechkit.models.speechllm.sources import RANDOM, builtin_llms, random_config, resolve_source
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +22,7 @@ CUDA_COMPUTE = torch.bfloat16  # 4-bit compute dtype on a GPU (QLoRA recipe)
 CPU_COMPUTE = torch.float32  # CPUs without bf16 units are far slower in bf16
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_PICKLE = "adapter_model.bin"  # older peft; read with weights_only=True
+ADAPTER_CONFIG = "adapter_config.json"
 RANDOM_SEED = 0  # source "random": the same weights on every load
 
 
@@ -44,18 +46,17 @@ def quantization_config(quant: str, device: str) -> Any:
 
 def llm_directory(spec: LLMSpec) -> Path | None:
     """The LLM's local directory (None for source "random")."""
-    return None if spec.source == "random" else resolve_source(spec.source, builtin_llms(), "LLM")
+    return None if spec.source == RANDOM else resolve_source(spec.source, builtin_llms(), "LLM")
 
 
 def llm_config(spec: LLMSpec) -> Any:
     """The LLM's transformers config (no weights)."""
-    from transformers import CONFIG_MAPPING, AutoConfig
+    from transformers import AutoConfig
 
     directory = llm_directory(spec)
     if directory is not None:
-        return AutoConfig.from_pretrained(directory)
-    cfg = dict(spec.config or {})
-    return CONFIG_MAPPING[cfg.pop("model_type", "llama")](**cfg)
+        return pretrained(AutoConfig, directory)
+    return random_config(spec.config, "llama", "llm.config")
 
 
 def load_tokenizer(spec: LLMSpec, added_tokens: list[str]) -> Any:
@@ -63,9 +64,9 @@ def load_tokenizer(spec: LLMSpec, added_tokens: list[str]) -> Any:
     from transformers import AutoTokenizer
 
     source = spec.tokenizer or spec.source
-    if source == "random":
-        raise SpeechkitError("an LLM with source 'random' needs a tokenizer source")
-    tok = AutoTokenizer.from_pretrained(resolve_source(source, builtin_llms(), "tokenizer"))
+    if source == RANDOM:
+        raise SpeechkitError(f"{SPEC_FILE}: llm.source is \"random\" and needs llm.tokenizer")
+    tok = pretrained(AutoTokenizer, resolve_source(source, builtin_llms(), "tokenizer"))
     if added_tokens:
         tok.add_tokens(added_tokens, special_tokens=True)
     if tok.pad_token is None:
@@ -87,15 +88,16 @@ def load_llm(spec: LLMSpec, device: str, quant: str, dtype: torch.dtype | None =
     with tempfile.TemporaryDirectory() as tmp:
         if directory is None:  # random weights: saved once so quantization streams from disk
             torch.manual_seed(RANDOM_SEED)
-            model = AutoModelForCausalLM.from_config(llm_config(spec), dtype=float_dtype)
+            model = AutoModelForCausalLM.from_config(llm_config(spec), dtype=float_dtype,
+                                                     trust_remote_code=False)
             if qconfig is None:
                 return model.to(device).eval().requires_grad_(False)
             model.save_pretrained(tmp)
             del model
             directory = Path(tmp)
         try:
-            model = AutoModelForCausalLM.from_pretrained(
-                directory, dtype=float_dtype, quantization_config=qconfig,
+            model = pretrained(
+                AutoModelForCausalLM, directory, dtype=float_dtype, quantization_config=qconfig,
                 device_map={"": device}, use_safetensors=_has_safetensors(directory))
         except (ImportError, RuntimeError, ValueError) as e:
             raise SpeechkitError(f"could not load LLM {spec.source} with --quant {quant} on "
@@ -144,17 +146,41 @@ def fit_vocab(model: Any, tokenizer: Any, spec: LLMSpec, added: torch.Tensor | N
         emb[n_tok - n_added:n_tok] = added.to(emb.device, emb.dtype)
 
 
-def attach_lora(model: Any, adapter_dir: Path, lora: LoraSpec, merge: bool) -> Any:
-    """Load a peft LoRA adapter (no pickles), apply a scaling override, merge when allowed."""
-    from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
-    from peft.tuners.lora import LoraLayer
-
+def adapter_files(adapter_dir: Path) -> tuple[Path, Path]:
+    """The adapter's config and weights file; a missing one is an error naming both."""
     files = [adapter_dir / ADAPTER_WEIGHTS, adapter_dir / ADAPTER_PICKLE]
     file = next((f for f in files if f.is_file()), None)
-    if file is None or not (adapter_dir / "adapter_config.json").is_file():
-        raise SpeechkitError(f"LoRA adapter {adapter_dir}: needs adapter_config.json and "
+    if file is None or not (adapter_dir / ADAPTER_CONFIG).is_file():
+        raise SpeechkitError(f"LoRA adapter {adapter_dir}: needs {ADAPTER_CONFIG} and "
                              f"{ADAPTER_WEIGHTS}")
-    config = LoraConfig.from_pretrained(str(adapter_dir))
+    return adapter_dir / ADAPTER_CONFIG, file
+
+
+def lora_config(adapter_dir: Path, lora: LoraSpec) -> Any:
+    """The adapter's peft LoraConfig (checked for code first); it must agree with the spec."""
+    from peft import LoraConfig
+
+    refuse_custom_code(adapter_dir)
+    file = adapter_dir / ADAPTER_CONFIG
+    try:
+        config = LoraConfig.from_pretrained(str(adapter_dir), trust_remote_code=False)
+    except (TypeError, ValueError) as e:
+        raise SpeechkitError(f"{file}: not a valid LoRA config ({str(e).splitlines()[0]}); "
+                             "re-export the adapter") from None
+    for key, value in (("r", lora.r), ("lora_alpha", lora.alpha)):
+        if getattr(config, key, None) != value:
+            raise SpeechkitError(f"{file} has {key} {getattr(config, key, None)!r} but "
+                                 f"{SPEC_FILE} llm.lora says {value!r}; make them agree")
+    return config
+
+
+def attach_lora(model: Any, adapter_dir: Path, lora: LoraSpec, merge: bool) -> Any:
+    """Load a peft LoRA adapter (no pickles), apply a scaling override, merge when allowed."""
+    from peft import get_peft_model, set_peft_model_state_dict
+    from peft.tuners.lora import LoraLayer
+
+    _, file = adapter_files(adapter_dir)
+    config = lora_config(adapter_dir, lora)
     config.inference_mode = True
     config.base_model_name_or_path = getattr(model, "name_or_path", None)  # resolved source
     model = get_peft_model(model, config)

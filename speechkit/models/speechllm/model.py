@@ -11,27 +11,30 @@ import numpy as np
 import torch
 
 from speechkit.errors import SpeechkitError
-from speechkit.hashing import dir_sha256
 from speechkit.models.base import SAMPLE_RATE, DecodeOptions, Hypothesis, SpeechModel
+from speechkit.models.safe_load import check_safetensors, inside, load_weights
 from speechkit.models.speechllm import generate as gen
 from speechkit.models.speechllm.bridges import Bridge, build_bridge
 from speechkit.models.speechllm.checkpoint import (
+    SPEC_FILE,
     WEIGHTS_FILE,
     CheckpointSpec,
-    load_weights,
     read_spec,
 )
 from speechkit.models.speechllm.encoders import Encoder, load_encoder
 from speechkit.models.speechllm.llm import (
+    adapter_files,
     attach_lora,
     default_quant,
     fit_vocab,
     llm_config,
     load_llm,
     load_tokenizer,
+    lora_config,
 )
 from speechkit.models.speechllm.prompts import YES_NO_TASKS, canonical_task, render, split_ids
 from speechkit.models.speechllm.prompts import task_prompt as make_prompt
+from speechkit.models.speechllm.sources import anchor_sources, checkpoint_sha256, part_directories
 
 ADDED_EMBEDDINGS = "llm.added_embeddings"  # [n_added_tokens, hidden] rows for added tokens
 MAX_INPUT_S = 600.0  # seconds per item; longer audio is windowed by the encoder, never cut
@@ -54,7 +57,8 @@ class SpeechLLM(SpeechModel):
         self.no_ids = gen.variant_ids(tokenizer, gen.NO_VARIANTS)
         self.last_tokens: list[list[int]] = []  # ids of the latest batch (benchmarks compare them)
         self.stats = {"audio_s": 0.0, "tokens": 0, "seconds": 0.0}
-        self.sha256: str | None = None  # of the checkpoint directory (set by load_speechllm)
+        self.sha256: str | None = None  # checkpoint dir + every part dir (set by load_speechllm)
+        self.part_sha256: dict[str, str] = {}  # the digest of each of those
 
     @property
     def device(self) -> str:
@@ -131,7 +135,7 @@ class SpeechLLM(SpeechModel):
         """Checkpoint identity and every setting that shapes the output."""
         s = self.spec
         return {"name": self.name, "type": "speechllm", "sha256": self.sha256,
-                "quant": self.quant,
+                "parts_sha256": dict(self.part_sha256), "quant": self.quant,
                 "dtype": str(self.dtype).replace("torch.", ""),
                 "encoders": [f"{e.type}:{e.source}" for e in s.encoders],
                 "bridge": s.bridge.type, "llm": s.llm.source, "template": s.prompt.template,
@@ -146,9 +150,14 @@ def _is_yes_no(text: str) -> bool:
 
 def load_speechllm(path: str, device: str = "cpu", quant: str | None = None,
                    dtype: str | None = None) -> SpeechLLM:
-    """Assemble a checkpoint dir: encoders, bridge weights, LLM (quantized) and LoRA adapter."""
+    """Assemble a checkpoint dir: encoders, bridge weights, LLM (quantized) and LoRA adapter.
+
+    Everything is checked before any weights load: the spec, every component directory
+    (custom code is refused), the files inside the checkpoint and the bridge tensors."""
     root = Path(path)
-    spec = read_spec(root)
+    spec = anchor_sources(read_spec(root), root)
+    parts = part_directories(spec)
+    state, adapter_dir = _checked_files(root, spec)
     quant = quant or default_quant(device)
     cuda = device.startswith("cuda")
     enc_dtype = ENCODER_DTYPES.get(dtype or "", torch.float16 if cuda else torch.float32)
@@ -163,7 +172,7 @@ def load_speechllm(path: str, device: str = "cpu", quant: str | None = None,
         raise SpeechkitError(f"{path}: bridge.out_dim is {spec.bridge.out_dim} but LLM "
                              f"{spec.llm.source} has hidden size {hidden}")
     bridge = build_bridge(spec.bridge)
-    added = _load_trainables(root, spec, bridge, encoders)
+    added = _load_trainables(root, spec, state, bridge, encoders)
     bridge_dtype = torch.bfloat16 if cuda else torch.float32
     bridge.to(device=device, dtype=bridge_dtype).eval().requires_grad_(False)
     for enc in encoders:
@@ -175,19 +184,34 @@ def load_speechllm(path: str, device: str = "cpu", quant: str | None = None,
         raise SpeechkitError(f"{path}: bridge.out_dim is {spec.bridge.out_dim} but LLM "
                              f"{spec.llm.source} has hidden size {hidden}")
     fit_vocab(llm, tokenizer, spec.llm, added)
-    if spec.llm.lora is not None:
-        llm = attach_lora(llm, root / spec.llm.lora.path, spec.llm.lora,
-                          merge=quant not in ("4bit", "8bit"))
+    if spec.llm.lora is not None and adapter_dir is not None:
+        llm = attach_lora(llm, adapter_dir, spec.llm.lora, merge=quant not in ("4bit", "8bit"))
     model = SpeechLLM(spec, encoders, bridge, llm, tokenizer, name=str(path), device=device,
                       quant=quant, dtype=next(bridge.parameters()).dtype)
-    model.sha256 = dir_sha256(root)  # speechkit.json, bridge weights and the LoRA adapter
+    model.sha256, model.part_sha256 = checkpoint_sha256(root, parts)
     return model
 
 
-def _load_trainables(root: Path, spec: CheckpointSpec, bridge: Bridge,
-                     encoders: list[Encoder]) -> torch.Tensor | None:
+def _checked_files(root: Path, spec: CheckpointSpec) -> tuple[dict[str, torch.Tensor],
+                                                              Path | None]:
+    """The bridge tensors and the adapter directory, each file resolved inside `root`."""
+    where = f"{root / SPEC_FILE}:"
+    state = load_weights(inside(root, WEIGHTS_FILE, f"{where} bridge weights"))
+    if spec.llm.lora is None:
+        return state, None
+    adapter_dir = inside(root, spec.llm.lora.path, f"{where} llm.lora.path")
+    config, weights = adapter_files(adapter_dir)
+    for file in (config, weights):
+        inside(root, str(file), f"{where} llm.lora.path file")
+    lora_config(adapter_dir, spec.llm.lora)
+    if weights.suffix == ".safetensors":
+        check_safetensors(weights)
+    return state, adapter_dir
+
+
+def _load_trainables(root: Path, spec: CheckpointSpec, state: dict[str, torch.Tensor],
+                     bridge: Bridge, encoders: list[Encoder]) -> torch.Tensor | None:
     """Load bridge + layer weights from the safetensors file; one message for key problems."""
-    state = load_weights(root / WEIGHTS_FILE)
     expected = {f"bridge.{k}": v for k, v in bridge.state_dict().items()}
     for enc in encoders:
         if enc.layer_weights is not None:

@@ -43,19 +43,22 @@ def ensure_smollm2() -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from speechkit.models.safe_load import pretrained
+
     src = gguf_path()
     log.info("converting %s to transformers format in %s (once)", src.name, out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{NAME}.", dir=out.parent))
     try:
-        gguf_model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name,
-                                                          dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
+        gguf_model = pretrained(AutoModelForCausalLM, src.parent, gguf_file=src.name,
+                                dtype=torch.float32)
+        tokenizer = pretrained(AutoTokenizer, src.parent, gguf_file=src.name)
         # save_pretrained refuses a GGUF-loaded model: rebuild it from its config instead.
         config = gguf_model.config
         if hasattr(config, "quantization_config"):
             del config.quantization_config  # the saved copy is plain float32, not GGUF
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32,
+                                                 trust_remote_code=False)
         model.load_state_dict(gguf_model.state_dict(), strict=True)
         model.generation_config = gguf_model.generation_config
         model.save_pretrained(tmp)
