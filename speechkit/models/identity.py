@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from speechkit.errors import SpeechkitError
-from speechkit.hashing import dir_sha256, file_sha256
+from speechkit.hashing import MODEL_SUFFIXES, dir_sha256, file_sha256
 from speechkit.models.base import DecodeOptions, SpeechModel
-from speechkit.models.registry import WEIGHT_SUFFIXES, RuntimeOptions, load_model
+from speechkit.models.registry import RuntimeOptions, load_model
 
 
 @dataclass
@@ -54,7 +54,7 @@ class ModelCard:
 
             model = load_model(self.name, self.runtime)
             loaded = model.describe()
-            if not same_model(loaded, self.identity):
+            if self.identity.get("sha256") and not same_model(loaded, self.identity):
                 raise SpeechkitError(
                     f"{self.name}: its files changed while speechkit read them (sha256 "
                     f"{self.identity.get('sha256')} before loading, {loaded.get('sha256')} after); "
@@ -110,7 +110,7 @@ def _card_of_name(name: str, runtime: RuntimeOptions) -> ModelCard:
             return _speechllm_card(name, path, runtime)
         if _is_whisper_dir(path):
             return ModelCard(name, {"name": name, "family": "whisper", "source": str(path),
-                                    "sha256": dir_sha256(path, WEIGHT_SUFFIXES), **int8},
+                                    "sha256": dir_sha256(path, MODEL_SUFFIXES), **int8},
                              "whisper", local=True, **whisper)
     elif "/" in name and not name.startswith((".", "/", "~")) and not path.exists():
         return ModelCard(name, {"name": name, "family": "whisper", "source": name, **int8},
@@ -124,10 +124,12 @@ def _speechllm_card(name: str, path: Path, runtime: RuntimeOptions) -> ModelCard
     from speechkit.models.registry import resolve_device
     from speechkit.models.speechllm import read_spec
     from speechkit.models.speechllm.llm import default_quant
+    from speechkit.models.speechllm.sources import anchor_sources, checkpoint_sha256, part_directories
 
-    spec = read_spec(path)
+    spec = anchor_sources(read_spec(path), path)
     quant = runtime.quant or default_quant(resolve_device(runtime.device))
-    identity = {"name": name, "type": "speechllm", "sha256": dir_sha256(path), "quant": quant}
+    sha256, _ = checkpoint_sha256(path, part_directories(spec))  # as load_speechllm hashes it
+    identity = {"name": name, "type": "speechllm", "sha256": sha256, "quant": quant}
     return ModelCard(name, identity, "speechllm", default_beam_size=spec.decode.beam_size,
                      default_max_new_tokens=spec.decode.max_new_tokens, local=True,
                      runtime=runtime)
