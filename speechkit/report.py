@@ -16,6 +16,8 @@ from typing import Any
 
 from rich.table import Table
 
+from speechkit.terminal import PlainTable, plain, safe
+
 COLUMNS = ("system", "split", "modality", "metric", "value", "items", "normalizer", "source")
 
 
@@ -88,7 +90,7 @@ def _present_columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
 def rich_table(rows: Sequence[Mapping[str, Any]], title: str | None = None) -> Table:
     """A rich Table of the rows (empty columns left out)."""
     cols = _present_columns(rows)
-    table = Table(title=title, show_lines=False)
+    table = PlainTable(title=title, show_lines=False)
     for c in cols:
         table.add_column(
             c,
@@ -138,7 +140,7 @@ def write_tables(
 
 def compare_table(rows: Sequence[Mapping[str, Any]], title: str | None = None) -> Table:
     """A rich Table of `speechkit.compare.compare_scores` rows, regressions in red."""
-    table = Table(title=title)
+    table = Table(title=None if title is None else plain(title))
     for c in ("metric", "baseline", "new", "delta", "better", "allowed", "status"):
         table.add_column(
             c, justify="right" if c in ("baseline", "new", "delta", "allowed") else "left"
@@ -146,12 +148,12 @@ def compare_table(rows: Sequence[Mapping[str, Any]], title: str | None = None) -
     for r in rows:
         status = "[red]REGRESSED[/]" if r["regressed"] else "ok"
         if r.get("note") and not r["regressed"]:
-            status = f"ok ({r['note']})" if r["baseline"] is not None else r["note"]
+            status = f"ok ({safe(r['note'])})" if r["baseline"] is not None else safe(r["note"])
         elif r["regressed"]:
-            status = f"[red]REGRESSED[/] {r.get('note', '')}"
+            status = f"[red]REGRESSED[/] {safe(r.get('note', ''))}"
         delta = r["delta"]
         table.add_row(
-            r["metric"],
+            plain(r["metric"]),
             _fmt(r["baseline"]),
             _fmt(r["new"]),
             "-" if delta is None else f"{delta:+.4g}",

@@ -17,6 +17,7 @@ from speechkit.models.base import DecodeOptions, SpeechModel
 from speechkit.models.registry import RuntimeOptions, load_model
 from speechkit.models.speaker import SpeakerEmbedder
 from speechkit.runtime import RunStats, Transcriber, peak_memory_mb
+from speechkit.terminal import plain, safe
 
 
 @dataclass
@@ -45,7 +46,7 @@ def _hours(seconds: float) -> str:
 
 
 def summary_table(s: Summary, title: str = "speechkit transcribe") -> Table:
-    t = Table(title=title, show_header=False, title_justify="left")
+    t = Table(title=plain(title), show_header=False, title_justify="left")
     t.add_column(style="bold")
     t.add_column(justify="right")
     t.add_row("files ok", str(s.ok))
@@ -57,7 +58,7 @@ def summary_table(s: Summary, title: str = "speechkit transcribe") -> Table:
     t.add_row("RTFx", f"{s.rtfx:.1f}")
     t.add_row("peak memory", f"{s.peak_rss_mb:,.0f} MB RSS"
               + (f", {s.peak_gpu_mb:,.0f} MB GPU" if s.peak_gpu_mb else ""))
-    t.add_row("results", s.results_path)
+    t.add_row("results", plain(s.results_path))
     return t
 
 
@@ -67,7 +68,7 @@ def load_with_status(model: str | SpeechModel, runtime: RuntimeOptions, console:
     if isinstance(model, SpeechModel):
         return model, 0.0
     t0 = time.perf_counter()
-    with console.status(f"loading {model} ...", spinner="dots") if progress else nullcontext():
+    with console.status(plain(f"loading {model} ..."), spinner="dots") if progress else nullcontext():
         loaded = load_model(model, runtime)
     return loaded, time.perf_counter() - t0
 
@@ -106,7 +107,7 @@ def transcribe_to_jsonl(items: Sequence[Item], model_name: str | SpeechModel, op
     def on_result(result: Result, stats: RunStats) -> None:
         if result.status != "ok":
             failures.append(result)
-            console.print(f"[red]failed:[/] {result.error}", highlight=False, soft_wrap=True)
+            console.print(f"[red]failed:[/] {safe(result.error)}", highlight=False, soft_wrap=True)
         elif echo:
             echoed.append(result)
         bar.update(task_id, completed=stats.done, audio=_hours(stats.audio_s),

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from speechkit.errors import SpeechkitError
+from speechkit.terminal import safe
 
 out = Console()
 err = Console(stderr=True)
@@ -104,7 +105,7 @@ def score(
         )
     print(json.dumps(compact_summary(summary), indent=2, ensure_ascii=False))
     for w in summary["warnings"]:
-        err.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
+        err.print(f"[yellow]warning:[/] {safe(w)}", highlight=False, soft_wrap=True)
     raise typer.Exit(0 if summary["complete"] else 1)
 
 
@@ -137,7 +138,7 @@ def compare(
         out.print(compare_table(rows, title=f"{baseline.name} -> {new.name}"))
     bad = [r["metric"] for r in rows if r["regressed"]]
     if bad:
-        err.print(f"[bold red]regression:[/] {', '.join(bad)}", highlight=False)
+        err.print(f"[bold red]regression:[/] {safe(', '.join(bad))}", highlight=False)
     raise typer.Exit(1 if any_regressed(rows) else 0)
 
 
@@ -175,7 +176,7 @@ def manifest(
         raise SpeechkitError("say where to write the manifest: --out FILE.jsonl")
     report = build_manifest(suite, data_root, split, out_path)
     for w in report.warnings:
-        err.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
+        err.print(f"[yellow]warning:[/] {safe(w)}", highlight=False, soft_wrap=True)
     print(json.dumps(report.to_dict() | {"out": str(out_path)}, indent=2))
     sys.stdout.flush()
     raise typer.Exit(0 if report.complete else 1)
