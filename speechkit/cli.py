@@ -203,6 +203,9 @@ def main(argv: list[str] | None = None) -> None:
         if e.format_message():  # empty after a rich help page (no_args_is_help)
             e.show()
         sys.exit(e.exit_code)
+    except BrokenPipeError:  # the reader went away (`speechkit ... | head`), as click and rich do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
     except (KeyboardInterrupt, typer.Abort):
         err.print(INTERRUPTED, highlight=False)
         sys.exit(130)
