@@ -236,3 +236,20 @@ def test_file_names_that_look_like_markup_print_as_they_are(testdata, make_media
     missing = speechkit("transcribe", "[/red].wav", cwd=tmp_path)  # also a glob pattern
     assert missing.returncode == 2
     assert "[/red].wav" in missing.stderr and "unexpected" not in missing.stderr
+
+
+def test_tables_print_markup_looking_names_as_they_are():
+    from rich.console import Console
+
+    from speechkit.report import compare_table, rich_table
+
+    console = Console(width=200, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
+    console.print(rich_table([{"system": "[/x]model[bold]", "metric": "wer", "value": 0.1,
+                               "source": "this run"}], title="[/red]suite: [bold]model"))
+    console.print(compare_table([{"metric": "[/x]wer", "baseline": 0.1, "new": 0.2, "delta": 0.1,
+                                  "direction": "lower", "threshold": 0.0, "regressed": True,
+                                  "note": "[/note]"}], title="a[/x].json -> [bold]b.json"))
+    text = console.export_text()
+    for s in ("[/x]model[bold]", "[/red]suite: [bold]model", "[/x]wer", "[/note]",
+              "a[/x].json -> [bold]b.json"):
+        assert s in text
