@@ -319,8 +319,10 @@ def run_bench(suite_name: str | Path | Suite, model_name: str | SpeechModel = "w
     suite = resolve_suite(suite_name, task)
     resolve_data_root(suite, data_root)  # fail before the model loads
     split_name, split_opts = suite.split(split)
-    if isinstance(model_name, str) and not suite.modalities and names_whisper(model_name):
-        _whisper_task(model_name, suite, split_name, suite.task, split_opts.get("target_language"))
+    loaded = isinstance(model_name, SpeechModel)
+    if not suite.modalities and (_is_whisper(model_name) if loaded else names_whisper(model_name)):
+        _whisper_task(model_name.name if loaded else model_name, suite, split_name, suite.task,
+                      split_opts.get("target_language"))
     built = suite_items(suite, data_root, split_name, limit=limit, shard=shard)  # layout, --shard
     model, load_s = load_with_status(model_name, runtime, console, progress)
     p = plan(suite, model, data_root=data_root, split=split, modality=modality, limit=limit,
