@@ -47,6 +47,7 @@ from speechkit.suites import (
     resolve_data_root,
     suite_items,
 )
+from speechkit.terminal import plain, safe
 
 # What a Whisper model can do with each suite task (Whisper translates into English only).
 WHISPER_TASKS = {"asr": "transcribe", "avsr": "transcribe", "st": "translate"}
@@ -107,13 +108,26 @@ def model_modalities(model: SpeechModel | ModelCard) -> tuple[str, ...]:
     return tuple(getattr(model, "modalities", ("audio",)))
 
 
+def _whisper_task(model_name: str, suite: Suite, split: str, task: str, target: str | None) -> str:
+    """What a Whisper model is asked to do for a suite task; what it cannot do is an error."""
+    whisper_task = WHISPER_TASKS.get(task)
+    if whisper_task is None or (task == "st" and target != "en"):
+        what = f"{task} into {target}" if task == "st" else task
+        raise SpeechkitError(f"{model_name} is a Whisper model: it cannot do {what} "
+                             f"({suite.name}/{split}); use a speech-LLM checkpoint (--model DIR)")
+    return whisper_task
+
+
 def plan(suite_name: str | Path | Suite, model: SpeechModel | ModelCard, *,
          data_root: str | Path | None = None,
          split: str | None = None, modality: str | None = None, limit: int | None = None,
          shard: str | None = None, out_dir: str | Path | None = None,
-         decode: DecodeOptions = DecodeOptions(), console: Console | None = None) -> BenchPlan:
+         decode: DecodeOptions = DecodeOptions(), console: Console | None = None,
+         built: tuple[list[Item], Any] | None = None) -> BenchPlan:
     """Resolve suite, split, modality, task and items for `model` (loaded or only known by
-    its card); errors say what to change."""
+    its card); errors say what to change.
+
+    `built`: the split's (items, report) from `suite_items` when the caller already has them."""
     console = console or Console(stderr=True)
     model = model_card(model)
     suite = resolve_suite(suite_name)
@@ -128,8 +142,8 @@ def plan(suite_name: str | Path | Suite, model: SpeechModel | ModelCard, *,
                 if modality is None:
                     raise SpeechkitError(f"{model.name} reads {', '.join(readable)} only and suite "
                                          f"{suite.name} has modalities {', '.join(suite.modalities)}")
-                console.print(f"{model.name} reads {', '.join(readable)} only: running the "
-                              f"{modality} track of {suite.name} (--modality to choose)")
+                console.print(plain(f"{model.name} reads {', '.join(readable)} only: running the "
+                                    f"{modality} track of {suite.name} (--modality to choose)"))
         if modality not in suite.modalities:
             raise SpeechkitError(f"suite {suite.name} has no modality {modality!r}; choose one of: "
                                  f"{', '.join(suite.modalities)}")
@@ -148,12 +162,7 @@ def plan(suite_name: str | Path | Suite, model: SpeechModel | ModelCard, *,
     if speaker:
         options = replace(decode, task="sv")
     elif model.family == "whisper":
-        whisper_task = WHISPER_TASKS.get(task)
-        if whisper_task is None or (task == "st" and target != "en"):
-            what = f"{task} into {target}" if task == "st" else task
-            raise SpeechkitError(f"{model.name} is a Whisper model: it cannot do {what} "
-                                 f"({suite.name}/{split_name}); use a speech-LLM checkpoint "
-                                 "(--model DIR)")
+        whisper_task = _whisper_task(model.name, suite, split_name, task, target)
         options = replace(decode, task=whisper_task, language=decode.language or source)
     else:
         options = replace(decode, task=task, language=decode.language or source,
@@ -162,7 +171,7 @@ def plan(suite_name: str | Path | Suite, model: SpeechModel | ModelCard, *,
         raise SpeechkitError(f"{model.name} is a speaker-embedding model: it runs sv suites "
                              f"(voxceleb1-o), not {task} ({suite.name})")
 
-    items, report = suite_items(suite, data_root, split_name, limit=limit, shard=shard)
+    items, report = built or suite_items(suite, data_root, split_name, limit=limit, shard=shard)
     for it in items:
         if prompt and (it.prompt is None or it.prompt == suite.prompt):
             it.prompt = prompt
@@ -339,22 +348,26 @@ def run_bench(suite_name: str | Path | Suite,
     out = out or Console()
     suite = resolve_suite(suite_name, task)
     resolve_data_root(suite, data_root)  # fail before the model loads
+    split_name, split_opts = suite.split(split)
     model = model_card(model_name, runtime)  # its identity; the weights load only if needed
+    if not suite.modalities and model.family == "whisper":
+        _whisper_task(model.name, suite, split_name, suite.task, split_opts.get("target_language"))
+    built = suite_items(suite, data_root, split_name, limit=limit, shard=shard)  # layout, --shard
     p = plan(suite, model, data_root=data_root, split=split, modality=modality, limit=limit,
-             shard=shard, out_dir=out_dir, decode=decode, console=console)
+             shard=shard, out_dir=out_dir, decode=decode, console=console, built=built)
     p.normalizer = normalizer
     p.options = model.resolve(p.options)
     for w in p.report.warnings:
-        console.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
+        console.print(f"[yellow]warning:[/] {safe(w)}", highlight=False, soft_wrap=True)
     p.out_dir.mkdir(parents=True, exist_ok=True)
     what = f"{p.suite.name}/{p.split}" + (f" ({p.modality})" if p.modality else "")
     with ResultWriter(p.predictions, overwrite=overwrite) as writer:
         writer.check_reuse([it.id for it in p.items], model.identity, p.options.to_dict())
         if not overwrite and (n := absorb_shards(p, writer, model.identity)):
-            console.print(f"took {n} finished item(s) from the shard files in {p.out_dir}")
+            console.print(plain(f"took {n} finished item(s) from the shard files in {p.out_dir}"))
         sel = f", {p.report.selection}" if p.report.selection else ""
-        console.print(f"[bold]{what}[/]: {len(p.items)} item(s){sel} -> {p.predictions}",
-                      highlight=False)
+        console.print(f"[bold]{safe(what)}[/]: {len(p.items)} item(s){safe(sel)} -> "
+                      f"{safe(p.predictions)}", highlight=False)
         summary_run = transcribe_to_jsonl(p.items, model, p.options, writer, runtime=runtime,
                                           batch_size=batch_size, console=console,
                                           progress=progress, label="benchmarking",
@@ -364,9 +377,8 @@ def run_bench(suite_name: str | Path | Suite,
     paths = write_tables(rows, p.out_dir, stem=f"results.{p.stem}" if p.shard else "results")
     out.print(rich_table(rows, title=f"{what}: {model.name}"))
     for w in summary["warnings"]:
-        console.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
-    console.print(f"scores: {p.scores}; tables: {paths['markdown']}, {paths['csv']}",
-                  highlight=False)
+        console.print(f"[yellow]warning:[/] {safe(w)}", highlight=False, soft_wrap=True)
+    console.print(plain(f"scores: {p.scores}; tables: {paths['markdown']}, {paths['csv']}"))
     if not summary["complete"]:
         console.print(Text.assemble(("incomplete: ", "bold yellow"), "; ".join(summary["incomplete"])))
     return summary

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import sys
@@ -13,7 +14,9 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from speechkit import __version__
+from speechkit.commands.options import language_option, target_language_option
 from speechkit.errors import SpeechkitError
+from speechkit.terminal import safe
 
 app = typer.Typer(
     name="speechkit",
@@ -24,6 +27,7 @@ app = typer.Typer(
 )
 err = Console(stderr=True)
 _state = {"debug": False}
+INTERRUPTED = "interrupted: finished results are kept; rerun the same command to resume"
 
 
 def _version(value: bool) -> None:
@@ -65,9 +69,12 @@ def transcribe(
         "Whisper: transcribe or translate (to English). Speech LLMs: asr, st, er, sv, sqa, aac."))
     ] = "transcribe",
     language: Annotated[str | None, typer.Option(
-        "--language", "-l", help="Spoken language code (en, de, ...); detected when omitted.")] = None,
+        "--language", "-l", callback=language_option,
+        help="Spoken language: a code or English name (en, de, english); detected when omitted.")
+    ] = None,
     target_language: Annotated[str | None, typer.Option(
-        help="Target language for speech translation with speech LLMs.")] = None,
+        callback=target_language_option,
+        help="Target language for speech translation with speech LLMs (de, german).")] = None,
     prompt: Annotated[str | None, typer.Option(help="Override the task prompt (speech LLMs).")] = None,
     beam_size: Annotated[int | None, typer.Option(min=1, help=(
         "1 = greedy; >1 = beam search. Default: the model's (Whisper 1; a checkpoint's "
@@ -111,10 +118,13 @@ def transcribe(
     from speechkit.formats import parse_formats
     from speechkit.models.base import DecodeOptions
     from speechkit.models.registry import RuntimeOptions
+    from speechkit.preflight import check_inputs, check_task
     from speechkit.transcribe import transcribe_to_jsonl
 
     formats = parse_formats(fmt)
     items = expand_inputs(inputs)
+    check_inputs(items)
+    check_task(model, task)
     if audio_stream is not None:
         for it in items:
             it.meta["audio_stream"] = audio_stream
@@ -139,33 +149,78 @@ def _register_subcommands() -> None:
     checkpoint.register(app)
 
 
-def main() -> None:
-    """Console entry point: user errors print one line and exit non-zero, no traceback."""
+def _unwrap(text: str) -> str:
+    """Docstring paragraphs as single lines, for the terminal to wrap (click's \\b kept)."""
+    paragraphs = inspect.cleandoc(text).split("\n\n")
+    return "\n\n".join(p if p.startswith("\b") else " ".join(line.strip() for line in p.splitlines())
+                       for p in paragraphs)
+
+
+def plain_help(command, parent=None) -> None:
+    """Help without type placeholders (`<bool>`, `<list[str]>`) and without the docstrings'
+    line breaks: flags show no value, options a name (`--model MODEL`), arguments `INPUTS`."""
+    ctx = command.context_class(command, parent=parent, info_name=command.name,
+                                **command.context_settings)
+    help_option = command.get_help_option(ctx)
+    for param in [*command.params, *([help_option] if help_option is not None else [])]:
+        if param.metavar is not None:
+            continue
+        if getattr(param, "is_flag", False):
+            param.metavar = ""
+        elif param.param_type_name == "argument":
+            param.metavar = param.name.upper()
+            if hasattr(param, "display_type_rich"):  # newer typer: the type beside an argument
+                param.display_type_rich = lambda ctx: None
+        else:
+            long = next((o for o in param.opts if o.startswith("--")), param.opts[0])
+            param.metavar = long.split("-")[-1].upper()  # --beam-size SIZE, --output-dir DIR
+    if command.help:
+        command.help = _unwrap(command.help)
+    for sub in getattr(command, "commands", {}).values():
+        plain_help(sub, ctx)
+
+
+def _program_name() -> str:
+    name = Path(sys.argv[0]).name
+    return "python -m speechkit" if name == "__main__.py" else name or "speechkit"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: usage errors exit 2 with click's message, user errors print one
+    line, Ctrl-C prints how to resume and exits 130; no traceback unless --debug."""
+    # Newer typer parses with its own copy of click, older typer with click itself: take the
+    # usage-error class from whichever module defines typer.BadParameter.
+    click_exception = sys.modules[typer.BadParameter.__module__].ClickException
     _register_subcommands()
+    command = typer.main.get_command(app)
+    plain_help(command)
+    args = sys.argv[1:] if argv is None else list(argv)
     try:
-        rc = app(standalone_mode=False)
+        # make_context + invoke rather than standalone_mode: typer's main turns Ctrl-C into a
+        # silent exit 130 and shows usage errors as its own panels.
+        with command.make_context(_program_name(), args) as ctx:
+            rc = command.invoke(ctx)
     except SpeechkitError as e:
         if _state["debug"]:
             err.print_exception()
-        err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {safe(e)}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
     except typer.Exit as e:
         sys.exit(e.exit_code)
-    except typer.Abort:
-        err.print("aborted")
-        sys.exit(130)
-    except KeyboardInterrupt:
-        err.print("interrupted: finished results are kept; rerun the same command to resume")
-        sys.exit(130)
-    except Exception as e:  # click usage errors and anything unforeseen
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
+    except click_exception as e:
+        if e.format_message():  # empty after a rich help page (no_args_is_help)
             e.show()
-            sys.exit(e.exit_code)
+        sys.exit(e.exit_code)
+    except BrokenPipeError:  # the reader went away (`speechkit ... | head`), as click and rich do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
+    except (KeyboardInterrupt, typer.Abort):
+        err.print(INTERRUPTED, highlight=False)
+        sys.exit(130)
+    except Exception as e:  # anything unforeseen: one line, the traceback behind --debug
         if _state["debug"]:
             raise
-        err.print(f"[bold red]error:[/] unexpected {type(e).__name__}: {e} (rerun with --debug "
-                  "for the traceback)", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] unexpected {type(e).__name__}: {safe(e)} (rerun with "
+                  "--debug for the traceback)", highlight=False, soft_wrap=True)
         sys.exit(1)
     sys.exit(rc if isinstance(rc, int) else 0)

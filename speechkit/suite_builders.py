@@ -18,24 +18,11 @@ from typing import Any
 
 from speechkit.data import Item, read_manifest
 from speechkit.errors import SpeechkitError
+from speechkit.languages import language_name
 from speechkit.suites import Built, Suite, register_builder
 
 # IEMOCAP 4-class protocol: excited is merged into happy.
 IEMOCAP_LABELS = {"neu": "neutral", "hap": "happy", "exc": "happy", "sad": "sad", "ang": "angry"}
-LANGUAGE_NAMES = {
-    "en": "English",
-    "de": "German",
-    "fr": "French",
-    "es": "Spanish",
-    "zh": "Chinese",
-    "ja": "Japanese",
-    "it": "Italian",
-    "ru": "Russian",
-    "pt": "Portuguese",
-    "nl": "Dutch",
-    "ar": "Arabic",
-    "tr": "Turkish",
-}
 _SPHINX_LINE = re.compile(r"^<s>(.*)</s>\s*\(([^)]+)\)\s*$")
 
 
@@ -211,7 +198,7 @@ def covost2(suite: Suite, root: Path, split: str, opts: dict[str, Any]) -> Built
     if tsv is None:
         raise _layout_error(suite, split, f"{name} not in {root}, {root}/{src} or {root}/covost")
     clips = _first(root / src / "clips", root / "clips", want_dir=True) or root / src / "clips"
-    prompt = (suite.prompt or "").format(target_language_name=LANGUAGE_NAMES.get(tgt, tgt))
+    prompt = (suite.prompt or "").format(target_language_name=language_name(tgt))
     items, missing = [], []
     with open(tsv, encoding="utf-8", newline="") as fh:
         reader = csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)

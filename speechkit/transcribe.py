@@ -19,6 +19,7 @@ from speechkit.models.registry import RuntimeOptions
 from speechkit.models.speaker import SpeakerEmbedder
 from speechkit.results import ResultWriter
 from speechkit.runtime import RunStats, Transcriber, peak_memory_mb
+from speechkit.terminal import plain, safe
 
 
 @dataclass
@@ -47,7 +48,7 @@ def _hours(seconds: float) -> str:
 
 
 def summary_table(s: Summary, title: str = "speechkit transcribe") -> Table:
-    t = Table(title=title, show_header=False, title_justify="left")
+    t = Table(title=plain(title), show_header=False, title_justify="left")
     t.add_column(style="bold")
     t.add_column(justify="right")
     t.add_row("files ok", str(s.ok))
@@ -59,7 +60,7 @@ def summary_table(s: Summary, title: str = "speechkit transcribe") -> Table:
     t.add_row("RTFx", f"{s.rtfx:.1f}")
     t.add_row("peak memory", f"{s.peak_rss_mb:,.0f} MB RSS"
               + (f", {s.peak_gpu_mb:,.0f} MB GPU" if s.peak_gpu_mb else ""))
-    t.add_row("results", s.results_path)
+    t.add_row("results", plain(s.results_path))
     return t
 
 
@@ -72,7 +73,7 @@ def load_with_status(model: str | SpeechModel | ModelCard, runtime: RuntimeOptio
     if card.model is not None:
         return card.model, 0.0
     t0 = time.perf_counter()
-    with console.status(f"loading {card.name} ...", spinner="dots") if progress else nullcontext():
+    with console.status(plain(f"loading {card.name} ..."), spinner="dots") if progress else nullcontext():
         loaded = card.load()
     return loaded, time.perf_counter() - t0
 
@@ -154,7 +155,7 @@ def transcribe_to_jsonl(items: Sequence[Item], model_name: str | SpeechModel | M
     def on_result(result: Result, stats: RunStats) -> None:
         if result.status != "ok":
             failures.append(result)
-            console.print(f"[red]failed:[/] {result.error}", highlight=False, soft_wrap=True)
+            console.print(f"[red]failed:[/] {safe(result.error)}", highlight=False, soft_wrap=True)
         elif echo:
             echoed.append(result)
         on_progress(stats)

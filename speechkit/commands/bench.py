@@ -8,6 +8,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from speechkit.commands.options import language_option
+
 out = Console()
 err = Console(stderr=True)
 
@@ -45,7 +47,8 @@ def bench(
     max_new_tokens: Annotated[int | None, typer.Option(
         min=1, help="Most tokens per segment (default: the model's).", show_default=False)] = None,
     language: Annotated[str | None, typer.Option(
-        "--language", "-l", help="Spoken language (default: the suite's).")] = None,
+        "--language", "-l", callback=language_option,
+        help="Spoken language, a code or English name (default: the suite's).")] = None,
     prompt: Annotated[str | None, typer.Option(help="Override the task prompt (speech LLMs).")] = None,
     batch_size: Annotated[int, typer.Option(
         min=0, help="Segments per forward pass; 0 = auto (8 on CPU, 32 on GPU).")] = 0,

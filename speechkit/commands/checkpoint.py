@@ -10,6 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from speechkit.terminal import PlainTable, plain
+
 out = Console()
 
 checkpoint_app = typer.Typer(help="Create speech-LLM checkpoints.", no_args_is_help=True)
@@ -54,9 +56,9 @@ def new(
                           template=template, layer_weights=layer_weights,
                           added_tokens=added_token or None, overwrite=force)
     enc = spec.encoders[0]
-    out.print(f"wrote {out_dir}: {enc.type} {enc.source} ({enc.dim}) -> {spec.bridge.type} "
-              f"x{rate} -> {spec.llm.source} ({spec.llm.hidden_size}), template "
-              f"{spec.prompt.template}", highlight=False)
+    out.print(plain(f"wrote {out_dir}: {enc.type} {enc.source} ({enc.dim}) -> {spec.bridge.type} "
+                    f"x{rate} -> {spec.llm.source} ({spec.llm.hidden_size}), template "
+                    f"{spec.prompt.template}"))
 
 
 @models_app.callback(invoke_without_command=True)
@@ -111,7 +113,7 @@ def show(
                     n_params += _numel(h, k)
         except Exception as e:  # SafetensorError: a damaged file or a pickle
             raise bad_safetensors(weights, e) from None
-    table = Table("part", "value", box=None, show_header=False)
+    table = PlainTable("part", "value", box=None, show_header=False)
     for e in spec.encoders:
         extra = ", weighted layer sum" if e.layer_weights else ""
         table.add_row(f"encoder ({e.modality})", f"{e.type} {e.source} ({e.dim}-d, "

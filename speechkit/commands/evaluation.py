@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.text import Text
 
 from speechkit.errors import SpeechkitError
+from speechkit.terminal import safe
 
 out = Console()
 err = Console(stderr=True)
@@ -179,7 +180,7 @@ def manifest(
         raise SpeechkitError("say where to write the manifest: --out FILE.jsonl")
     report = build_manifest(suite, data_root, split, out_path)
     for w in report.warnings:
-        err.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
+        err.print(f"[yellow]warning:[/] {safe(w)}", highlight=False, soft_wrap=True)
     print(strict_json.dumps(report.to_dict() | {"out": str(out_path)}, indent=2))
     sys.stdout.flush()
     raise typer.Exit(0 if report.complete else 1)

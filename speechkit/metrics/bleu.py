@@ -15,6 +15,8 @@ from typing import Any
 
 from sacrebleu.metrics import BLEU, CHRF
 
+from speechkit.languages import language_code
+
 # Languages written without spaces between words: word n-grams are meaningless there.
 CHAR_LEVEL_LANGUAGES = frozenset({"th", "lo", "km", "my"})
 
@@ -24,8 +26,8 @@ def _has_module(name: str) -> bool:
 
 
 def tokenizer_for(target_language: str | None) -> str:
-    """sacreBLEU tokenizer name for a target language code (`de`, `zh-CN`, `ja`, ...)."""
-    lang = (target_language or "").lower().replace("_", "-").split("-")[0]
+    """sacreBLEU tokenizer name for a target language (`de`, `zh-CN`, `ja`, `Japanese`, ...)."""
+    lang = language_code(target_language or "")
     if lang == "zh":
         return "zh"
     if lang == "ja":

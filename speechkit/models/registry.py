@@ -110,3 +110,16 @@ def load_model(name: str = DEFAULT_MODEL, runtime: RuntimeOptions = RuntimeOptio
     choices = ", ".join(sorted(BUILTIN_WHISPER))
     raise SpeechkitError(f"unknown model {name!r}: use a built-in name ({choices}), a local "
                          "directory or a hub id like openai/whisper-small")
+
+
+def names_whisper(name: str) -> bool:
+    """Whether `load_model(name)` loads a Whisper model, known without loading anything."""
+    from speechkit.models.speechllm.checkpoint import is_speechllm_checkpoint
+    from speechkit.models.whisper_ct2 import BUILTIN_WHISPER
+
+    path = Path(name).expanduser()
+    if name in BUILTIN_WHISPER:
+        return True
+    if path.is_dir():
+        return _is_whisper_dir(path) and not is_speechllm_checkpoint(path)
+    return not path.exists() and "/" in name and not name.startswith((".", "/", "~"))  # hub id

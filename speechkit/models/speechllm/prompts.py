@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from speechkit.errors import SpeechkitError
+from speechkit.languages import language_name
 from speechkit.models.speechllm.checkpoint import PromptSpec
 
 SPEECH = "<|speechkit-speech|>"  # sentinel: the text is split here and the embeddings spliced in
@@ -24,12 +25,6 @@ DEFAULT_TASK_PROMPTS = {
 # Llama-AVSR prompts (umbertocappellazzo/Llama-AVSR): ASR only.
 LLAMA_AVSR_TASK_PROMPTS = {"asr": "Transcribe speech to text."}
 WAVLLM_SYSTEM = "You are a helpful assistant."  # Llama-2 chat system slot; override in the spec
-LANGUAGE_NAMES = {
-    "en": "English", "de": "German", "fr": "French", "es": "Spanish", "it": "Italian",
-    "pt": "Portuguese", "nl": "Dutch", "ru": "Russian", "zh": "Chinese", "ja": "Japanese",
-    "ko": "Korean", "ar": "Arabic", "tr": "Turkish", "pl": "Polish", "ca": "Catalan",
-    "fa": "Persian", "et": "Estonian", "mn": "Mongolian", "sv": "Swedish", "cy": "Welsh",
-}
 
 
 def canonical_task(task: str) -> str:
@@ -60,8 +55,7 @@ def task_prompt(spec: PromptSpec, task: str, target_language: str | None = None,
     if "{target_language}" in text:
         if not target_language:
             raise SpeechkitError(f"task {task!r} needs --target-language (e.g. de)")
-        text = text.replace("{target_language}", LANGUAGE_NAMES.get(target_language,
-                                                                    target_language))
+        text = text.replace("{target_language}", language_name(target_language))
     return text
 
 
