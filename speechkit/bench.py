@@ -35,7 +35,7 @@ from speechkit.errors import SpeechkitError
 from speechkit.metrics.scorers import canonical_task
 from speechkit.models.base import DecodeOptions, SpeechModel
 from speechkit.models.identity import ModelCard, model_card
-from speechkit.models.registry import RuntimeOptions
+from speechkit.models.registry import RuntimeOptions, names_whisper
 from speechkit.report import rich_table, table_rows, write_tables
 from speechkit.results import ResultWriter, check_reuse
 from speechkit.scoring import score_predictions
@@ -349,10 +349,13 @@ def run_bench(suite_name: str | Path | Suite,
     suite = resolve_suite(suite_name, task)
     resolve_data_root(suite, data_root)  # fail before the model loads
     split_name, split_opts = suite.split(split)
-    model = model_card(model_name, runtime)  # its identity; the weights load only if needed
-    if not suite.modalities and model.family == "whisper":
-        _whisper_task(model.name, suite, split_name, suite.task, split_opts.get("target_language"))
+    loaded = not isinstance(model_name, (str, Path))
+    if not suite.modalities and (model_card(model_name).family == "whisper" if loaded
+                                 else names_whisper(str(model_name))):
+        _whisper_task(model_card(model_name).name if loaded else str(model_name), suite,
+                      split_name, suite.task, split_opts.get("target_language"))
     built = suite_items(suite, data_root, split_name, limit=limit, shard=shard)  # layout, --shard
+    model = model_card(model_name, runtime)  # its identity; the weights load only if needed
     p = plan(suite, model, data_root=data_root, split=split, modality=modality, limit=limit,
              shard=shard, out_dir=out_dir, decode=decode, console=console, built=built)
     p.normalizer = normalizer
