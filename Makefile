@@ -31,7 +31,7 @@ install: $(STAMP)
 	bash scripts/fetch-testdata.sh .testdata
 
 transcribe: $(STAMP) .testdata/pocketsphinx/librivox/transcription
-	$(BIN)/speechkit transcribe $(SAMPLE) --output-dir outputs --format srt,txt
+	$(BIN)/speechkit transcribe $(SAMPLE) --output-dir outputs --output-format srt,txt
 
 test: $(STAMP) .testdata/pocketsphinx/librivox/transcription
 	$(BIN)/python -m pytest -q

@@ -240,3 +240,22 @@ def test_a_loop_that_survives_every_temperature_is_flagged(random_whisper, testd
                    no_speech_prob=0.0, temperature=1.0, truncated=True)
     hyp = random_whisper._hypothesis([(0.0, loop)], "en", clip, DecodeOptions())
     assert "repetition loop" in hyp.extras["warning"] and hyp.text
+
+
+@pytest.mark.slow
+def test_without_a_terminal_progress_is_plain_lines(whisper_base, testdata, tmp_path, monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    import speechkit.transcribe as tr
+
+    monkeypatch.setattr(tr, "PROGRESS_LINE_EVERY_S", 0.0)
+    log = io.StringIO()
+    clips = [str(p) for p, _ in _read_speech(testdata)[:2]]
+    tr.transcribe_to_jsonl(expand_inputs(clips), whisper_base, DecodeOptions(language="en"),
+                           tmp_path / "r.jsonl", console=Console(file=log, force_terminal=False),
+                           batch_size=1)
+    lines = [ln for ln in log.getvalue().splitlines() if ln.startswith("transcribing: ")]
+    assert lines and lines[-1].startswith("transcribing: 2/2 files, 0:00:")
+    assert "\x1b[" not in log.getvalue()  # no live bar or colour codes in a log
