@@ -79,7 +79,7 @@ def transcribe(
     beam_size: Annotated[int | None, typer.Option(min=1, help=(
         "1 = greedy; >1 = beam search; Whisper falls back to sampling either way when the text "
         "loops or is unlikely. Default: the model's (Whisper 1: on a 2-core CPU beam 5 took "
-        "2.3x the time for 0.6 WER points; a checkpoint's speechkit.json decode settings)."),
+        "3.7x the time for 0.6 WER points; a checkpoint's speechkit.json decode settings)."),
         show_default=False)] = None,
     max_new_tokens: Annotated[int | None, typer.Option(min=1, help=(
         "Most tokens generated per 30 s segment. Default: the model's (Whisper 224; a "
