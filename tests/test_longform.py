@@ -259,3 +259,23 @@ def test_without_a_terminal_progress_is_plain_lines(whisper_base, testdata, tmp_
     lines = [ln for ln in log.getvalue().splitlines() if ln.startswith("transcribing: ")]
     assert lines and lines[-1].startswith("transcribing: 2/2 files, 0:00:")
     assert "\x1b[" not in log.getvalue()  # no live bar or colour codes in a log
+
+
+@pytest.mark.slow
+def test_word_timestamps_cover_each_segment_in_order(whisper_base, testdata, tmp_path):
+    clip, ref = _read_speech(testdata)[0]
+    out = tmp_path / "r.jsonl"
+    transcribe_items(expand_inputs([str(clip)]), whisper_base,
+                     DecodeOptions(language="en", word_timestamps=True), out,
+                     formats=("srt",), format_dir=tmp_path)
+    r = next(iter(read_results(out).values()))  # read back through the results file
+    assert r.decode["word_timestamps"] is True and r.segments
+    for seg in r.segments:
+        assert seg.words and " ".join(w.word for w in seg.words) == seg.text
+        starts = [w.start for w in seg.words]
+        assert starts == sorted(starts)
+        assert all(seg.start <= w.start <= w.end <= seg.end for w in seg.words)
+    spoken = [w for s in r.segments for w in s.words]
+    assert spoken[-1].end > spoken[0].start + 4.0  # a 7 s sentence spread over its time
+    assert words(" ".join(w.word for w in spoken)) == words(r.text)
+    assert (tmp_path / f"{clip.stem}.srt").read_text().count(" --> ") >= 2  # 42-column cues

@@ -157,8 +157,10 @@ class WhisperModel(SpeechModel):
             prompt_ids = [self.decoder.tok.prompt(langs[i], options.task) for i, _ in todo]
             decoded = self.decoder.decode(enc, prompt_ids, options.beam_size, options.max_new_tokens)
             again = []
-            for (i, offset), d in zip(todo, decoded, strict=True):
+            for k, ((i, offset), d) in enumerate(zip(todo, decoded, strict=True)):
                 d.tokens, resume = resume_point(d.tokens, self.decoder.tok.timestamp_begin)
+                if options.word_timestamps:
+                    d.states = enc[k]  # the word-timing pass reuses this window's encoding
                 parts[i].append((offset, d))
                 left_s = len(audios[i]) / SAMPLE_RATE - offset
                 if resume is not None and MIN_RESUME_S < resume < left_s - MIN_RESUME_S:
@@ -182,7 +184,7 @@ class WhisperModel(SpeechModel):
                 continue
             found = [(s, e, ids) for s, e, ids in split_segments(d.tokens, tb, duration_s - offset)
                      if tok.decode(ids).strip()]
-            words = self._words(audio, offset, language, options, found)
+            words = self._words(d, audio, offset, language, options, found)
             for k, (s, e, ids) in enumerate(found):
                 segments.append(Segment(s, e, tok.decode(ids).strip(), words[k] if words else None
                                         ).shifted(offset, duration_s))
@@ -204,13 +206,16 @@ class WhisperModel(SpeechModel):
         return Hypothesis(text=" ".join(t for t in texts if t), language=language,
                           segments=segments, extras=extras)
 
-    def _words(self, audio: np.ndarray, offset: float, language: str, options: DecodeOptions,
-               found: list[tuple[float, float, list[int]]]) -> list[list[Word]] | None:
+    def _words(self, d: Decoded, audio: np.ndarray, offset: float, language: str,
+               options: DecodeOptions, found: list[tuple[float, float, list[int]]]
+               ) -> list[list[Word]] | None:
         """Each segment's words with times relative to the window (one attention pass)."""
         if not options.word_timestamps or not found:
             return None
         clip = audio[int(round(offset * SAMPLE_RATE)):]
-        enc = self.decoder.encode(self.features([clip]).to(self._device, dtype=self.dtype))[0]
+        enc = d.states
+        if enc is None:
+            enc = self.decoder.encode(self.features([clip]).to(self._device, dtype=self.dtype))[0]
         tok = self.decoder.tok
         timed = align_words(self.model, self.processor.tokenizer, enc,
                             tok.prompt(language, options.task), tok.no_timestamps, tok.eot,

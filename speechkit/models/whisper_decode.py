@@ -78,6 +78,7 @@ class Decoded:
     no_speech_prob: float
     temperature: float
     truncated: bool  # stopped at max_new_tokens without an end-of-text
+    states: torch.Tensor | None = None  # the window's encoder output, kept for word timing
 
     def needs_fallback(self) -> bool:
         if self.is_silence():
