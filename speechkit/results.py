@@ -134,16 +134,17 @@ def _compact(real: Path, data: bytes) -> dict[str, Result]:
 
 
 def same_model(recorded: dict[str, Any] | None, current: dict[str, Any] | None) -> bool:
-    """Whether two model records name the same weights: by sha256 where either has one,
-    else by source (or name); a speech LLM's quantization must match too."""
+    """Whether two model records name the same weights: by sha256 where both have one,
+    else by source (or name); the quantization must match too. The loaded model is checked
+    again once its weights are in (a hub model's hash is known only then)."""
     if not recorded or not current:
         return False
-    if recorded.get("sha256") or current.get("sha256"):
-        if recorded.get("sha256") != current.get("sha256"):
+    if recorded.get("sha256") and current.get("sha256"):
+        if recorded["sha256"] != current["sha256"]:
             return False
     elif (recorded.get("source") or recorded.get("name")) != (current.get("source")
                                                                or current.get("name")):
-        return False
+        return False  # a hub model has no hash before it is downloaded: its source decides
     return recorded.get("quant") == current.get("quant")
 
 

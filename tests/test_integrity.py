@@ -366,3 +366,13 @@ def test_a_shard_merge_refuses_lines_of_other_settings(whisper_base, testdata, t
                                              r"item\(s\) were made with beam_size 1"):
         run_bench("librivox-mini", whisper_base, decode=DecodeOptions(beam_size=2), **kw)
     assert not (tmp_path / "s" / "predictions.jsonl").read_text()
+
+
+def test_models_are_the_same_by_hash_or_before_download_by_source():
+    from speechkit.results import same_model
+
+    hub = {"name": "org/whisper", "source": "hub:org/whisper"}
+    assert same_model(hub, {**hub, "sha256": "a"})  # known before and after the download
+    assert not same_model({**hub, "sha256": "a"}, {**hub, "sha256": "b"})
+    assert not same_model({"name": "x", "sha256": "a"}, {"name": "x", "sha256": "a", "quant": "int8"})
+    assert not same_model(hub, {"name": "org/other", "source": "hub:org/other"})

@@ -113,7 +113,7 @@ def _card_of_name(name: str, runtime: RuntimeOptions) -> ModelCard:
                                     "sha256": dir_sha256(path, MODEL_SUFFIXES), **int8},
                              "whisper", local=True, **whisper)
     elif "/" in name and not name.startswith((".", "/", "~")) and not path.exists():
-        return ModelCard(name, {"name": name, "family": "whisper", "source": name, **int8},
+        return ModelCard(name, {"name": name, "family": "whisper", "source": f"hub:{name}", **int8},
                          "whisper", **whisper)
     load_model(name, runtime)  # anything else: the loader says what is wrong with it
     raise SpeechkitError(f"{name}: not a model speechkit can identify; pass a built-in name, "
