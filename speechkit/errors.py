@@ -7,6 +7,12 @@ class SpeechkitError(Exception):
     exit_code = 2
 
 
+def first_line(e: BaseException, limit: int | None = None) -> str:
+    """The first line of an exception's message (its type when it has none), for one-line
+    error messages; at most `limit` characters."""
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:limit]
+
+
 class ItemError(SpeechkitError):
     """A problem with one input item: recorded in its result line, the batch goes on."""
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from speechkit.data import Item, Result, Segment
-from speechkit.errors import SpeechkitError
+from speechkit.errors import SpeechkitError, first_line
 from speechkit.formats import output_stems, write_formats
 from speechkit.media.ffmpeg import decode_audio
 from speechkit.media.vad import is_silent, split_long_audio
@@ -212,18 +212,17 @@ class Transcriber:
                 p = batch[0][0]
                 log.debug("generation failed", exc_info=True)
                 p.error = (f"{p.item.path}: the model failed on this item ({type(e).__name__}: "
-                           f"{_first_line(e)}); rerun with --debug for the traceback")
+                           f"{first_line(e, 200)}); rerun with --debug for the traceback")
                 return [None]
             # One bad item must not fail its neighbours: retry the batch one at a time, and say so.
             log.warning("a batch of %d failed (%s: %s); decoding its items one at a time",
-                        len(batch), type(e).__name__, _first_line(e), exc_info=log.isEnabledFor(10))
+                        len(batch), type(e).__name__, first_line(e, 200), exc_info=log.isEnabledFor(10))
             return [self._generate([pk])[0] for pk in batch]
 
     def _finish(self, p: _Prepared) -> None:
         item = p.item
-        if p.error or any(h is None for h in p.hyps):
-            result = Result.failed(item, p.error or f"{item.path}: the model failed on this item",
-                                   task=self.options.task, model=self.model.describe(),
+        if p.error:  # set when decoding or generation failed (a piece then has no hypothesis)
+            result = Result.failed(item, p.error, task=self.options.task, model=self.model.describe(),
                                    decode=self.options.to_dict())
         else:
             result = self._result(p)
@@ -273,10 +272,6 @@ class Transcriber:
 # Per-window decoding figures (Whisper): summarised per item, not copied into its extras.
 _WINDOW_KEYS = frozenset({"warning", "temperature", "avg_logprob", "compression_ratio",
                           "no_speech_prob", "no_speech"})
-
-
-def _first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
 
 
 def _slice(audio: np.ndarray, span: tuple[float, float]) -> np.ndarray:

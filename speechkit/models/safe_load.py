@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from speechkit.errors import SpeechkitError
+from speechkit.errors import SpeechkitError, first_line
 
 # The files transformers and peft read a class or module name from (transformers'
 # CONFIG_NAME, TOKENIZER_CONFIG_FILE, FEATURE_EXTRACTOR_NAME, PROCESSOR_NAME, ...; peft's
@@ -40,7 +40,7 @@ def refuse_custom_code(directory: str | Path) -> None:
         try:
             data = json.loads(file.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, ValueError) as e:
-            raise SpeechkitError(f"{file}: not a readable JSON file ({_first_line(e)}); "
+            raise SpeechkitError(f"{file}: not a readable JSON file ({first_line(e, 200)}); "
                                  "re-download or re-export the model") from None
         found = _code_reference(data)
         if found is not None:
@@ -176,7 +176,7 @@ def bad_safetensors(file: str | Path, error: BaseException) -> SpeechkitError:
         return SpeechkitError(f"{file}: a pickled torch file where safetensors belong; speechkit "
                               "does not unpickle it: convert it to safetensors")
     return SpeechkitError(f"{file}: not a valid safetensors file, corrupt or truncated "
-                          f"({_first_line(error)}); re-export or re-download it")
+                          f"({first_line(error, 200)}); re-export or re-download it")
 
 
 def _looks_pickled(head: bytes) -> bool:
@@ -199,7 +199,3 @@ def load_plain_pickle(file: str | Path) -> Any:
         what = f" ({found.group(1)})" if found else ""
         raise SpeechkitError(f"{file}: holds pickled Python objects{what} that speechkit will "
                              "not run; convert it to safetensors") from None
-
-
-def _first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from speechkit.data import Segment, Word
-from speechkit.errors import SpeechkitError
+from speechkit.errors import SpeechkitError, first_line
 from speechkit.models.base import SAMPLE_RATE, DecodeOptions, Hypothesis, SpeechModel
 from speechkit.models.whisper_decode import (
     COMPRESSION_RATIO_THRESHOLD,
@@ -26,7 +26,6 @@ from speechkit.models.whisper_words import align_words
 log = logging.getLogger("speechkit")
 
 CHUNK_S = 30.0  # Whisper's fixed input window; longer audio is segmented by the caller
-MAX_TARGET_TOKENS = 448  # decoder context of every Whisper size
 WHISPER_TASKS = ("transcribe", "translate")
 MAX_RESUMES = 4  # times one clip is decoded again from where its decoding stopped early
 MIN_RESUME_S = 0.5  # s; a shorter rest of a clip is not decoded again
@@ -63,7 +62,7 @@ class WhisperModel(SpeechModel):
             self.model = pretrained(WhisperForConditionalGeneration, source, dtype=dtype,
                                     attn_implementation="sdpa")
         except OSError as e:
-            raise SpeechkitError(f"cannot load Whisper model from {source}: {_first_line(e)}; pass a "
+            raise SpeechkitError(f"cannot load Whisper model from {source}: {first_line(e)}; pass a "
                                  "local transformers directory or a built-in name "
                                  "(see `speechkit models`)") from None
         self.model.to(device).eval()
@@ -114,13 +113,16 @@ class WhisperModel(SpeechModel):
             raise SpeechkitError(f"{self.name} is English-only: it cannot {options.task} "
                                  f"{options.language or ''} speech; use whisper-base")
 
+    def _encode(self, audios: list[np.ndarray]) -> torch.Tensor:
+        """Encoder output of each clip (its first 30 s)."""
+        return self.decoder.encode(self.features(audios).to(self._device, dtype=self.dtype))
+
     def detect_language(self, audios: list[np.ndarray]) -> list[str | None]:
         """The spoken language of each clip (from its first 30 s); None for English-only models."""
         if not self.multilingual or not audios:
             return [None] * len(audios)
         with torch.inference_mode():
-            enc = self.decoder.encode(self.features(audios).to(self._device, dtype=self.dtype))
-            return [lang for lang, _ in self.decoder.detect_language(enc)]
+            return [lang for lang, _ in self.decoder.detect_language(self._encode(audios))]
 
     @torch.inference_mode()
     def generate(self, audios: list[np.ndarray], options: DecodeOptions,
@@ -135,7 +137,7 @@ class WhisperModel(SpeechModel):
         self._check(options)
         if not audios:
             return []
-        enc = self.decoder.encode(self.features(audios).to(self._device, dtype=self.dtype))
+        enc = self._encode(audios)
         langs = [(languages[i] if languages else None) or options.language for i in range(len(audios))]
         if not self.multilingual:
             langs = ["en"] * len(audios)
@@ -169,7 +171,7 @@ class WhisperModel(SpeechModel):
                 break
             todo = again
             clips = [audios[i][int(round(off * SAMPLE_RATE)):] for i, off in todo]
-            enc = self.decoder.encode(self.features(clips).to(self._device, dtype=self.dtype))
+            enc = self._encode(clips)
         return parts
 
     def _hypothesis(self, parts: list[tuple[float, Decoded]], language: str, audio: np.ndarray,
@@ -182,11 +184,11 @@ class WhisperModel(SpeechModel):
         for offset, d in parts:
             if d.is_silence():
                 continue
-            found = [(s, e, ids) for s, e, ids in split_segments(d.tokens, tb, duration_s - offset)
-                     if tok.decode(ids).strip()]
-            words = self._words(d, audio, offset, language, options, found)
-            for k, (s, e, ids) in enumerate(found):
-                segments.append(Segment(s, e, tok.decode(ids).strip(), words[k] if words else None
+            found = [(s, e, ids, text) for s, e, ids in split_segments(d.tokens, tb, duration_s - offset)
+                     if (text := tok.decode(ids).strip())]
+            words = self._words(d, duration_s, offset, language, options, found)
+            for k, (s, e, _, text) in enumerate(found):
+                segments.append(Segment(s, e, text, words[k] if words else None
                                         ).shifted(offset, duration_s))
             texts.append(tok.decode([t for t in d.tokens if t < tb]).strip())
             if d.compression_ratio > COMPRESSION_RATIO_THRESHOLD:
@@ -206,23 +208,21 @@ class WhisperModel(SpeechModel):
         return Hypothesis(text=" ".join(t for t in texts if t), language=language,
                           segments=segments, extras=extras)
 
-    def _words(self, d: Decoded, audio: np.ndarray, offset: float, language: str,
-               options: DecodeOptions, found: list[tuple[float, float, list[int]]]
+    def _words(self, d: Decoded, duration_s: float, offset: float, language: str,
+               options: DecodeOptions, found: list[tuple[float, float, list[int], str]]
                ) -> list[list[Word]] | None:
-        """Each segment's words with times relative to the window (one attention pass)."""
+        """Each segment's words with times relative to the window: one attention pass over
+        the encoder output kept with the decoding (`d.states`)."""
         if not options.word_timestamps or not found:
             return None
-        clip = audio[int(round(offset * SAMPLE_RATE)):]
-        enc = d.states
-        if enc is None:
-            enc = self.decoder.encode(self.features([clip]).to(self._device, dtype=self.dtype))[0]
+        clip_s = duration_s - offset
         tok = self.decoder.tok
-        timed = align_words(self.model, self.processor.tokenizer, enc,
+        timed = align_words(self.model, self.processor.tokenizer, d.states,
                             tok.prompt(language, options.task), tok.no_timestamps, tok.eot,
-                            [t for _, _, ids in found for t in ids], len(clip) / SAMPLE_RATE, language)
+                            [t for _, _, ids, _ in found for t in ids], clip_s, language)
         out: list[list[Word]] = []
         it = iter(timed)
-        for s, e, ids in found:  # hand the words back to their segments, in order
+        for s, e, ids, _ in found:  # hand the words back to their segments, in order
             seg, n = [], 0
             while n < len(ids) and (w := next(it, None)) is not None:
                 seg.append(Word(w.word.strip(), max(w.start, s), min(max(w.end, w.start), e)))
@@ -238,7 +238,3 @@ def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch deprecates the quantized tensor constructors
         return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
-
-
-def _first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]

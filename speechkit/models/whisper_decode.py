@@ -106,7 +106,7 @@ class WhisperDecoder:
         bias = torch.zeros(tokens.vocab_size)
         special = [t for t in range(tokens.eot + 1, tokens.timestamp_begin)]  # SOT, languages, tasks, ...
         bias[[t for t in (*tokens.suppress, *special) if t < tokens.vocab_size]] = NEG_INF
-        self._suppress = bias
+        self._suppress = bias.to(model.device)  # added to every step's logits
 
     # -- model calls ---------------------------------------------------------------------------
 
@@ -286,7 +286,7 @@ class WhisperDecoder:
         """Token suppression and the timestamp rules, applied to each row's next-token logits."""
         tok = self.tok
         tb = tok.timestamp_begin
-        logits = logits + self._suppress.to(logits.device)
+        logits = logits + self._suppress
         for k, row in enumerate(rows):
             sampled = row[prefix:]
             if not sampled:  # the first token is a timestamp within MAX_INITIAL_TIMESTAMP_INDEX
