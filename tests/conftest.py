@@ -62,3 +62,22 @@ def whisper_base():
     from speechkit.models.registry import RuntimeOptions, load_model
 
     return load_model("whisper-base", RuntimeOptions(device="cpu"))
+
+
+@pytest.fixture()
+def cli():
+    """`speechkit score / compare / manifest` run in-process: cli("score", path, ...)."""
+    import typer
+    from typer.testing import CliRunner
+
+    from speechkit.commands.evaluation import register
+
+    app = typer.Typer()
+
+    @app.callback()
+    def _root() -> None:
+        pass
+
+    register(app)
+    runner = CliRunner()
+    return lambda *args: runner.invoke(app, [str(a) for a in args])

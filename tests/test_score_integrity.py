@@ -8,11 +8,8 @@ import math
 from pathlib import Path
 
 import pytest
-import typer
-from typer.testing import CliRunner
 
 from speechkit import strict_json
-from speechkit.commands.evaluation import register
 from speechkit.compare import compare_scores
 from speechkit.data import Item, Result
 from speechkit.results import ResultWriter
@@ -31,19 +28,6 @@ def _strict(text: str):
         raise ValueError(f"non-standard JSON constant {name}")
 
     return json.loads(text, parse_constant=refuse)
-
-
-@pytest.fixture()
-def cli():
-    app = typer.Typer()
-
-    @app.callback()
-    def _root() -> None:
-        pass
-
-    register(app)
-    runner = CliRunner()
-    return lambda *args: runner.invoke(app, [str(a) for a in args])
 
 
 # --- score: incomplete runs -------------------------------------------------------------------

@@ -7,10 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-import typer
-from typer.testing import CliRunner
 
-from speechkit.commands.evaluation import register
 from speechkit.compare import compare_scores, direction, flatten_scores, parse_thresholds
 from speechkit.data import Item, Result, dumps_line
 from speechkit.errors import SpeechkitError
@@ -259,19 +256,6 @@ def test_table_rows_put_published_numbers_beside_the_run():
 
 
 # --- CLI --------------------------------------------------------------------------------------
-
-
-@pytest.fixture()
-def cli():
-    app = typer.Typer()
-
-    @app.callback()
-    def _root() -> None:
-        pass
-
-    register(app)
-    runner = CliRunner()
-    return lambda *args: runner.invoke(app, [str(a) for a in args])
 
 
 def test_score_command_prints_a_short_summary_and_writes_the_full_one(tmp_path, cli):
