@@ -16,7 +16,7 @@ import ffmpeg
 import numpy as np
 
 from speechkit.errors import ItemError, SpeechkitError
-from speechkit.models.base import SAMPLE_RATE
+from speechkit.audio import SAMPLE_RATE
 
 log = logging.getLogger("speechkit")
 

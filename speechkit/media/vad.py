@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from speechkit.models.base import SAMPLE_RATE
+from speechkit.audio import SAMPLE_RATE
 
 log = logging.getLogger("speechkit")
 

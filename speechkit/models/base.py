@@ -8,9 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from speechkit.audio import SAMPLE_RATE as SAMPLE_RATE  # re-exported for the backends
 from speechkit.data import Segment
-
-SAMPLE_RATE = 16000  # Hz; every backend takes 16 kHz mono float32 in [-1, 1]
 
 
 @dataclass(frozen=True)
