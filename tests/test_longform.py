@@ -199,8 +199,8 @@ def random_whisper(tmp_path_factory):
     import torch
     from transformers import WhisperConfig, WhisperForConditionalGeneration
 
+    from speechkit.models.importers.ct2_whisper import ensure_whisper
     from speechkit.models.whisper import WhisperModel
-    from speechkit.models.whisper_ct2 import ensure_whisper
 
     src = ensure_whisper("whisper-base")
     out = tmp_path_factory.mktemp("random-whisper")

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from speechkit.errors import SpeechkitError
-from speechkit.models import whisper_ct2
-from speechkit.models.whisper_ct2 import (
+from speechkit.models.importers import ct2_whisper as whisper_ct2
+from speechkit.models.importers.ct2_whisper import (
     BUILTIN_WHISPER,
     BuiltinWhisper,
     ct2_model_dir,

@@ -66,10 +66,10 @@ def models(ctx: typer.Context) -> None:
     """List built-in models, encoders, LLMs, bridges and prompt templates."""
     if ctx.invoked_subcommand is not None:
         return
+    from speechkit.models.importers.gguf_llama import DESCRIPTION, NAME
     from speechkit.models.registry import builtin_models
     from speechkit.models.speechllm.bridges import DESCRIPTIONS
     from speechkit.models.speechllm.checkpoint import ENCODER_TYPES, TEMPLATES
-    from speechkit.models.speechllm.smollm2 import DESCRIPTION, NAME
 
     table = Table("kind", "name", "description", box=None)
     for name, desc in builtin_models().items():

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import ffmpeg
 import numpy as np
 
-from speechkit.errors import ItemError, SpeechkitError
 from speechkit.audio import SAMPLE_RATE
+from speechkit.errors import ItemError, SpeechkitError
 
 log = logging.getLogger("speechkit")
 

@@ -88,9 +88,9 @@ def model_card(model: str | SpeechModel | ModelCard,
 
 
 def _card_of_name(name: str, runtime: RuntimeOptions) -> ModelCard:
+    from speechkit.models.importers.ct2_whisper import BUILTIN_WHISPER
     from speechkit.models.speaker import SPEAKER_MODELS
     from speechkit.models.whisper import WhisperModel
-    from speechkit.models.whisper_ct2 import BUILTIN_WHISPER
 
     whisper = {"default_max_new_tokens": WhisperModel.default_max_new_tokens, "runtime": runtime}
     int8 = {"quant": "int8"} if runtime.dtype == "int8" else {}  # as WhisperModel records it

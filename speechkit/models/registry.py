@@ -52,7 +52,7 @@ def resolve_dtype(dtype: str, device: str) -> torch.dtype:
 
 def builtin_models() -> dict[str, str]:
     """Built-in model names and a one-line description of each."""
-    from speechkit.models.whisper_ct2 import BUILTIN_WHISPER
+    from speechkit.models.importers.ct2_whisper import BUILTIN_WHISPER
 
     return {**{name: spec.description for name, spec in BUILTIN_WHISPER.items()},
             "resemblyzer": "Resemblyzer d-vector speaker embeddings (sv suites only; Apache-2.0)"}
@@ -68,9 +68,9 @@ def _is_whisper_dir(path: Path) -> bool:
 
 def load_model(name: str = DEFAULT_MODEL, runtime: RuntimeOptions = RuntimeOptions()) -> SpeechModel:
     """Load a built-in model, a speechkit checkpoint dir, a Whisper dir or a hub id."""
+    from speechkit.models.importers.ct2_whisper import BUILTIN_WHISPER, ensure_whisper
     from speechkit.models.speaker import SPEAKER_MODELS
     from speechkit.models.whisper import WhisperModel
-    from speechkit.models.whisper_ct2 import BUILTIN_WHISPER, ensure_whisper
 
     device = resolve_device(runtime.device)
     dtype = resolve_dtype(runtime.dtype, device)
@@ -114,8 +114,8 @@ def load_model(name: str = DEFAULT_MODEL, runtime: RuntimeOptions = RuntimeOptio
 
 def names_whisper(name: str) -> bool:
     """Whether `load_model(name)` loads a Whisper model, known without loading anything."""
+    from speechkit.models.importers.ct2_whisper import BUILTIN_WHISPER
     from speechkit.models.speechllm.checkpoint import is_speechllm_checkpoint
-    from speechkit.models.whisper_ct2 import BUILTIN_WHISPER
 
     path = Path(name).expanduser()
     if name in BUILTIN_WHISPER:

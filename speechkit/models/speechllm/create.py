@@ -115,7 +115,7 @@ def _write_parts(tmp: Path, spec: CheckpointSpec, cfg: object) -> None:
 
 
 def _encoder_layers(enc: EncoderSpec) -> int:
-    from speechkit.models.speechllm.encoders import _config, encoder_directory
+    from speechkit.models.speechllm.encoders.base import _config, encoder_directory
 
     config = _config(enc, encoder_directory(enc))
     return int(getattr(config, "encoder_layers", None) or config.num_hidden_layers)

@@ -22,14 +22,14 @@ RANDOM = "random"  # a source built from its `config` with seeded random weights
 
 def builtin_encoders() -> dict[str, Callable[[], Path]]:
     """Built-in encoder names -> a function returning their transformers directory."""
-    from speechkit.models.whisper_ct2 import BUILTIN_WHISPER, ensure_whisper
+    from speechkit.models.importers.ct2_whisper import BUILTIN_WHISPER, ensure_whisper
 
     return {name: (lambda n=name: ensure_whisper(n)) for name in BUILTIN_WHISPER}
 
 
 def builtin_llms() -> dict[str, Callable[[], Path]]:
     """Built-in LLM names -> a function returning their transformers directory."""
-    from speechkit.models.speechllm.smollm2 import NAME, ensure_smollm2
+    from speechkit.models.importers.gguf_llama import NAME, ensure_smollm2
 
     return {NAME: ensure_smollm2}
 

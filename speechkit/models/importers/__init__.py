@@ -1,0 +1,1 @@
+"""Importers: read a foreign checkpoint format and write a transformers directory."""
