@@ -139,7 +139,7 @@ def run_faster_whisper(cfg: dict, items: list[dict], batch_size: int) -> dict:
     from faster_whisper import BatchedInferencePipeline, WhisperModel
     from faster_whisper.audio import decode_audio
 
-    from speechkit.models.importers.ct2_whisper import ct2_model_dir
+    from speechkit.models.builtins import ct2_model_dir
 
     model = WhisperModel(str(ct2_model_dir("whisper-base")), device="cpu",
                          compute_type=cfg["compute_type"], cpu_threads=0)

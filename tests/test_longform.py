@@ -199,7 +199,7 @@ def random_whisper(tmp_path_factory):
     import torch
     from transformers import WhisperConfig, WhisperForConditionalGeneration
 
-    from speechkit.models.importers.ct2_whisper import ensure_whisper
+    from speechkit.models.builtins import ensure_whisper
     from speechkit.models.whisper import WhisperModel
 
     src = ensure_whisper("whisper-base")

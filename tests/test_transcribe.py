@@ -196,7 +196,7 @@ def test_item_offsets_cut_a_span_of_a_file(whisper_base, testdata, tmp_path):
 
 
 def test_local_whisper_dir_is_identified_by_content_hash(tmp_path):
-    from speechkit.models.importers.ct2_whisper import ensure_whisper
+    from speechkit.models.builtins import ensure_whisper
     from speechkit.models.registry import RuntimeOptions, load_model
 
     cached = ensure_whisper("whisper-base")

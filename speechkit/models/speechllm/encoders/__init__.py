@@ -1,11 +1,36 @@
-"""Frozen encoders of speech LLMs."""
+"""Frozen encoders of speech LLMs, one file per family behind one interface (`Encoder`)."""
 
+from __future__ import annotations
+
+import torch
+
+from speechkit.errors import SpeechkitError
+from speechkit.models.speechllm.checkpoint import EncoderSpec
 from speechkit.models.speechllm.encoders.base import (
     Encoder,
+    encoder_config,
     encoder_dim,
     encoder_directory,
     encoder_type,
-    load_encoder,
 )
+from speechkit.models.speechllm.encoders.ssl import SSL_PREFIXES, SSLAudioEncoder
+from speechkit.models.speechllm.encoders.whisper import WhisperAudioEncoder
 
-__all__ = ["Encoder", "encoder_dim", "encoder_directory", "encoder_type", "load_encoder"]
+# Encoder type (speechkit.json `encoders[].type`, the transformers model_type) -> class.
+ENCODERS: dict[str, type[Encoder]] = {"whisper": WhisperAudioEncoder,
+                                      **dict.fromkeys(SSL_PREFIXES, SSLAudioEncoder)}
+
+
+def load_encoder(spec: EncoderSpec, device: str = "cpu",
+                 dtype: torch.dtype = torch.float32) -> Encoder:
+    """Build the encoder a spec names and load its frozen weights."""
+    directory = encoder_directory(spec)
+    encoder = ENCODERS[spec.type](directory, spec, device, dtype)
+    if spec.dim and spec.dim != encoder.dim:
+        raise SpeechkitError(f"encoder {spec.modality!r}: speechkit.json says dim {spec.dim} but "
+                             f"{spec.source} outputs {encoder.dim} features")
+    return encoder
+
+
+__all__ = ["ENCODERS", "Encoder", "encoder_config", "encoder_dim", "encoder_directory",
+           "encoder_type", "load_encoder"]
