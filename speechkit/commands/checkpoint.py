@@ -67,24 +67,24 @@ def models(ctx: typer.Context) -> None:
     if ctx.invoked_subcommand is not None:
         return
     from speechkit.models.catalogue import CATALOGUE
-    from speechkit.models.speechllm.bridges import DESCRIPTIONS
+    from speechkit.models.speechllm.bridges import BRIDGES
     from speechkit.models.speechllm.checkpoint import TEMPLATES
     from speechkit.models.speechllm.encoders import ENCODERS
 
-    table = Table("kind", "name", "description", box=None)
+    table = Table("kind", "name", "description", "license", box=None)
     for name, entry in CATALOGUE.items():
         if entry.kind != "llm":
-            table.add_row("model", name, entry.description)
+            table.add_row("model", name, entry.description, entry.license)
     for name, entry in CATALOGUE.items():
         if entry.kind == "whisper":
             table.add_row("encoder", name, f"encoder of {entry.description}")
     table.add_row("encoder", "<dir or hub id>", f"any of: {', '.join(ENCODERS)}")
     for name, entry in CATALOGUE.items():
         if entry.kind == "llm":
-            table.add_row("llm", name, entry.description)
+            table.add_row("llm", name, entry.description, entry.license)
     table.add_row("llm", "<dir or hub id>", "any transformers causal LM (4bit/8bit/bf16/fp32)")
-    for name, desc in DESCRIPTIONS.items():
-        table.add_row("bridge", name, desc)
+    for name, bridge in BRIDGES.items():
+        table.add_row("bridge", name, bridge.description)
     table.add_row("template", ", ".join(TEMPLATES), "prompt layouts (SALMONN, Llama-AVSR, "
                   "WavLLM, the LLM's chat template)")
     out.print(table)

@@ -8,10 +8,6 @@ from speechkit.models.speechllm.bridges.linear import LinearBridge
 from speechkit.models.speechllm.checkpoint import BridgeSpec
 
 BRIDGES: dict[str, type[Bridge]] = {"linear": LinearBridge, "conv1d": Conv1dBridge}
-DESCRIPTIONS = {
-    "linear": "stack or average k frames per modality, then linear/MLP (Llama-AVSR)",
-    "conv1d": "strided 1-D convolution downsampler (SpeechVerse)",
-}
 
 
 def build_bridge(spec: BridgeSpec) -> Bridge:
@@ -19,4 +15,4 @@ def build_bridge(spec: BridgeSpec) -> Bridge:
     return BRIDGES[spec.type](spec)
 
 
-__all__ = ["BRIDGES", "DESCRIPTIONS", "Bridge", "Features", "build_bridge"]
+__all__ = ["BRIDGES", "Bridge", "Features", "build_bridge"]

@@ -15,6 +15,8 @@ Features = dict[str, tuple[torch.Tensor, torch.Tensor]]  # modality -> ([B, T, D
 class Bridge(nn.Module, ABC):
     """Maps each modality's padded frames to LLM embeddings; padding never leaks into outputs."""
 
+    description: str = ""  # one line for `speechkit models`
+
     def __init__(self, spec: BridgeSpec) -> None:
         super().__init__()
         self.spec = spec

@@ -13,6 +13,8 @@ SMOOTH_KERNEL = 3  # frames; the second conv mixes neighbouring tokens without c
 class Conv1dBridge(Bridge):
     """Per modality: Conv1d(kernel = stride = rate) -> GELU -> Conv1d(kernel 3, same length)."""
 
+    description = "strided 1-D convolution downsampler (SpeechVerse)"
+
     def __init__(self, spec: BridgeSpec) -> None:
         super().__init__(spec)
         self.down = nn.ModuleDict()

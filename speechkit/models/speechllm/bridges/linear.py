@@ -12,6 +12,8 @@ from speechkit.models.speechllm.checkpoint import BridgeSpec
 class LinearBridge(Bridge):
     """Per modality: merge `rate` frames (concatenate or mean), then project to the LLM size."""
 
+    description = "stack or average k frames per modality, then linear/MLP (Llama-AVSR)"
+
     def __init__(self, spec: BridgeSpec) -> None:
         super().__init__(spec)
         self.proj = nn.ModuleDict({
