@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from speechkit.models.catalogue import names
 from speechkit.terminal import PlainTable, plain
 
 out = Console()
@@ -23,12 +24,12 @@ def new(
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Checkpoint directory to write.",
                                           show_default=False)],
     audio_encoder: Annotated[str, typer.Option(
-        help="Built-in name (whisper-base, whisper-tiny.en), a local transformers dir "
+        help=f"Built-in name ({', '.join(names('whisper'))}), a local transformers dir "
              "(Whisper, WavLM, HuBERT, wav2vec2) or a hub id.")] = "whisper-base",
     bridge: Annotated[str, typer.Option(help="linear (Llama-AVSR) or conv1d (SpeechVerse).")
                       ] = "linear",
-    llm: Annotated[str, typer.Option(help="Built-in name (smollm2-135m), a local causal-LM dir "
-                                          "or a hub id.")] = "smollm2-135m",
+    llm: Annotated[str, typer.Option(help=f"Built-in name ({', '.join(names('llm'))}), a local "
+                                          "causal-LM dir or a hub id.")] = "smollm2-135m",
     rate: Annotated[int, typer.Option(min=1, help="Encoder frames per LLM token (50 Hz / rate)."
                                       )] = 4,
     pooling: Annotated[str, typer.Option(help="linear bridge: stack or mean.")] = "stack",
