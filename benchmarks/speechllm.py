@@ -120,10 +120,12 @@ def run(model, audios, options, batch_size: int, device: str) -> dict:
 
 
 def main() -> None:
+    from speechkit.models.catalogue import names
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--shape", choices=["smollm2", "llama-8b"], default="smollm2")
-    p.add_argument("--encoder-shape", choices=["whisper-base", "whisper-tiny.en",
-                                               "whisper-large"], default="whisper-base")
+    p.add_argument("--encoder-shape", choices=[*names("whisper"), "whisper-large"],
+                   default="whisper-base")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--quant", default=None, help="4bit, 8bit, bf16, fp32 (default: 4bit on "
                    "CUDA, fp32 on CPU; llama-8b: 4bit)")
