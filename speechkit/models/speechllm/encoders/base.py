@@ -19,7 +19,11 @@ ENCODE_BATCH = 16  # windows per encoder forward pass
 
 
 class Encoder(nn.Module, ABC):
-    """Waveforms in, frame features out (padded batch + valid lengths); any audio length."""
+    """Waveforms in, frame features out (padded batch + valid lengths); any audio length.
+
+    A family subclasses this in its own file, is built as `cls(directory, spec, device, dtype)`
+    (directory None for source "random") and is registered under its type in `ENCODERS`.
+    """
 
     modality: str = "audio"
     dim: int = 0
@@ -67,6 +71,7 @@ class Encoder(nn.Module, ABC):
 
 
 def encoder_config(spec: EncoderSpec, directory: Path | None) -> object:
+    """The encoder's transformers config: its directory's, or the spec's for source "random"."""
     from transformers import AutoConfig
 
     if directory is not None:
