@@ -9,9 +9,9 @@ import wave
 import pytest
 from typer.testing import CliRunner
 
-from speechkit.bench import run_bench
 from speechkit.data import read_results
 from speechkit.errors import SpeechkitError
+from speechkit.evaluation.bench import run_bench
 
 # Whisper base (greedy, whisper-en normalizer) measured 6.59% WER / 2.75% CER on
 # librivox-mini; the bound leaves room for numeric drift across CPUs, not for a broken run.
@@ -132,7 +132,7 @@ def test_missing_data_root_is_one_clear_line(tmp_path):
 def test_unknown_suite_and_bad_shard_are_usage_errors(tmp_path):
     with pytest.raises(SpeechkitError, match="suite"):
         run_bench("no-such-suite", "whisper-base", progress=False)
-    from speechkit.suites import parse_shard
+    from speechkit.evaluation.suites import parse_shard
 
     with pytest.raises(SpeechkitError, match="K/N"):
         parse_shard("3/2")

@@ -174,7 +174,7 @@ def test_a_fifo_input_is_refused_without_blocking(tmp_path):
 
 @pytest.mark.slow
 def test_nemo_segments_of_one_real_file_give_one_result_each(whisper_base, testdata, tmp_path):
-    from speechkit.bench import run_bench
+    from speechkit.evaluation.bench import run_bench
     from speechkit.transcribe import transcribe_items
 
     clip = clips(testdata, 1)[0]  # 7.1 s: "and mister john dashwood had then leisure ..."
@@ -332,7 +332,7 @@ def test_bench_runs_of_two_models_never_share_results(whisper_base, tiny_ckpt, t
 
     from rich.console import Console
 
-    from speechkit.bench import run_bench
+    from speechkit.evaluation.bench import run_bench
 
     monkeypatch.chdir(tmp_path)
     kw = dict(data_root=testdata, limit=2, progress=False)
@@ -358,7 +358,7 @@ def test_bench_runs_of_two_models_never_share_results(whisper_base, tiny_ckpt, t
 
 @pytest.mark.slow
 def test_a_shard_merge_refuses_lines_of_other_settings(whisper_base, testdata, tmp_path):
-    from speechkit.bench import run_bench
+    from speechkit.evaluation.bench import run_bench
 
     kw = dict(data_root=testdata, limit=2, progress=False, out_dir=tmp_path / "s")
     run_bench("librivox-mini", whisper_base, shard="0/2", **kw)

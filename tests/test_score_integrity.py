@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from speechkit import strict_json
-from speechkit.compare import compare_scores
 from speechkit.data import Item, Result
+from speechkit.evaluation.compare import compare_scores
+from speechkit.evaluation.scoring import score_predictions
 from speechkit.results import ResultWriter
-from speechkit.scoring import score_predictions
 
 
 def _lines(path: Path, rows: list[dict | str]) -> Path:

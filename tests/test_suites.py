@@ -9,7 +9,7 @@ import pytest
 
 from speechkit.data import read_manifest
 from speechkit.errors import SpeechkitError
-from speechkit.suites import (
+from speechkit.evaluation.suites import (
     build_items,
     build_manifest,
     load_suite,
@@ -256,7 +256,7 @@ def test_librivox_mini_finds_its_data_root_from_the_environment(testdata, monkey
 
 
 def test_suite_items_limit_then_shard_merge_back_to_the_limited_run(testdata):
-    from speechkit.suites import suite_items
+    from speechkit.evaluation.suites import suite_items
 
     full, _ = suite_items("librivox-mini", testdata, "test")
     limited, rep = suite_items("librivox-mini", testdata, "test", limit=7)
@@ -270,7 +270,7 @@ def test_suite_items_limit_then_shard_merge_back_to_the_limited_run(testdata):
 
 @pytest.mark.parametrize("shard", ["3/3", "-1/2", "a/b", "1"])
 def test_bad_shard_is_a_user_error(shard):
-    from speechkit.suites import parse_shard
+    from speechkit.evaluation.suites import parse_shard
 
     with pytest.raises(SpeechkitError, match="K/N"):
         parse_shard(shard)

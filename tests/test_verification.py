@@ -8,9 +8,9 @@ import os
 import numpy as np
 import pytest
 
-from speechkit.bench import run_bench
 from speechkit.data import read_results
 from speechkit.errors import SpeechkitError
+from speechkit.evaluation.bench import run_bench
 from speechkit.runtime import PAIR_GAP_S, pair_audio
 
 

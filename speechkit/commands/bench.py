@@ -68,7 +68,7 @@ def bench(
     results. Resumable; sharded runs merge. Exit code 0 when every item was scored, 1 when
     some failed or are missing (the counts say which), 2 for usage errors.
     """
-    from speechkit.bench import run_bench
+    from speechkit.evaluation.bench import run_bench
     from speechkit.models.base import DecodeOptions
     from speechkit.models.registry import RuntimeOptions
 

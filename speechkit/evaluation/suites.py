@@ -7,7 +7,7 @@ whose media is missing and items skipped by the protocol are counted and named.
 
 The seam for `speechkit bench`: `load_suite(name)` -> `build_items(suite, root, split)` ->
 run the model on the items -> `score_predictions(..., suite=suite, expected=items)` ->
-`speechkit.report.table_rows(summary, suite, split, system)` beside `suite.published`.
+`speechkit.evaluation.report.table_rows(summary, suite, split, system)` beside `suite.published`.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from typing import Any
 
 from speechkit.data import Item, dumps_line, read_json_object
 from speechkit.errors import SpeechkitError
-from speechkit.metrics.scorers import canonical_task
-from speechkit.normalizers import NORMALIZERS
+from speechkit.evaluation.metrics.normalizers import NORMALIZERS
+from speechkit.evaluation.metrics.scorers import canonical_task
 
-log = logging.getLogger("speechkit.suites")
-REPO_ROOT = Path(__file__).resolve().parents[1]
+log = logging.getLogger("speechkit.evaluation.suites")
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def manifests_dir() -> Path:
@@ -371,8 +371,8 @@ BUILDERS: dict[str, Builder] = {}
 
 
 def builders() -> dict[str, Builder]:
-    """Layout builders by name (the built-in ones live in speechkit.suite_builders)."""
-    from speechkit import suite_builders  # noqa: F401  (importing registers them)
+    """Layout builders by name (the built-in ones live in speechkit.evaluation.suite_builders)."""
+    from speechkit.evaluation import suite_builders  # noqa: F401  (importing registers them)
 
     return BUILDERS
 

@@ -21,7 +21,7 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from speechkit.scoring import COUNT_LABELS
+from speechkit.evaluation.scoring import COUNT_LABELS
 
 COLUMNS = ("system", "split", "modality", "metric", "value", "items", "normalizer", "source")
 # Terminal-table columns that move under the table when every row has the same value.
@@ -174,7 +174,7 @@ def write_tables(
 
 
 def compare_table(rows: Sequence[Mapping[str, Any]], title: str | None = None) -> Table:
-    """A rich Table of `speechkit.compare.compare_scores` rows, regressions in red."""
+    """A rich Table of `speechkit.evaluation.compare.compare_scores` rows, regressions in red."""
     table = _table(title)
     for c in ("metric", "baseline", "new", "delta", "better", "allowed", "status"):
         table.add_column(
@@ -202,7 +202,7 @@ def compare_table(rows: Sequence[Mapping[str, Any]], title: str | None = None) -
 
 
 def score_lines(summary: Mapping[str, Any]) -> list[str]:
-    """A short human summary of `speechkit.scoring.score_predictions`: metrics, items, status."""
+    """A short human summary of `speechkit.evaluation.scoring.score_predictions`: metrics, items, status."""
     c, metrics = summary["counts"], summary["metrics"]
     not_run = summary.get("details", {}).get("not_run", {})
     pairs = [("task", summary["task"]), ("normalizer", summary.get("normalizer") or "none")]

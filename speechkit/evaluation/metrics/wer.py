@@ -20,7 +20,7 @@ from typing import Any
 
 import jiwer
 
-from speechkit.normalizers import Normalizer, identity
+from speechkit.evaluation.metrics.normalizers import Normalizer, identity
 
 
 @dataclass

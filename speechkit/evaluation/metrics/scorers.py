@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from speechkit.normalizers import get_normalizer
+from speechkit.evaluation.metrics.normalizers import get_normalizer
 
 TASKS = ("asr", "avsr", "vsr", "st", "sv", "er", "sqa", "aac")
 TASK_ALIASES = {
@@ -77,7 +77,7 @@ def _keep(d: dict[str, Any], names: Sequence[str]) -> dict[str, float]:
 
 def score_wer(items: list[Scoreable], normalizer: str | None, **_: Any) -> Result:
     """ASR/AVSR/VSR: corpus WER and CER after the named normalizer."""
-    from speechkit.metrics.wer import error_rates
+    from speechkit.evaluation.metrics.wer import error_rates
 
     r = error_rates(
         [str(i.reference) for i in items],
@@ -110,7 +110,7 @@ def score_st(
 ) -> Result:
     """ST: sacreBLEU BLEU and chrF with the tokenizer for the target language; an item may
     have several reference translations."""
-    from speechkit.metrics.bleu import corpus_bleu_chrf
+    from speechkit.evaluation.metrics.bleu import corpus_bleu_chrf
 
     norm = get_normalizer(normalizer)
     langs = {i.target_language for i in items if i.target_language}
@@ -128,7 +128,7 @@ def score_st(
 
 def score_sv(items: list[Scoreable], **_: Any) -> Result:
     """SV: EER/minDCF from scores (P(yes) or cosine), accuracy from yes/no answers."""
-    from speechkit.metrics.eer import sv_metrics
+    from speechkit.evaluation.metrics.eer import sv_metrics
 
     scores = [i.score for i in items]
     have_text = any(i.text.strip() for i in items)
@@ -147,7 +147,7 @@ def score_sv(items: list[Scoreable], **_: Any) -> Result:
 
 def score_er(items: list[Scoreable], labels: Any = None, **_: Any) -> Result:
     """ER: weighted/unweighted accuracy over free-text answers mapped to labels."""
-    from speechkit.metrics.classification import IEMOCAP4, classification_metrics
+    from speechkit.evaluation.metrics.classification import IEMOCAP4, classification_metrics
 
     d = classification_metrics(
         [str(i.reference) for i in items],
@@ -160,7 +160,7 @@ def score_er(items: list[Scoreable], labels: Any = None, **_: Any) -> Result:
 
 def score_sqa(items: list[Scoreable], **_: Any) -> Result:
     """SQA: multiple-choice accuracy, open-answer exact match and token F1."""
-    from speechkit.metrics.sqa import sqa_metrics
+    from speechkit.evaluation.metrics.sqa import sqa_metrics
 
     d = sqa_metrics(
         [i.text for i in items],
@@ -173,7 +173,7 @@ def score_sqa(items: list[Scoreable], **_: Any) -> Result:
 
 def score_aac(items: list[Scoreable], use_java: bool | None = None, **_: Any) -> Result:
     """AAC: coco-caption metrics against each clip's reference captions."""
-    from speechkit.metrics.captioning import caption_metrics
+    from speechkit.evaluation.metrics.captioning import caption_metrics
 
     refs = [[i.reference] if isinstance(i.reference, str) else list(i.reference) for i in items]
     d = caption_metrics([i.text for i in items], refs, use_java=use_java)

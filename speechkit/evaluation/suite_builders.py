@@ -18,8 +18,8 @@ from typing import Any
 
 from speechkit.data import Item, read_manifest
 from speechkit.errors import SpeechkitError
+from speechkit.evaluation.suites import Built, Suite, register_builder
 from speechkit.languages import language_name
-from speechkit.suites import Built, Suite, register_builder
 
 # IEMOCAP 4-class protocol: excited is merged into happy.
 IEMOCAP_LABELS = {"neu": "neutral", "hap": "happy", "exc": "happy", "sad": "sad", "ang": "angry"}

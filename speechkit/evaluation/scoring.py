@@ -5,7 +5,7 @@ missing-prediction and unusable items, and names the lines it could not use (bad
 non-UTF-8, no id, a value that is not text; duplicate ids: the last line wins). A run is
 `complete` only when every expected item was scored and the metrics could be computed;
 otherwise `incomplete` says why (an empty file, every reference empty, a NaN metric, ...).
-How lines are read and what counts as text: `speechkit.predictions`.
+How lines are read and what counts as text: `speechkit.evaluation.predictions`.
 """
 
 from __future__ import annotations
@@ -19,15 +19,15 @@ from typing import Any
 from speechkit import __version__
 from speechkit.data import Item, read_manifest
 from speechkit.errors import SpeechkitError
-from speechkit.metrics.scorers import (
+from speechkit.evaluation.metrics.normalizers import NORMALIZERS
+from speechkit.evaluation.metrics.scorers import (
     DEFAULT_NORMALIZER,
     SCORERS,
     TEXT_TASKS,
     Scoreable,
     canonical_task,
 )
-from speechkit.normalizers import NORMALIZERS
-from speechkit.predictions import LoadedPredictions, load_predictions, scoreable
+from speechkit.evaluation.predictions import LoadedPredictions, load_predictions, scoreable
 
 
 @dataclass

@@ -24,7 +24,7 @@ from typing import Any
 
 from speechkit.data import Item, Result, read_jsonl
 from speechkit.errors import SpeechkitError
-from speechkit.metrics.scorers import Scoreable
+from speechkit.evaluation.metrics.scorers import Scoreable
 
 HYP_KEYS = ("pred_text", "prediction", "hypothesis", "pred", "text")
 REF_KEYS = ("reference", "references", "ref", "label")

@@ -32,14 +32,10 @@ from rich.text import Text
 from speechkit import __version__, strict_json
 from speechkit.data import Item, read_results
 from speechkit.errors import SpeechkitError
-from speechkit.metrics.scorers import canonical_task
-from speechkit.models.base import DecodeOptions, SpeechModel
-from speechkit.models.identity import ModelCard, model_card
-from speechkit.models.registry import RuntimeOptions, names_whisper
-from speechkit.report import rich_table, table_rows, write_tables
-from speechkit.results import ResultWriter, check_reuse
-from speechkit.scoring import score_predictions
-from speechkit.suites import (
+from speechkit.evaluation.metrics.scorers import canonical_task
+from speechkit.evaluation.report import rich_table, table_rows, write_tables
+from speechkit.evaluation.scoring import score_predictions
+from speechkit.evaluation.suites import (
     Suite,
     load_suite,
     manifest_suite,
@@ -47,6 +43,10 @@ from speechkit.suites import (
     resolve_data_root,
     suite_items,
 )
+from speechkit.models.base import DecodeOptions, SpeechModel
+from speechkit.models.identity import ModelCard, model_card
+from speechkit.models.registry import RuntimeOptions, names_whisper
+from speechkit.results import ResultWriter, check_reuse
 from speechkit.terminal import plain, safe
 
 # What a Whisper model can do with each suite task (Whisper translates into English only).
