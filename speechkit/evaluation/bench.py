@@ -32,7 +32,6 @@ from rich.text import Text
 from speechkit import __version__, strict_json
 from speechkit.data import Item, read_results
 from speechkit.errors import SpeechkitError
-from speechkit.evaluation.metrics.scorers import canonical_task
 from speechkit.evaluation.report import rich_table, table_rows, write_tables
 from speechkit.evaluation.scoring import score_predictions
 from speechkit.evaluation.suites import (
@@ -47,10 +46,9 @@ from speechkit.models.base import DecodeOptions, SpeechModel
 from speechkit.models.identity import ModelCard, model_card
 from speechkit.models.registry import RuntimeOptions, names_whisper
 from speechkit.results import ResultWriter, check_reuse
+from speechkit.tasks import get_task
 from speechkit.terminal import plain, safe
 
-# What a Whisper model can do with each suite task (Whisper translates into English only).
-WHISPER_TASKS = {"asr": "transcribe", "avsr": "transcribe", "st": "translate"}
 SHARD_FILE = re.compile(r"predictions\.shard-(\d+)-of-(\d+)\.jsonl$")
 
 
@@ -96,8 +94,8 @@ def resolve_suite(suite: str | Path | Suite, task: str | None = None) -> Suite:
     if str(suite).endswith(".jsonl"):
         return manifest_suite(suite, task)
     s = load_suite(suite)
-    if task is not None and canonical_task(task) != s.task and canonical_task(task) not in (
-            s.modalities[m].get("task") for m in s.modalities):
+    if task is not None and get_task(task).name not in (
+            s.task, *(s.modalities[m].get("task") for m in s.modalities)):
         raise SpeechkitError(f"suite {s.name} is a {s.task} suite; --task {task} applies to "
                              "JSONL manifests only")
     return s
@@ -110,7 +108,7 @@ def model_modalities(model: SpeechModel | ModelCard) -> tuple[str, ...]:
 
 def _whisper_task(model_name: str, suite: Suite, split: str, task: str, target: str | None) -> str:
     """What a Whisper model is asked to do for a suite task; what it cannot do is an error."""
-    whisper_task = WHISPER_TASKS.get(task)
+    whisper_task = get_task(task).whisper  # Whisper translates into English only
     if whisper_task is None or (task == "st" and target != "en"):
         what = f"{task} into {target}" if task == "st" else task
         raise SpeechkitError(f"{model_name} is a Whisper model: it cannot do {what} "

@@ -23,7 +23,7 @@ from typing import Any
 from speechkit.data import Item, dumps_line, read_json_object
 from speechkit.errors import SpeechkitError
 from speechkit.evaluation.metrics.normalizers import NORMALIZERS
-from speechkit.evaluation.metrics.scorers import canonical_task
+from speechkit.tasks import TASKS, get_task
 
 log = logging.getLogger("speechkit.evaluation.suites")
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -102,8 +102,8 @@ def suite_from_dict(d: dict[str, Any], path: Path | None = None) -> Suite:
     if missing:
         raise SpeechkitError(f"{where}: missing field(s) {', '.join(missing)}")
     try:
-        task = canonical_task(str(d["task"]))
-    except ValueError as e:
+        task = get_task(str(d["task"])).name
+    except SpeechkitError as e:
         raise SpeechkitError(f"{where}: {e}") from None
     if d.get("normalizer") is not None and d["normalizer"] not in NORMALIZERS:
         raise SpeechkitError(
@@ -166,16 +166,6 @@ def load_suite(name_or_path: str | Path) -> Suite:
     return suite_from_dict(read_json_object(p, "suite file"), p)
 
 
-# Metrics reported for a task when no suite file names them (a plain manifest run).
-TASK_METRICS = {
-    "asr": ["wer", "cer"], "avsr": ["wer", "cer"], "vsr": ["wer", "cer"], "st": ["bleu", "chrf"],
-    "sv": ["eer", "mindcf_0.01", "mindcf_0.05", "accuracy"],
-    "er": ["weighted_accuracy", "unweighted_accuracy"], "sqa": ["accuracy", "exact_match", "f1"],
-    "aac": ["bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider_d", "spice",
-            "spider"],
-}
-
-
 def manifest_suite(path: str | Path, task: str | None = None) -> Suite:
     """A one-split suite over a JSONL manifest (speechkit or NeMo lines), for `bench FILE.jsonl`.
 
@@ -189,15 +179,12 @@ def manifest_suite(path: str | Path, task: str | None = None) -> Suite:
     if task is None:
         seen = {it.task for it in read_manifest(p) if it.task and not it.error}
         if len(seen) != 1:
-            raise SpeechkitError(f"{path}: say which task its items are with --task (asr, st, sv, "
-                                 f"er, sqa, aac); the lines name {sorted(seen) or 'none'}")
+            raise SpeechkitError(f"{path}: say which task its items are with --task ({', '.join(TASKS)}); "
+                                 f"the lines name {sorted(seen) or 'none'}")
         task = seen.pop()
-    try:
-        task = canonical_task(task)
-    except ValueError as e:
-        raise SpeechkitError(str(e)) from None
+    t = get_task(task)
     return suite_from_dict({
-        "name": p.stem, "task": task, "metrics": TASK_METRICS.get(task, []),
+        "name": p.stem, "task": t.name, "metrics": list(t.metrics),
         "splits": {"test": {"manifest": p.name}}, "builder": "manifest",
         "layout": f"a JSONL manifest ({p.name}) with paths relative to its folder",
         "data_root_candidates": [str(p.parent)],

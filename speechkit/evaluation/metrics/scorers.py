@@ -16,24 +16,6 @@ from typing import Any
 
 from speechkit.evaluation.metrics.normalizers import get_normalizer
 
-TASKS = ("asr", "avsr", "vsr", "st", "sv", "er", "sqa", "aac")
-TASK_ALIASES = {
-    "transcribe": "asr",
-    "translate": "st",
-    "ast": "st",
-    "s2tt": "st",
-    "emotion": "er",
-    "ser": "er",
-    "caption": "aac",
-    "captioning": "aac",
-    "qa": "sqa",
-    "speaker": "sv",
-}
-# Protocols: LibriSpeech/leaderboards score ASR after the Whisper English normalizer;
-# LRS3 (auto_avsr, Llama-AVSR) lowercases only; sacreBLEU scores detokenized raw text.
-DEFAULT_NORMALIZER = {"asr": "whisper-en", "avsr": "lrs3", "vsr": "lrs3", "st": "none"}
-TEXT_TASKS = frozenset({"asr", "avsr", "vsr", "st"})
-
 Result = tuple[dict[str, float], dict[str, Any], list[dict[str, Any]]]
 
 
@@ -49,15 +31,6 @@ class Scoreable:
     choices: list[str] | None = None  # SQA multiple choice
     target_language: str | None = None  # ST
     extras: dict[str, Any] = field(default_factory=dict)
-
-
-def canonical_task(task: str) -> str:
-    """Canonical task name for `task` or an alias; raises ValueError when unknown."""
-    t = task.strip().lower()
-    t = TASK_ALIASES.get(t, t)
-    if t not in TASKS:
-        raise ValueError(f"unknown task {task!r}; choose one of: {', '.join(TASKS)}")
-    return t
 
 
 def _keep(d: dict[str, Any], names: Sequence[str]) -> dict[str, float]:
