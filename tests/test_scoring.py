@@ -187,8 +187,8 @@ def test_er_sqa_and_st_tasks(tmp_path):
 )
 def test_aac_takes_references_from_the_items(tmp_path):
     items = [
-        Item(id="a", path="/a.wav", meta={"references": ["a dog barks", "dogs bark"]}),
-        Item(id="b", path="/b.wav", meta={"references": ["rain falls", "it rains"]}),
+        Item(id="a", path="/a.wav", references=["a dog barks", "dogs bark"]),
+        Item(id="b", path="/b.wav", references=["rain falls", "it rains"]),
     ]
     p = _write(
         tmp_path / "c.jsonl",

@@ -20,7 +20,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from speechkit.data import Item, dumps_line, read_json_object
+from speechkit.data import Item, read_json_object, write_manifest
 from speechkit.errors import SpeechkitError
 from speechkit.evaluation.metrics.normalizers import NORMALIZERS
 from speechkit.tasks import TASKS, get_task
@@ -253,7 +253,7 @@ def build_items(
 ) -> tuple[list[Item], BuildReport]:
     """Items of a suite split from its on-disk layout, with a report of what is missing."""
     name, opts = suite.split(split)
-    root = resolve_data_root(suite, data_root)
+    root = Path(os.path.abspath(resolve_data_root(suite, data_root)))  # items hold absolute paths
     items, missing, skipped = builders()[suite.builder](suite, root, name, opts)
     if not items and not missing:
         raise SpeechkitError(
@@ -290,10 +290,7 @@ def build_manifest(
     s = load_suite(suite) if isinstance(suite, (str, Path)) else suite
     items, report = build_items(s, data_root, split)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", encoding="utf-8") as fh:
-        for it in items:
-            fh.write(dumps_line(it.to_dict()))
+    write_manifest(items, out)
     missing_path = out.with_name(out.name + ".missing.txt")
     if report.missing:
         missing_path.write_text("\n".join(report.missing) + "\n", encoding="utf-8")
