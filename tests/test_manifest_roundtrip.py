@@ -177,9 +177,9 @@ def test_bench_from_a_written_voxceleb_manifest_gives_the_suite_figures(testdata
     r = cli("manifest", "voxceleb1-o", "--data-root", "vox", "--out", "lists/vox.jsonl")
     assert r.exit_code == 1, r.output  # a few trials, not the protocol's 37611
     from_suite = run_bench("voxceleb1-o", "resemblyzer", data_root="vox", out_dir="a",
-                           progress=False)
+                           progress=False).summary
     from_manifest = run_bench("lists/vox.jsonl", "resemblyzer", task="sv", out_dir="b",
-                              progress=False)
+                              progress=False).summary
     assert from_manifest["counts"]["scored"] == from_suite["counts"]["scored"] > 0
     assert from_manifest["metrics"] == from_suite["metrics"]
 
@@ -197,8 +197,8 @@ def test_bench_from_a_written_librivox_manifest_gives_the_suite_figures(testdata
     keep = tmp_path / "three.jsonl"  # three clips keep the test short
     first = sorted(items, key=lambda it: it.id)[:3]  # what --limit 3 takes
     keep.write_text("".join(dumps_line(it.to_dict(tmp_path)) for it in first))
-    from_manifest = run_bench(keep, whisper_base, out_dir="b", progress=False)
+    from_manifest = run_bench(keep, whisper_base, out_dir="b", progress=False).summary
     from_suite = run_bench("librivox-mini", whisper_base, data_root=testdata, limit=3,
-                           out_dir="a", progress=False)
+                           out_dir="a", progress=False).summary
     assert from_manifest["counts"]["scored"] == 3
     assert from_manifest["metrics"] == from_suite["metrics"]

@@ -14,6 +14,9 @@ One run directory per suite run and model (`--out-dir`, default
   records the model and its hash, decode settings, normalizer, sacreBLEU signature,
   selection, speed (RTFx, peak memory), speechkit version and date.
 - `results.md` / `results.csv`: this run beside the suite's published numbers.
+
+Nothing here prints: the run returns its records and tells `notify` what it decides; the CLI
+(speechkit.commands.bench) draws them.
 """
 
 from __future__ import annotations
@@ -21,18 +24,18 @@ from __future__ import annotations
 import json
 import platform
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.text import Text
 
 from speechkit import __version__, strict_json
 from speechkit.data import Item, read_results
 from speechkit.errors import SpeechkitError
-from speechkit.evaluation.report import rich_table, table_rows, write_tables
+from speechkit.evaluation.report import table_rows, write_tables
 from speechkit.evaluation.scoring import score_predictions
 from speechkit.evaluation.suites import (
     Suite,
@@ -47,8 +50,8 @@ from speechkit.models.identity import ModelCard, model_card
 from speechkit.models.registry import RuntimeOptions, names_whisper
 from speechkit.results import ResultWriter, check_reuse
 from speechkit.tasks import get_task
-from speechkit.terminal import plain, safe
 
+Notify = Callable[[str, str], None]  # (level: "info" | "warning", message)
 SHARD_FILE = re.compile(r"predictions\.shard-(\d+)-of-(\d+)\.jsonl$")
 
 
@@ -70,6 +73,11 @@ class BenchPlan:
     @property
     def stem(self) -> str:
         return f"shard-{self.shard[0]}-of-{self.shard[1]}" if self.shard else ""
+
+    @property
+    def what(self) -> str:
+        """SUITE/SPLIT (MODALITY), as the run names itself."""
+        return f"{self.suite.name}/{self.split}" + (f" ({self.modality})" if self.modality else "")
 
     @property
     def predictions(self) -> Path:
@@ -120,13 +128,13 @@ def plan(suite_name: str | Path | Suite, model: SpeechModel | ModelCard, *,
          data_root: str | Path | None = None,
          split: str | None = None, modality: str | None = None, limit: int | None = None,
          shard: str | None = None, out_dir: str | Path | None = None,
-         decode: DecodeOptions = DecodeOptions(), console: Console | None = None,
+         decode: DecodeOptions = DecodeOptions(), notify: Notify | None = None,
          built: tuple[list[Item], Any] | None = None) -> BenchPlan:
     """Resolve suite, split, modality, task and items for `model` (loaded or only known by
     its card); errors say what to change.
 
-    `built`: the split's (items, report) from `suite_items` when the caller already has them."""
-    console = console or Console(stderr=True)
+    `built`: the split's (items, report) from `suite_items` when the caller already has them;
+    `notify(level, message)` hears which modality track was picked."""
     model = model_card(model)
     suite = resolve_suite(suite_name)
     split_name, split_opts = suite.split(split)
@@ -140,8 +148,8 @@ def plan(suite_name: str | Path | Suite, model: SpeechModel | ModelCard, *,
                 if modality is None:
                     raise SpeechkitError(f"{model.name} reads {', '.join(readable)} only and suite "
                                          f"{suite.name} has modalities {', '.join(suite.modalities)}")
-                console.print(plain(f"{model.name} reads {', '.join(readable)} only: running the "
-                                    f"{modality} track of {suite.name} (--modality to choose)"))
+                (notify or _quiet)("info", f"{model.name} reads {', '.join(readable)} only: running "
+                                   f"the {modality} track of {suite.name} (--modality to choose)")
         if modality not in suite.modalities:
             raise SpeechkitError(f"suite {suite.name} has no modality {modality!r}; choose one of: "
                                  f"{', '.join(suite.modalities)}")
@@ -330,6 +338,22 @@ def result_rows(plan_: BenchPlan, summary: dict[str, Any], system: str) -> list[
     return ours + extra + rest
 
 
+@dataclass
+class BenchRun:
+    """What a bench run did: its plan, the scores summary (also in scores.json), the table rows
+    (this run beside the published ones) and the table files written."""
+
+    plan: BenchPlan
+    summary: dict[str, Any]
+    rows: list[dict[str, Any]]
+    tables: dict[str, Path]
+    system: str  # the model's name in the table
+
+
+def _quiet(level: str, message: str) -> None:
+    """The default `notify`: a library run says nothing."""
+
+
 def run_bench(suite_name: str | Path | Suite,
               model_name: str | SpeechModel | ModelCard = "whisper-base", *,
               data_root: str | Path | None = None, split: str | None = None,
@@ -337,13 +361,14 @@ def run_bench(suite_name: str | Path | Suite,
               out_dir: str | Path | None = None, decode: DecodeOptions = DecodeOptions(),
               runtime: RuntimeOptions = RuntimeOptions(), batch_size: int | None = None,
               overwrite: bool = False, progress: bool = True, normalizer: str | None = None,
-              task: str | None = None,
-              console: Console | None = None, out: Console | None = None) -> dict[str, Any]:
-    """The whole `speechkit bench` run; returns the scores summary (also in scores.json)."""
+              task: str | None = None, notify: Notify = _quiet,
+              console: Console | None = None) -> BenchRun:
+    """The whole `speechkit bench` run: predictions, scores.json and the tables.
+
+    `notify(level, message)` hears what the run decides ("info", "warning"); `console` is
+    where the runner draws its progress and failures (speechkit.transcribe)."""
     from speechkit.transcribe import transcribe_to_jsonl
 
-    console = console or Console(stderr=True)
-    out = out or Console()
     suite = resolve_suite(suite_name, task)
     resolve_data_root(suite, data_root)  # fail before the model loads
     split_name, split_opts = suite.split(split)
@@ -355,31 +380,23 @@ def run_bench(suite_name: str | Path | Suite,
     built = suite_items(suite, data_root, split_name, limit=limit, shard=shard)  # layout, --shard
     model = model_card(model_name, runtime)  # its identity; the weights load only if needed
     p = plan(suite, model, data_root=data_root, split=split, modality=modality, limit=limit,
-             shard=shard, out_dir=out_dir, decode=decode, console=console, built=built)
+             shard=shard, out_dir=out_dir, decode=decode, notify=notify, built=built)
     p.normalizer = normalizer
     p.options = model.resolve(p.options)
     for w in p.report.warnings:
-        console.print(f"[yellow]warning:[/] {safe(w)}", highlight=False, soft_wrap=True)
+        notify("warning", w)
     p.out_dir.mkdir(parents=True, exist_ok=True)
-    what = f"{p.suite.name}/{p.split}" + (f" ({p.modality})" if p.modality else "")
     with ResultWriter(p.predictions, overwrite=overwrite) as writer:
         writer.check_reuse([it.id for it in p.items], model.identity, p.options.to_dict())
         if not overwrite and (n := absorb_shards(p, writer, model.identity)):
-            console.print(plain(f"took {n} finished item(s) from the shard files in {p.out_dir}"))
+            notify("info", f"took {n} finished item(s) from the shard files in {p.out_dir}")
         sel = f", {p.report.selection}" if p.report.selection else ""
-        console.print(f"[bold]{safe(what)}[/]: {len(p.items)} item(s){safe(sel)} -> "
-                      f"{safe(p.predictions)}", highlight=False)
+        notify("info", f"{p.what}: {len(p.items)} item(s){sel} -> {p.predictions}")
         summary_run = transcribe_to_jsonl(p.items, model, p.options, writer, runtime=runtime,
                                           batch_size=batch_size, console=console,
                                           progress=progress, label="benchmarking",
-                                          title=f"speechkit bench {what}")
+                                          title=f"speechkit bench {p.what}")
     summary = score_plan(p, model, summary_run, runtime, batch_size or None)
     rows = result_rows(p, summary, system=model.name)
     paths = write_tables(rows, p.out_dir, stem=f"results.{p.stem}" if p.shard else "results")
-    out.print(rich_table(rows, title=f"{what}: {model.name}"))
-    for w in summary["warnings"]:
-        console.print(f"[yellow]warning:[/] {safe(w)}", highlight=False, soft_wrap=True)
-    console.print(plain(f"scores: {p.scores}; tables: {paths['markdown']}, {paths['csv']}"))
-    if not summary["complete"]:
-        console.print(Text.assemble(("incomplete: ", "bold yellow"), "; ".join(summary["incomplete"])))
-    return summary
+    return BenchRun(p, summary, rows, paths, model.name)
