@@ -10,13 +10,12 @@ full system names, citations and links stay in the Markdown and CSV files.
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from rich import box
 from rich.table import Table
 from rich.text import Text
@@ -101,8 +100,14 @@ def table_rows(
     return rows
 
 
-def _present_columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
-    return [c for c in COLUMNS if any(r.get(c) not in (None, "") for r in rows)]
+def results_frame(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """The rows as a DataFrame with every column of `COLUMNS` (values as they are: objects)."""
+    return pd.DataFrame(list(rows), columns=list(COLUMNS), dtype=object)
+
+
+def _present_columns(frame: pd.DataFrame) -> list[str]:
+    """The columns where some row has a value."""
+    return [c for c in COLUMNS if frame[c].map(lambda v: v not in (None, "")).any()]
 
 
 def _table(title: str | None, caption: str | None = None) -> Table:
@@ -117,7 +122,7 @@ def rich_table(rows: Sequence[Mapping[str, Any]], title: str | None = None) -> T
     Published rows show `system_short` and `cite` where the suite gives them; split,
     modality and normalizer go under the table when every row shares one value.
     """
-    cols = _present_columns(rows)
+    cols = _present_columns(results_frame(rows))
     shared = {}
     for c in SHARED_COLUMNS:
         values = {r.get(c) for r in rows if r.get(c) not in (None, "")}
@@ -141,24 +146,20 @@ def rich_table(rows: Sequence[Mapping[str, Any]], title: str | None = None) -> T
 
 def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """A GitHub Markdown table of the rows."""
-    cols = _present_columns(rows)
-    esc = lambda s: s.replace("|", "\\|")  # noqa: E731
+    frame = results_frame(rows)
+    cols = _present_columns(frame)
+    cells = frame[cols].map(lambda v: _fmt(v).replace("|", "\\|"))
     lines = [
         "| " + " | ".join(cols) + " |",
         "|" + "|".join("---:" if c == "value" else "---" for c in cols) + "|",
     ]
-    lines += ["| " + " | ".join(esc(_fmt(r.get(c))) for c in cols) + " |" for r in rows]
+    lines += ["| " + " | ".join(row) + " |" for row in cells.itertuples(index=False)]
     return "\n".join(lines) + "\n"
 
 
 def csv_table(rows: Iterable[Mapping[str, Any]]) -> str:
     """CSV text of the rows with every column (values unformatted)."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(COLUMNS), extrasaction="ignore")
-    writer.writeheader()
-    for r in rows:
-        writer.writerow({c: "" if r.get(c) is None else r.get(c) for c in COLUMNS})
-    return buf.getvalue()
+    return results_frame(list(rows)).to_csv(index=False, na_rep="", lineterminator="\r\n")
 
 
 def write_tables(
