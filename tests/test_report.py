@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from speechkit.commands.tables import rich_table
 from speechkit.evaluation.bench import BenchPlan, result_rows
-from speechkit.evaluation.report import csv_table, markdown_table, rich_table
+from speechkit.evaluation.report import csv_table, markdown_table
 from speechkit.evaluation.suites import BuildReport, load_suite
 from speechkit.models.base import DecodeOptions
 

@@ -98,7 +98,7 @@ def _notify(level: str, message: str) -> None:
 
 def _draw(run: BenchRun) -> None:
     """The table (this run beside the published numbers), warnings and where the files are."""
-    from speechkit.evaluation.report import rich_table
+    from speechkit.commands.tables import rich_table
 
     out.print(rich_table(run.rows, title=f"{run.plan.what}: {run.system}"))
     for w in run.summary["warnings"]:

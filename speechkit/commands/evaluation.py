@@ -131,8 +131,8 @@ def compare(
     captioning metrics must not fall. A metric missing from NEW, or fewer items scored, fails.
     """
     from speechkit import strict_json
+    from speechkit.commands.tables import compare_table
     from speechkit.evaluation.compare import any_regressed, compare_scores, load_scores, parse_thresholds
-    from speechkit.evaluation.report import compare_table
 
     rows = compare_scores(load_scores(baseline), load_scores(new), parse_thresholds(max_regression))
     if json_out:
