@@ -21,9 +21,7 @@ Nothing here prints: the run returns its records and tells `notify` what it deci
 
 from __future__ import annotations
 
-import json
 import platform
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -37,6 +35,7 @@ from speechkit.data import Item, read_results
 from speechkit.errors import SpeechkitError
 from speechkit.evaluation.report import table_rows, write_tables
 from speechkit.evaluation.scoring import score_predictions
+from speechkit.evaluation.shards import absorb_shards, previous_speed, shard_speed
 from speechkit.evaluation.suites import (
     Suite,
     load_suite,
@@ -48,11 +47,10 @@ from speechkit.evaluation.suites import (
 from speechkit.models.base import DecodeOptions, SpeechModel
 from speechkit.models.identity import ModelCard, model_card
 from speechkit.models.registry import RuntimeOptions, names_whisper
-from speechkit.results import ResultWriter, check_reuse
+from speechkit.results import ResultWriter
 from speechkit.tasks import get_task
 
 Notify = Callable[[str, str], None]  # (level: "info" | "warning", message)
-SHARD_FILE = re.compile(r"predictions\.shard-(\d+)-of-(\d+)\.jsonl$")
 
 
 @dataclass
@@ -186,62 +184,10 @@ def plan(suite_name: str | Path | Suite, model: SpeechModel | ModelCard, *,
                      parse_shard(shard), out)
 
 
-def absorb_shards(plan_: BenchPlan, writer: ResultWriter, model: dict[str, Any]) -> int:
-    """Copy finished lines of shard files into the unsharded predictions file (once each).
-
-    Returns how many lines were taken in. Only ids of this run's items are taken, and only
-    from shards made by this model with these settings: another's lines stop the run.
-    """
-    if plan_.shard is not None:
-        return 0
-    wanted = {it.id for it in plan_.items}
-    shard_files = sorted(p for p in plan_.out_dir.glob("predictions.shard-*.jsonl")
-                         if SHARD_FILE.search(p.name))
-    taken = 0
-    for path in shard_files:
-        finished = [r for i, r in read_results(path).items() if i in wanted and r.status == "ok"]
-        check_reuse(finished, model, plan_.options.to_dict(), str(path),
-                    "run that shard again with this model and settings (--overwrite), or use "
-                    "another --out-dir")
-        for result in finished:
-            if not writer.done(result.id):
-                writer.write(result)
-                taken += 1
-    return taken
-
-
 def _selected_records(plan_: BenchPlan) -> list[dict[str, Any]]:
     wanted = {it.id for it in plan_.items}
     results = read_results(plan_.predictions) if plan_.predictions.exists() else {}
     return [r.to_dict() for i, r in results.items() if i in wanted]
-
-
-def _previous_speed(path: Path) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8")).get("run", {}).get("speed")
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
-def _shard_speed(plan_: BenchPlan) -> dict[str, Any] | None:
-    """Speed of a merged run: total audio over total wall time of its shards."""
-    if plan_.shard is not None:
-        return None
-    parts = [sp for p in sorted(plan_.out_dir.glob("scores.shard-*.json"))
-             if (sp := _previous_speed(p))]
-    if not parts:
-        return None
-    audio = sum(p["audio_s"] for p in parts)
-    wall = sum(p["wall_s"] for p in parts)
-    gpu = [p["peak_gpu_mb"] for p in parts if p.get("peak_gpu_mb") is not None]
-    return {"audio_s": round(audio, 3), "wall_s": round(wall, 3),
-            "rtfx": round(audio / wall, 3) if wall else None,
-            "peak_rss_mb": max(p["peak_rss_mb"] for p in parts),
-            "peak_gpu_mb": max(gpu) if gpu else None,
-            "items_decoded": sum(p.get("items_decoded", 0) for p in parts),
-            "from_shards": len(parts)}
 
 
 def score_plan(plan_: BenchPlan, model: SpeechModel | ModelCard | None, run_summary: Any,
@@ -277,7 +223,7 @@ def score_plan(plan_: BenchPlan, model: SpeechModel | ModelCard | None, run_summ
                  else round(run_summary.peak_gpu_mb, 1),
                  "items_decoded": run_summary.ok + run_summary.failed}
     else:  # everything was already done: keep the figures of the runs that did the work
-        speed = _previous_speed(plan_.scores) or _shard_speed(plan_)
+        speed = previous_speed(plan_.scores) or shard_speed(plan_)
     summary["run"] = {
         "suite": suite.name,
         "split": plan_.split,
