@@ -12,7 +12,6 @@ run the model on the items -> `score_predictions(..., suite=suite, expected=item
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,7 +24,6 @@ from speechkit.errors import SpeechkitError
 from speechkit.evaluation.metrics.normalizers import NORMALIZERS
 from speechkit.tasks import TASKS, get_task
 
-log = logging.getLogger("speechkit.evaluation.suites")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
