@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.text import Text
 
 from speechkit.errors import SpeechkitError
+from speechkit.tasks import TASKS
 from speechkit.terminal import safe
 
 out = Console()
@@ -31,8 +32,7 @@ def score(
         typer.Option(
             "--task",
             "-t",
-            help="asr, avsr, vsr, st, sv, er, sqa or aac (default: the suite's, "
-            "or the lines' own `task`).",
+            help=f"{', '.join(TASKS)} (default: the suite's, or the lines' own `task`).",
         ),
     ] = None,
     normalizer: Annotated[
