@@ -251,6 +251,8 @@ def _item_from_manifest(obj: dict[str, Any], base: Path, where: str) -> Item:
         item_id = os.path.normpath(written)
         if offset is not None:
             item_id = segment_id(item_id, offset, duration)
+    if bad := _typed_field_problem(obj):
+        return Item(id=item_id, path=p, error=f"{where}: {bad}; fix or remove that line")
     ref = next((obj[k] for k in _REF_KEYS if isinstance(obj.get(k), str)), None)
     taken = {"id", "language", "lang", "task", "prompt",
              *_PATH_KEYS, *_REF_KEYS, *_DURATION_KEYS, *_OFFSET_KEYS}
@@ -259,6 +261,23 @@ def _item_from_manifest(obj: dict[str, Any], base: Path, where: str) -> Item:
                 language=obj.get("language") or obj.get("lang"), duration_s=duration,
                 offset_s=offset or 0.0, task=obj.get("task"), prompt=obj.get("prompt"))
     return Item.from_dict(line, base)
+
+
+def _typed_field_problem(obj: dict[str, Any]) -> str | None:
+    """What is wrong with a line's typed fields (a path that is not text, a list that is not
+    a list of text), or None."""
+    meta = obj.get("meta")
+    if meta is not None and not isinstance(meta, dict):
+        return "meta is not an object"
+    typed = {_LEGACY_META[k]: v for k, v in (meta or {}).items() if k in _LEGACY_META} | obj
+    for key in ("enroll", "target_language"):
+        if typed.get(key) is not None and not isinstance(typed[key], str):
+            return f"{key} is not text"
+    for key in ("references", "choices"):
+        value = typed.get(key)
+        if value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            return f"{key} is not a list of text"
+    return None
 
 
 def read_manifest(path: Path) -> list[Item]:

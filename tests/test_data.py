@@ -107,6 +107,18 @@ def test_item_paths_are_written_relative_to_the_manifest_and_read_back(tmp_path)
     assert Item.from_dict(line, tmp_path / "lists") == it
 
 
+def test_manifest_line_with_badly_typed_fields_is_an_error_line(tmp_path):
+    m = tmp_path / "m.jsonl"
+    m.write_text('{"id": "a", "path": "a.wav", "enroll": 3}\n{"id": "b", "path": "b.wav", "meta": "x"}\n'
+                 '{"id": "c", "path": "c.wav", "references": "one"}\n'
+                 '{"id": "d", "path": "d.wav", "meta": {"enroll_path": ["x"]}}\n')
+    errors = [it.error for it in read_manifest(m)]
+    assert errors == ["m.jsonl:1: enroll is not text; fix or remove that line",
+                      "m.jsonl:2: meta is not an object; fix or remove that line",
+                      "m.jsonl:3: references is not a list of text; fix or remove that line",
+                      "m.jsonl:4: enroll is not text; fix or remove that line"]
+
+
 def test_older_manifest_lines_with_typed_keys_in_meta_read_into_the_fields():
     it = Item.from_dict({"id": "t", "path": "/b.wav", "meta": {"enroll_path": "/a.wav", "label": 0,
                                                              "references": ["x"], "suite": "v"}})
