@@ -31,7 +31,7 @@ MANIFEST_EXTENSIONS = frozenset({".jsonl", ".json"})
 
 @dataclass
 class Item:
-    """One input: a media file (or a span of it) plus whatever the manifest says about it."""
+    """One input: a media file (or a span of it) plus what the protocols need to score it."""
 
     id: str
     path: str
@@ -41,18 +41,45 @@ class Item:
     offset_s: float = 0.0  # seconds into the file where the span starts
     task: str | None = None
     prompt: str | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
+    references: list[str] | None = None  # all references when there are several (captions)
+    label: str | int | None = None  # class label (ER) or trial label (SV: 1 target, 0 not)
+    enroll: str | None = None  # the enrollment recording of a verification trial
+    choices: list[str] | None = None  # the options of a multiple-choice question (SQA)
+    target_language: str | None = None  # the language to translate into (ST)
+    meta: dict[str, Any] = field(default_factory=dict)  # free-form: anything else a line holds
     error: str | None = None  # set when the item could not even be read (bad manifest line)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v not in (None, {}) or k in ("id", "path")}
+    def to_dict(self, base: Path | None = None) -> dict[str, Any]:
+        """A manifest line; with `base` (the manifest's folder) its media paths are relative to it."""
+        d = {k: v for k, v in asdict(self).items() if v not in (None, {}) or k in ("id", "path")}
+        if base is not None:
+            for key in _MEDIA_FIELDS:
+                if d.get(key):
+                    d[key] = os.path.relpath(os.path.abspath(d[key]), os.path.abspath(base))
+        return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Item:
+    def from_dict(cls, d: dict[str, Any], base: Path | None = None) -> Item:
+        """The Item of a `to_dict` line; with `base` its relative media paths resolve against
+        it. Keys that are not fields go to `meta`, as do `meta`'s own keys."""
         known = {f.name for f in fields(cls)}
         meta = dict(d.get("meta") or {})
         meta.update({k: v for k, v in d.items() if k not in known})
-        return cls(**{k: v for k, v in d.items() if k in known and k != "meta"}, meta=meta)
+        kw = {k: v for k, v in d.items() if k in known and k != "meta"}
+        for old, key in _LEGACY_META.items():  # lines written before these were fields
+            if old in meta and kw.get(key) is None:
+                kw[key] = meta.pop(old)
+        if base is not None:
+            for key in _MEDIA_FIELDS:
+                if kw.get(key):
+                    kw[key] = os.path.abspath(os.path.join(base, os.path.expanduser(kw[key])))
+        return cls(**kw, meta=meta)
+
+
+_MEDIA_FIELDS = ("path", "enroll")  # written relative to the manifest's folder
+# meta keys of older manifests that are typed fields now
+_LEGACY_META = {"enroll_path": "enroll", "references": "references", "label": "label",
+                "choices": "choices", "target_language": "target_language"}
 
 
 @dataclass
@@ -203,8 +230,10 @@ def segment_id(name: str, offset_s: float, duration_s: float | None) -> str:
 
 
 def _item_from_manifest(obj: dict[str, Any], base: Path, where: str) -> Item:
-    """One manifest line. Its id: the line's `id`, else its path as written (relative to the
-    manifest), with `#t=START,END` when the line gives an offset (one segment of a file)."""
+    """One manifest line: speechkit's own (`Item.to_dict`) or NeMo's `audio_filepath`/`text`/
+    `duration`/`offset`, read by `Item.from_dict` once the NeMo names are mapped. Its id: the
+    line's `id`, else its path as written (relative to the manifest), with `#t=START,END` when
+    the line gives an offset (one segment of a file)."""
     path = next((obj[k] for k in _PATH_KEYS if isinstance(obj.get(k), str) and obj[k]), None)
     if path is None:
         return Item(id=str(obj.get("id") or where), path="", error=(
@@ -222,20 +251,33 @@ def _item_from_manifest(obj: dict[str, Any], base: Path, where: str) -> Item:
         item_id = os.path.normpath(written)
         if offset is not None:
             item_id = segment_id(item_id, offset, duration)
+    if bad := _typed_field_problem(obj):
+        return Item(id=item_id, path=p, error=f"{where}: {bad}; fix or remove that line")
     ref = next((obj[k] for k in _REF_KEYS if isinstance(obj.get(k), str)), None)
     taken = {"id", "language", "lang", "task", "prompt",
              *_PATH_KEYS, *_REF_KEYS, *_DURATION_KEYS, *_OFFSET_KEYS}
-    return Item(
-        id=item_id,
-        path=p,
-        reference=ref,
-        language=obj.get("language") or obj.get("lang"),
-        duration_s=duration,
-        offset_s=offset or 0.0,
-        task=obj.get("task"),
-        prompt=obj.get("prompt"),
-        meta={k: v for k, v in obj.items() if k not in taken},
-    )
+    line = {k: v for k, v in obj.items() if k not in taken}  # typed fields, meta, free-form keys
+    line.update(id=item_id, path=written, reference=ref,
+                language=obj.get("language") or obj.get("lang"), duration_s=duration,
+                offset_s=offset or 0.0, task=obj.get("task"), prompt=obj.get("prompt"))
+    return Item.from_dict(line, base)
+
+
+def _typed_field_problem(obj: dict[str, Any]) -> str | None:
+    """What is wrong with a line's typed fields (a path that is not text, a list that is not
+    a list of text), or None."""
+    meta = obj.get("meta")
+    if meta is not None and not isinstance(meta, dict):
+        return "meta is not an object"
+    typed = {_LEGACY_META[k]: v for k, v in (meta or {}).items() if k in _LEGACY_META} | obj
+    for key in ("enroll", "target_language"):
+        if typed.get(key) is not None and not isinstance(typed[key], str):
+            return f"{key} is not text"
+    for key in ("references", "choices"):
+        value = typed.get(key)
+        if value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            return f"{key} is not a list of text"
+    return None
 
 
 def read_manifest(path: Path) -> list[Item]:
@@ -257,6 +299,16 @@ def read_manifest(path: Path) -> list[Item]:
                 "own \"id\" (or its own offset) or remove the repeat"))
         items.append(item)
     return items
+
+
+def write_manifest(items: Iterable[Item], path: Path) -> None:
+    """Write items as a JSONL manifest that `read_manifest` reads back into the same items:
+    media paths relative to the manifest's folder, typed fields as they are."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as fh:
+        for it in items:
+            fh.write(dumps_line(it.to_dict(path.parent)))
 
 
 def _file_item(p: Path) -> Item:

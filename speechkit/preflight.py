@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from speechkit.data import Item
 from speechkit.errors import SpeechkitError
-from speechkit.models.whisper import WHISPER_TASKS
+from speechkit.tasks import WHISPER_TASKS
 
 
 def check_inputs(items: Sequence[Item]) -> None:

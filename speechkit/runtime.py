@@ -87,8 +87,8 @@ def _prepare(item: Item, max_s: float) -> _Prepared:
     try:
         audio = decode_audio(item.path, SAMPLE_RATE, stream=item.meta.get("audio_stream"),
                              offset_s=item.offset_s, duration_s=item.duration_s)
-        if item.meta.get("enroll_path"):  # a verification trial: enrollment, a pause, test
-            audio = pair_audio(decode_audio(item.meta["enroll_path"], SAMPLE_RATE), audio, max_s)
+        if item.enroll:  # a verification trial: enrollment, a pause, test
+            audio = pair_audio(decode_audio(item.enroll, SAMPLE_RATE), audio, max_s)
     except SpeechkitError as e:
         return _Prepared(item, error=str(e))
     except Exception as e:  # an unforeseen failure must not stop the batch

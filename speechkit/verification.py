@@ -27,9 +27,9 @@ DECODE_WINDOW = 32  # recordings decoded per step
 
 def trial_paths(item: Item) -> tuple[str, str]:
     """(enrollment, test) recordings of a trial item."""
-    enroll = item.meta.get("enroll_path")
+    enroll = item.enroll
     if not enroll:
-        raise SpeechkitError(f"{item.id}: a verification trial needs meta.enroll_path beside "
+        raise SpeechkitError(f"{item.id}: a verification trial needs an \"enroll\" recording beside "
                              "its path (the test recording)")
     return str(enroll), item.path
 

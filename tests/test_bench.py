@@ -9,9 +9,9 @@ import wave
 import pytest
 from typer.testing import CliRunner
 
-from speechkit.bench import run_bench
 from speechkit.data import read_results
 from speechkit.errors import SpeechkitError
+from speechkit.evaluation.bench import run_bench
 
 # Whisper base (greedy, whisper-en normalizer) measured 6.59% WER / 2.75% CER on
 # librivox-mini; the bound leaves room for numeric drift across CPUs, not for a broken run.
@@ -57,12 +57,12 @@ def test_bench_librivox_mini_with_the_default_model(testdata, tmp_path):
 @pytest.mark.slow
 def test_shards_merge_into_the_unsharded_run(whisper_base, testdata, tmp_path):
     kw = dict(data_root=testdata, limit=4, progress=False)
-    whole = run_bench("librivox-mini", whisper_base, out_dir=tmp_path / "whole", **kw)
+    whole = run_bench("librivox-mini", whisper_base, out_dir=tmp_path / "whole", **kw).summary
     for k in range(2):
         part = run_bench("librivox-mini", whisper_base, out_dir=tmp_path / "sharded",
-                         shard=f"{k}/2", **kw)
+                         shard=f"{k}/2", **kw).summary
         assert part["counts"]["scored"] == 2
-    merged = run_bench("librivox-mini", whisper_base, out_dir=tmp_path / "sharded", **kw)
+    merged = run_bench("librivox-mini", whisper_base, out_dir=tmp_path / "sharded", **kw).summary
     assert merged["counts"]["scored"] == 4 and merged["metrics"] == whole["metrics"]
     assert merged["run"]["speed"]["from_shards"] == 2  # nothing was decoded again
     a = read_results(tmp_path / "whole" / "predictions.jsonl")
@@ -78,7 +78,7 @@ def test_half_filled_data_root_is_counted_not_hidden(whisper_base, testdata, tmp
     gone = sorted((root / "librivox").glob("*.wav"))[0]
     gone.unlink()
     summary = run_bench("librivox-mini", whisper_base, data_root=root, out_dir=tmp_path / "o",
-                        progress=False)
+                        progress=False).summary
     assert summary["counts"]["scored"] == 9 and summary["counts"]["protocol_items"] == 10
     assert summary["counts"]["missing_media"] == 1 and not summary["complete"]
     assert any(gone.name in w for w in summary["warnings"])
@@ -96,7 +96,7 @@ def test_lrs3_layout_runs_the_audio_track_beside_published_rows(whisper_base, te
     shutil.copy(video, spk / "00001.mp4")
     (spk / "00001.txt").write_text("Text:  HE WAS NOT AN ILL DISPOSED YOUNG MAN\nConf:  4\n")
     summary = run_bench("lrs3", whisper_base, data_root=tmp_path / "lrs3",
-                        out_dir=tmp_path / "o", progress=False)
+                        out_dir=tmp_path / "o", progress=False).summary
     assert summary["run"]["modality"] == "audio" and summary["run"]["task"] == "asr"
     # The LRS3 protocol lowercases only: Whisper's punctuation counts against it.
     assert summary["counts"]["scored"] == 1 and summary["normalizer"] == "lrs3"
@@ -106,7 +106,7 @@ def test_lrs3_layout_runs_the_audio_track_beside_published_rows(whisper_base, te
     md = (tmp_path / "o" / "results.md").read_text()
     assert "auto_avsr" in md and "Llama-AVSR" in md and "video" not in md.split("\n")[2]
     basic = run_bench("lrs3", whisper_base, data_root=tmp_path / "lrs3", normalizer="basic",
-                      out_dir=tmp_path / "o", progress=False)
+                      out_dir=tmp_path / "o", progress=False).summary
     assert basic["metrics"]["wer"] == 0 and basic["normalizer"] == "basic"
     with pytest.raises(SpeechkitError, match="cannot read the video track"):
         run_bench("lrs3", whisper_base, data_root=tmp_path / "lrs3", modality="video",
@@ -132,7 +132,7 @@ def test_missing_data_root_is_one_clear_line(tmp_path):
 def test_unknown_suite_and_bad_shard_are_usage_errors(tmp_path):
     with pytest.raises(SpeechkitError, match="suite"):
         run_bench("no-such-suite", "whisper-base", progress=False)
-    from speechkit.suites import parse_shard
+    from speechkit.evaluation.suites import parse_shard
 
     with pytest.raises(SpeechkitError, match="K/N"):
         parse_shard("3/2")
@@ -149,23 +149,23 @@ def test_bench_runs_a_plain_manifest_and_counts_every_line(whisper_base, testdat
     manifest.write_text("\n".join(lines) + "\n")
     with pytest.raises(SpeechkitError, match="--task"):
         run_bench(manifest, whisper_base, progress=False, out_dir=tmp_path / "x")
-    summary = run_bench(manifest, whisper_base, task="asr", progress=False, out_dir=tmp_path / "o")
+    summary = run_bench(manifest, whisper_base, task="asr", progress=False, out_dir=tmp_path / "o").summary
     assert summary["counts"]["scored"] == 2 and summary["metrics"]["wer"] < 15
     assert summary["complete"]
     # An unusable line is an item that failed, never one that was not there.
     manifest.write_text("\n".join([*lines, "{not json"]) + "\n")
-    summary = run_bench(manifest, whisper_base, task="asr", progress=False, out_dir=tmp_path / "o")
+    summary = run_bench(manifest, whisper_base, task="asr", progress=False, out_dir=tmp_path / "o").summary
     assert (summary["counts"]["expected"], summary["counts"]["errored"]) == (3, 1)
     assert summary["incomplete"] == ["scored 2 of 3 items (1 failed in the run)"]
     assert not summary["complete"] and summary["problems"]["errored"][0]["id"] == "mine.jsonl:3"
     manifest.write_text("\n".join([*lines, "{not json", '{"path": "gone.wav", "reference": "x"}'])
                         + "\n")
-    summary = run_bench(manifest, whisper_base, task="asr", progress=False, out_dir=tmp_path / "o")
+    summary = run_bench(manifest, whisper_base, task="asr", progress=False, out_dir=tmp_path / "o").summary
     assert summary["counts"]["missing_media"] == 1 and not summary["complete"]
     assert summary["incomplete"][0] == "1 item(s) have no media file under the data root"
     md = (tmp_path / "o" / "results.md").read_text()
     assert "| wer |" in md and "| cer |" in md
     # A selection with nothing in it scores nothing: not a complete run.
     empty = run_bench(manifest, whisper_base, task="asr", limit=1, shard="1/2", progress=False,
-                      out_dir=tmp_path / "o")
+                      out_dir=tmp_path / "o").summary
     assert not empty["complete"] and empty["incomplete"][-1].startswith("nothing to score")

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from speechkit.errors import SpeechkitError
+from speechkit.evaluation.metrics.bleu import tokenizer_for
 from speechkit.languages import LANGUAGES, check_language, language_name
-from speechkit.metrics.bleu import tokenizer_for
 
 ROOT = Path(__file__).resolve().parents[1]
 INTERRUPTED = "interrupted: finished results are kept; rerun the same command to resume"
@@ -241,7 +241,7 @@ def test_file_names_that_look_like_markup_print_as_they_are(testdata, make_media
 def test_tables_print_markup_looking_names_as_they_are():
     from rich.console import Console
 
-    from speechkit.report import compare_table, rich_table
+    from speechkit.commands.tables import compare_table, rich_table
 
     console = Console(width=200, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
     console.print(rich_table([{"system": "[/x]model[bold]", "metric": "wer", "value": 0.1,

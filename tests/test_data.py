@@ -94,9 +94,35 @@ def test_writer_resumes_ok_items_retries_errors_and_survives_a_torn_line(tmp_pat
 
 
 def test_item_dict_round_trip_keeps_unknown_fields_in_meta():
-    it = Item.from_dict({"id": "1", "path": "p", "label": "hap", "meta": {"x": 1}})
-    assert it.meta == {"x": 1, "label": "hap"}
+    it = Item.from_dict({"id": "1", "path": "p", "label": "hap", "speaker": "s1", "meta": {"x": 1}})
+    assert it.label == "hap" and it.meta == {"x": 1, "speaker": "s1"}
     assert Item.from_dict(it.to_dict()) == it
+
+
+def test_item_paths_are_written_relative_to_the_manifest_and_read_back(tmp_path):
+    it = Item(id="t", path=str(tmp_path / "wav" / "b.wav"), enroll=str(tmp_path / "wav" / "a.wav"),
+              label=1, references=["x", "y"])
+    line = it.to_dict(tmp_path / "lists")
+    assert (line["path"], line["enroll"]) == ("../wav/b.wav", "../wav/a.wav")
+    assert Item.from_dict(line, tmp_path / "lists") == it
+
+
+def test_manifest_line_with_badly_typed_fields_is_an_error_line(tmp_path):
+    m = tmp_path / "m.jsonl"
+    m.write_text('{"id": "a", "path": "a.wav", "enroll": 3}\n{"id": "b", "path": "b.wav", "meta": "x"}\n'
+                 '{"id": "c", "path": "c.wav", "references": "one"}\n'
+                 '{"id": "d", "path": "d.wav", "meta": {"enroll_path": ["x"]}}\n')
+    errors = [it.error for it in read_manifest(m)]
+    assert errors == ["m.jsonl:1: enroll is not text; fix or remove that line",
+                      "m.jsonl:2: meta is not an object; fix or remove that line",
+                      "m.jsonl:3: references is not a list of text; fix or remove that line",
+                      "m.jsonl:4: enroll is not text; fix or remove that line"]
+
+
+def test_older_manifest_lines_with_typed_keys_in_meta_read_into_the_fields():
+    it = Item.from_dict({"id": "t", "path": "/b.wav", "meta": {"enroll_path": "/a.wav", "label": 0,
+                                                             "references": ["x"], "suite": "v"}})
+    assert (it.enroll, it.label, it.references, it.meta) == ("/a.wav", 0, ["x"], {"suite": "v"})
 
 
 def test_subtitles_render_timestamps_and_skip_empty_segments():

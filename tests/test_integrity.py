@@ -174,7 +174,7 @@ def test_a_fifo_input_is_refused_without_blocking(tmp_path):
 
 @pytest.mark.slow
 def test_nemo_segments_of_one_real_file_give_one_result_each(whisper_base, testdata, tmp_path):
-    from speechkit.bench import run_bench
+    from speechkit.evaluation.bench import run_bench
     from speechkit.transcribe import transcribe_items
 
     clip = clips(testdata, 1)[0]  # 7.1 s: "and mister john dashwood had then leisure ..."
@@ -189,7 +189,7 @@ def test_nemo_segments_of_one_real_file_give_one_result_each(whisper_base, testd
     durations = [r.duration_s for r in res.values()]
     assert durations == pytest.approx([2.5, 2.5, seconds(clip) - 5.0], abs=0.05)
     assert len({r.text for r in res.values()}) == 3 and all(r.text for r in res.values())
-    summary = run_bench(m, whisper_base, task="asr", out_dir=tmp_path / "b", progress=False)
+    summary = run_bench(m, whisper_base, task="asr", out_dir=tmp_path / "b", progress=False).summary
     assert summary["counts"]["scored"] == 3
 
 
@@ -332,11 +332,11 @@ def test_bench_runs_of_two_models_never_share_results(whisper_base, tiny_ckpt, t
 
     from rich.console import Console
 
-    from speechkit.bench import run_bench
+    from speechkit.evaluation.bench import run_bench
 
     monkeypatch.chdir(tmp_path)
     kw = dict(data_root=testdata, limit=2, progress=False)
-    first = run_bench("librivox-mini", whisper_base, **kw)
+    first = run_bench("librivox-mini", whisper_base, **kw).summary
     mine = tmp_path / "bench" / "librivox-mini-test-whisper-base"
     assert first["counts"]["scored"] == 2 and (mine / "predictions.jsonl").is_file()
     before = (mine / "predictions.jsonl").read_bytes()
@@ -345,20 +345,20 @@ def test_bench_runs_of_two_models_never_share_results(whisper_base, tiny_ckpt, t
         run_bench("librivox-mini", str(tiny_ckpt), out_dir=mine, **kw)
     assert (mine / "predictions.jsonl").read_bytes() == before
     # ... and by default it gets its own directory, where it decodes every item itself.
-    other = run_bench("librivox-mini", str(tiny_ckpt), **kw)
+    other = run_bench("librivox-mini", str(tiny_ckpt), **kw).summary
     assert other["run"]["model"]["type"] == "speechllm"
     assert other["run"]["speed"]["items_decoded"] == 2
     assert (tmp_path / "bench" / "librivox-mini-test-my-ckpt" / "scores.json").is_file()
     # The same model and settings again: scored from the existing lines, the model not loaded.
     log = io.StringIO()
-    again = run_bench("librivox-mini", "whisper-base", console=Console(file=log), **kw)
+    again = run_bench("librivox-mini", "whisper-base", console=Console(file=log), **kw).summary
     assert "nothing to do" in log.getvalue() and again["metrics"] == first["metrics"]
     assert again["run"]["model"]["name"] == "whisper-base" and again["run"]["runtime"]["device"] is None
 
 
 @pytest.mark.slow
 def test_a_shard_merge_refuses_lines_of_other_settings(whisper_base, testdata, tmp_path):
-    from speechkit.bench import run_bench
+    from speechkit.evaluation.bench import run_bench
 
     kw = dict(data_root=testdata, limit=2, progress=False, out_dir=tmp_path / "s")
     run_bench("librivox-mini", whisper_base, shard="0/2", **kw)

@@ -11,13 +11,13 @@ import pytest
 import sacrebleu
 
 from speechkit.errors import SpeechkitError
-from speechkit.metrics.bleu import corpus_bleu_chrf, tokenizer_for
-from speechkit.metrics.captioning import caption_metrics, java_problem, python_ptb_tokenize
-from speechkit.metrics.classification import LabelMapper, classification_metrics
-from speechkit.metrics.eer import equal_error_rate, min_dcf, parse_yes_no, sv_metrics
-from speechkit.metrics.sqa import exact_match, extract_choice, sqa_metrics, token_f1
-from speechkit.metrics.wer import error_rates
-from speechkit.normalizers import NORMALIZERS, get_normalizer
+from speechkit.evaluation.metrics.bleu import corpus_bleu_chrf, tokenizer_for
+from speechkit.evaluation.metrics.captioning import caption_metrics, java_problem, python_ptb_tokenize
+from speechkit.evaluation.metrics.classification import LabelMapper, classification_metrics
+from speechkit.evaluation.metrics.eer import equal_error_rate, min_dcf, parse_yes_no, sv_metrics
+from speechkit.evaluation.metrics.normalizers import NORMALIZERS, get_normalizer
+from speechkit.evaluation.metrics.sqa import exact_match, extract_choice, sqa_metrics, token_f1
+from speechkit.evaluation.metrics.wer import error_rates
 
 HAS_PYCOCO = importlib.util.find_spec("pycocoevalcap") is not None
 

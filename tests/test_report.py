@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from speechkit.bench import BenchPlan, result_rows
+from speechkit.commands.tables import rich_table
+from speechkit.evaluation.bench import BenchPlan, result_rows
+from speechkit.evaluation.report import csv_table, markdown_table
+from speechkit.evaluation.suites import BuildReport, load_suite
 from speechkit.models.base import DecodeOptions
-from speechkit.report import csv_table, markdown_table, rich_table
-from speechkit.suites import BuildReport, load_suite
 
 NOT_RUN = "no `java` on PATH (METEOR and SPICE are Java tools; install a JRE)"
 

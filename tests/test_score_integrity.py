@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from speechkit import strict_json
-from speechkit.compare import compare_scores
 from speechkit.data import Item, Result
+from speechkit.evaluation.compare import compare_scores
+from speechkit.evaluation.scoring import score_predictions
 from speechkit.results import ResultWriter
-from speechkit.scoring import score_predictions
 
 
 def _lines(path: Path, rows: list[dict | str]) -> Path:
@@ -202,8 +202,7 @@ def test_result_lines_are_strict_json_and_read_back(tmp_path):
         w.write(Result(id="a", path="/a.wav", text="yes", extras={"p_yes": -math.inf}))
     line = _strict(out.read_text())
     assert line["extras"]["p_yes"] is None and line["non_finite"] == {"extras.p_yes": "-Infinity"}
-    s = score_predictions(out, task="sv", expected=[Item(id="a", path="/a.wav",
-                                                         meta={"label": 1})])
+    s = score_predictions(out, task="sv", expected=[Item(id="a", path="/a.wav", label=1)])
     assert s["counts"]["scored"] == 1  # the answer still counts; the score is gone, not faked
 
 

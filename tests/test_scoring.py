@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from speechkit.compare import compare_scores, direction, flatten_scores, parse_thresholds
 from speechkit.data import Item, Result, dumps_line
 from speechkit.errors import SpeechkitError
-from speechkit.report import csv_table, markdown_table, table_rows
-from speechkit.scoring import score_predictions
-from speechkit.suites import load_suite
+from speechkit.evaluation.compare import compare_scores, direction, flatten_scores, parse_thresholds
+from speechkit.evaluation.report import csv_table, markdown_table, table_rows
+from speechkit.evaluation.scoring import score_predictions
+from speechkit.evaluation.suites import load_suite
 
 
 def _write(path: Path, rows: list[dict | bytes | str]) -> Path:
@@ -187,8 +187,8 @@ def test_er_sqa_and_st_tasks(tmp_path):
 )
 def test_aac_takes_references_from_the_items(tmp_path):
     items = [
-        Item(id="a", path="/a.wav", meta={"references": ["a dog barks", "dogs bark"]}),
-        Item(id="b", path="/b.wav", meta={"references": ["rain falls", "it rains"]}),
+        Item(id="a", path="/a.wav", references=["a dog barks", "dogs bark"]),
+        Item(id="b", path="/b.wav", references=["rain falls", "it rains"]),
     ]
     p = _write(
         tmp_path / "c.jsonl",

@@ -9,7 +9,7 @@ import pytest
 
 from speechkit.data import read_manifest
 from speechkit.errors import SpeechkitError
-from speechkit.suites import (
+from speechkit.evaluation.suites import (
     build_items,
     build_manifest,
     load_suite,
@@ -146,7 +146,7 @@ def test_lrs3_layout(tmp_path):
     assert report.missing[0].endswith("00004.mp4")
 
 
-def test_voxceleb_trials_carry_enroll_path_and_label(tmp_path):
+def test_voxceleb_trials_carry_enroll_recording_and_label(tmp_path):
     _touch(
         tmp_path / "veri_test2.txt",
         "1 id10270/a/00001.wav id10270/b/00002.wav\n0 id10270/a/00001.wav id10309/c/00003.wav\n",
@@ -154,8 +154,8 @@ def test_voxceleb_trials_carry_enroll_path_and_label(tmp_path):
     for rel in ("id10270/a/00001.wav", "id10270/b/00002.wav"):
         _touch(tmp_path / "wav" / rel)
     items, report = build_items(load_suite("voxceleb1-o"), tmp_path, "cleaned")
-    assert len(items) == 1 and items[0].meta["label"] == 1 and items[0].reference == "yes"
-    assert items[0].meta["enroll_path"].endswith("id10270/a/00001.wav")
+    assert len(items) == 1 and items[0].label == 1 and items[0].reference == "yes"
+    assert items[0].enroll.endswith("id10270/a/00001.wav")
     assert items[0].path.endswith("id10270/b/00002.wav")
     assert report.missing == [str(tmp_path / "wav" / "id10309/c/00003.wav")]
     assert sum(report.skipped.values()) == 1
@@ -184,7 +184,7 @@ def test_covost2_audiocaps_and_clotho_layouts(tmp_path):
     )
     _touch(tmp_path / "en" / "clips" / "clip1.mp3")
     items, _ = build_items(load_suite("covost2"), tmp_path, "en-de")
-    assert items[0].reference == "Hallo." and items[0].meta["target_language"] == "de"
+    assert items[0].reference == "Hallo." and items[0].target_language == "de"
     assert items[0].prompt == "Listen to the speech and translate it into German."
 
     _touch(
@@ -195,7 +195,7 @@ def test_covost2_audiocaps_and_clotho_layouts(tmp_path):
     )
     _touch(tmp_path / "test" / "abc_30.wav")
     items, report = build_items(load_suite("audiocaps"), tmp_path, "test")
-    assert items[0].meta["references"] == ["A dog barks", "Dogs bark loudly"]
+    assert items[0].references == ["A dog barks", "Dogs bark loudly"]
     assert len(report.missing) == 1 and "zzz" in report.missing[0]
 
     _touch(
@@ -205,7 +205,7 @@ def test_covost2_audiocaps_and_clotho_layouts(tmp_path):
     )
     _touch(tmp_path / "evaluation" / "rain.wav")
     items, _ = build_items(load_suite("clotho"), tmp_path, "evaluation")
-    assert len(items[0].meta["references"]) == 5
+    assert len(items[0].references) == 5
 
 
 def test_root_without_the_index_files_is_an_error_with_the_layout(tmp_path):
@@ -256,7 +256,7 @@ def test_librivox_mini_finds_its_data_root_from_the_environment(testdata, monkey
 
 
 def test_suite_items_limit_then_shard_merge_back_to_the_limited_run(testdata):
-    from speechkit.suites import suite_items
+    from speechkit.evaluation.suites import suite_items
 
     full, _ = suite_items("librivox-mini", testdata, "test")
     limited, rep = suite_items("librivox-mini", testdata, "test", limit=7)
@@ -270,7 +270,7 @@ def test_suite_items_limit_then_shard_merge_back_to_the_limited_run(testdata):
 
 @pytest.mark.parametrize("shard", ["3/3", "-1/2", "a/b", "1"])
 def test_bad_shard_is_a_user_error(shard):
-    from speechkit.suites import parse_shard
+    from speechkit.evaluation.suites import parse_shard
 
     with pytest.raises(SpeechkitError, match="K/N"):
         parse_shard(shard)

@@ -8,9 +8,9 @@ import os
 import numpy as np
 import pytest
 
-from speechkit.bench import run_bench
 from speechkit.data import read_results
 from speechkit.errors import SpeechkitError
+from speechkit.evaluation.bench import run_bench
 from speechkit.runtime import PAIR_GAP_S, pair_audio
 
 
@@ -42,7 +42,7 @@ def test_resemblyzer_separates_real_speakers(testdata, tmp_path, monkeypatch):
     monkeypatch.setattr("speechkit.verification.DECODE_WINDOW", 3)  # many small windows
     n = voxceleb_layout(tmp_path / "vox", testdata, corrupt=True)
     summary = run_bench("voxceleb1-o", "resemblyzer", data_root=tmp_path / "vox",
-                        out_dir=tmp_path / "o", progress=False)
+                        out_dir=tmp_path / "o", progress=False).summary
     counts = summary["counts"]
     assert counts["scored"] == n - 1 and counts["errored"] == 1  # the corrupt file's trial
     assert summary["metrics"]["eer"] < 10.0 and summary["metrics"]["mindcf_0.05"] < 0.5
@@ -57,7 +57,7 @@ def test_resemblyzer_separates_real_speakers(testdata, tmp_path, monkeypatch):
     assert "veri_test2" in json.dumps(summary["run"]["build"]) or summary["warnings"]
     # A rerun resumes: nothing is embedded again, the scores stay.
     again = run_bench("voxceleb1-o", "resemblyzer", data_root=tmp_path / "vox",
-                      out_dir=tmp_path / "o", progress=False)
+                      out_dir=tmp_path / "o", progress=False).summary
     assert again["metrics"] == summary["metrics"]
 
 
@@ -89,7 +89,7 @@ def test_speech_llm_scores_trials_with_p_yes(testdata, tmp_path):
     summary = run_bench("voxceleb1-o", model, data_root=tmp_path / "vox", shard="0/8",
                         out_dir=tmp_path / "o", progress=False,
                         decode=__import__("speechkit.models.base", fromlist=["x"]).DecodeOptions(
-                            max_new_tokens=2))
+                            max_new_tokens=2)).summary
     assert summary["counts"]["scored"] == 6 and summary["run"]["task"] == "sv"
     results = read_results(tmp_path / "o" / "predictions.jsonl")
     for r in results.values():

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from speechkit.commands.options import language_option
+from speechkit.terminal import plain, safe
+
+if TYPE_CHECKING:
+    from speechkit.evaluation.bench import BenchRun
 
 out = Console()
 err = Console(stderr=True)
@@ -68,19 +73,40 @@ def bench(
     results. Resumable; sharded runs merge. Exit code 0 when every item was scored, 1 when
     some failed or are missing (the counts say which), 2 for usage errors.
     """
-    from speechkit.bench import run_bench
+    from speechkit.evaluation.bench import run_bench
     from speechkit.models.base import DecodeOptions
     from speechkit.models.registry import RuntimeOptions
 
-    summary = run_bench(
+    run = run_bench(
         suite, model, data_root=data_root, split=split, modality=modality, limit=limit,
         shard=shard, out_dir=out_dir,
         decode=DecodeOptions(language=language, beam_size=beam_size,
                              max_new_tokens=max_new_tokens, prompt=prompt),
         runtime=RuntimeOptions(device, dtype, quant), batch_size=batch_size or None,
         overwrite=overwrite, normalizer=normalizer, task=task, progress=progress,
-        console=err, out=out)
-    raise typer.Exit(0 if summary["complete"] else 1)
+        notify=_notify, console=err)
+    _draw(run)
+    raise typer.Exit(0 if run.summary["complete"] else 1)
+
+
+def _notify(level: str, message: str) -> None:
+    if level == "warning":
+        err.print(f"[yellow]warning:[/] {safe(message)}", highlight=False, soft_wrap=True)
+    else:
+        err.print(plain(message))
+
+
+def _draw(run: BenchRun) -> None:
+    """The table (this run beside the published numbers), warnings and where the files are."""
+    from speechkit.commands.tables import rich_table
+
+    out.print(rich_table(run.rows, title=f"{run.plan.what}: {run.system}"))
+    for w in run.summary["warnings"]:
+        _notify("warning", w)
+    tables = run.tables
+    err.print(plain(f"scores: {run.plan.scores}; tables: {tables['markdown']}, {tables['csv']}"))
+    if not run.summary["complete"]:
+        err.print(Text.assemble(("incomplete: ", "bold yellow"), "; ".join(run.summary["incomplete"])))
 
 
 def register(app: typer.Typer) -> None:

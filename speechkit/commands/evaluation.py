@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.text import Text
 
 from speechkit.errors import SpeechkitError
+from speechkit.tasks import TASKS
 from speechkit.terminal import safe
 
 out = Console()
@@ -31,8 +32,7 @@ def score(
         typer.Option(
             "--task",
             "-t",
-            help="asr, avsr, vsr, st, sv, er, sqa or aac (default: the suite's, "
-            "or the lines' own `task`).",
+            help=f"{', '.join(TASKS)} (default: the suite's, or the lines' own `task`).",
         ),
     ] = None,
     normalizer: Annotated[
@@ -79,9 +79,9 @@ def score(
     """
     from speechkit import strict_json
     from speechkit.data import dumps_line
-    from speechkit.report import score_lines
-    from speechkit.scoring import score_predictions
-    from speechkit.suites import load_suite
+    from speechkit.evaluation.report import score_lines
+    from speechkit.evaluation.scoring import score_predictions
+    from speechkit.evaluation.suites import load_suite
 
     s = load_suite(suite) if suite else None
     summary = score_predictions(
@@ -131,8 +131,8 @@ def compare(
     captioning metrics must not fall. A metric missing from NEW, or fewer items scored, fails.
     """
     from speechkit import strict_json
-    from speechkit.compare import any_regressed, compare_scores, load_scores, parse_thresholds
-    from speechkit.report import compare_table
+    from speechkit.commands.tables import compare_table
+    from speechkit.evaluation.compare import any_regressed, compare_scores, load_scores, parse_thresholds
 
     rows = compare_scores(load_scores(baseline), load_scores(new), parse_thresholds(max_regression))
     if json_out:
@@ -168,7 +168,7 @@ def manifest(
     protocol; exit code 1 when the manifest is incomplete.
     """
     from speechkit import strict_json
-    from speechkit.suites import build_manifest, load_suite, suite_names
+    from speechkit.evaluation.suites import build_manifest, load_suite, suite_names
 
     if list_suites or not suite:
         for name in suite_names():

@@ -22,11 +22,11 @@ from speechkit.models.whisper_decode import (
     split_segments,
 )
 from speechkit.models.whisper_words import align_words
+from speechkit.tasks import WHISPER_TASKS
 
 log = logging.getLogger("speechkit")
 
 CHUNK_S = 30.0  # Whisper's fixed input window; longer audio is segmented by the caller
-WHISPER_TASKS = ("transcribe", "translate")
 MAX_RESUMES = 4  # times one clip is decoded again from where its decoding stopped early
 MIN_RESUME_S = 0.5  # s; a shorter rest of a clip is not decoded again
 

@@ -32,9 +32,10 @@ from speechkit.models.speechllm.llm import (
     load_tokenizer,
     lora_config,
 )
-from speechkit.models.speechllm.prompts import YES_NO_TASKS, canonical_task, render, split_ids
+from speechkit.models.speechllm.prompts import render, split_ids
 from speechkit.models.speechllm.prompts import task_prompt as make_prompt
 from speechkit.models.speechllm.sources import anchor_sources, checkpoint_sha256, part_directories
+from speechkit.tasks import find_task
 
 ADDED_EMBEDDINGS = "llm.added_embeddings"  # [n_added_tokens, hidden] rows for added tokens
 MAX_INPUT_S = 600.0  # seconds per item; longer audio is windowed by the encoder, never cut
@@ -107,12 +108,13 @@ class SpeechLLM(SpeechModel):
         if not audios:
             return []
         start = time.perf_counter()
-        task = canonical_task(options.task)
+        known = find_task(options.task)
+        task = known.name if known else options.task  # a custom task keeps its name
         prompts = prompts or [None] * len(audios)
         texts = [render(self.spec.prompt, make_prompt(self.spec.prompt, task,
                                                       options.target_language, p, options.prompt),
                         self.tokenizer) for p in prompts]
-        yes_no = task in YES_NO_TASKS or any(_is_yes_no(t) for t in texts)
+        yes_no = bool(known and known.yes_no) or any(_is_yes_no(t) for t in texts)
         settings = self.settings(options)
         out = gen.generate(self.llm, self.tokenizer, self.prompt_embeds(audios, texts), settings,
                            first_logits=yes_no)

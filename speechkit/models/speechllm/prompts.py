@@ -7,35 +7,21 @@ from typing import Any
 from speechkit.errors import SpeechkitError
 from speechkit.languages import language_name
 from speechkit.models.speechllm.checkpoint import PromptSpec
+from speechkit.tasks import TASKS, find_task
 
 SPEECH = "<|speechkit-speech|>"  # sentinel: the text is split here and the embeddings spliced in
-TASK_ALIASES = {"transcribe": "asr", "translate": "st"}  # CLI/Whisper task names
-TASKS = ("asr", "st", "er", "sv", "sqa", "aac")
-YES_NO_TASKS = ("sv",)  # tasks whose answer is yes/no: P("yes") is recorded for an EER
-
-# SALMONN task prompts (bytedance/SALMONN prompts), translation target filled in.
-DEFAULT_TASK_PROMPTS = {
-    "asr": "Recognize the speech and give me the transcription.",
-    "st": "Listen to the speech and translate it into {target_language}.",
-    "er": "Describe the emotion of the speaker in one word.",
-    "sv": "Do you only hear the same person talking? Answer yes or no.",
-    "sqa": "{question}",
-    "aac": "Please describe the audio.",
-}
+# The family defaults are the task registry's prompts (SALMONN's, speechkit.tasks).
+DEFAULT_TASK_PROMPTS = {t.name: t.prompt for t in TASKS.values() if t.prompt}
 # Llama-AVSR prompts (umbertocappellazzo/Llama-AVSR): ASR only.
 LLAMA_AVSR_TASK_PROMPTS = {"asr": "Transcribe speech to text."}
 WAVLLM_SYSTEM = "You are a helpful assistant."  # Llama-2 chat system slot; override in the spec
 
 
-def canonical_task(task: str) -> str:
-    """`transcribe` -> `asr`, `translate` -> `st`; unknown tasks are kept (custom prompts)."""
-    return TASK_ALIASES.get(task, task)
-
-
 def task_prompt(spec: PromptSpec, task: str, target_language: str | None = None,
                 item_prompt: str | None = None, override: str | None = None) -> str:
     """The instruction for one item: override > spec task prompt > family default."""
-    task = canonical_task(task)
+    known = find_task(task)  # a name the registry does not know is a custom task (own prompt)
+    task = known.name if known else task
     defaults = dict(DEFAULT_TASK_PROMPTS)
     if spec.template == "llama-avsr":
         defaults.update(LLAMA_AVSR_TASK_PROMPTS)
@@ -43,7 +29,7 @@ def task_prompt(spec: PromptSpec, task: str, target_language: str | None = None,
     if text is None:
         if item_prompt:
             return item_prompt
-        raise SpeechkitError(f"no prompt for task {task!r}: use one of {', '.join(TASKS)} or "
+        raise SpeechkitError(f"no prompt for task {task!r}: use one of {', '.join(DEFAULT_TASK_PROMPTS)} or "
                              "give --prompt")
     if "{question}" in text:
         if not item_prompt:

@@ -5,7 +5,7 @@ missing-prediction and unusable items, and names the lines it could not use (bad
 non-UTF-8, no id, a value that is not text; duplicate ids: the last line wins). A run is
 `complete` only when every expected item was scored and the metrics could be computed;
 otherwise `incomplete` says why (an empty file, every reference empty, a NaN metric, ...).
-How lines are read and what counts as text: `speechkit.predictions`.
+How lines are read and what counts as text: `speechkit.evaluation.predictions`.
 """
 
 from __future__ import annotations
@@ -19,15 +19,10 @@ from typing import Any
 from speechkit import __version__
 from speechkit.data import Item, read_manifest
 from speechkit.errors import SpeechkitError
-from speechkit.metrics.scorers import (
-    DEFAULT_NORMALIZER,
-    SCORERS,
-    TEXT_TASKS,
-    Scoreable,
-    canonical_task,
-)
-from speechkit.normalizers import NORMALIZERS
-from speechkit.predictions import LoadedPredictions, load_predictions, scoreable
+from speechkit.evaluation.metrics.normalizers import NORMALIZERS
+from speechkit.evaluation.metrics.scorers import SCORERS, Scoreable
+from speechkit.evaluation.predictions import LoadedPredictions, load_predictions, scoreable
+from speechkit.tasks import TASKS, get_task
 
 
 @dataclass
@@ -64,27 +59,26 @@ def _resolve_task(task: str | None, suite: Any, loaded: LoadedPredictions) -> st
         seen = {str(o.get("task")) for o in loaded.by_id.values() if o.get("task")}
         if len(seen) != 1:
             raise SpeechkitError(
-                "say which task to score with --task (asr, avsr, vsr, st, sv, "
-                "er, sqa, aac); the lines do not name one task"
+                f"say which task to score with --task ({', '.join(TASKS)}); the lines do not "
+                "name one task"
             )
         task = seen.pop()
-    try:
-        return canonical_task(task)
-    except ValueError as e:
-        raise SpeechkitError(str(e)) from None
+    return get_task(task).name
 
 
 def _resolve_normalizer(normalizer: str | None, task: str, suite: Any) -> str | None:
-    if normalizer is None and suite is not None and task in TEXT_TASKS:
+    text_task = TASKS[task].normalizer is not None  # scored as text: a normalizer applies
+    if normalizer is None and suite is not None and text_task:
         normalizer = suite.normalizer
     if normalizer is None:
-        normalizer = DEFAULT_NORMALIZER.get(task)
+        normalizer = TASKS[task].normalizer
     if normalizer is not None and normalizer not in NORMALIZERS:
         raise SpeechkitError(
             f"unknown normalizer {normalizer!r}; choose one of: {', '.join(NORMALIZERS)}"
         )
-    if task not in TEXT_TASKS and normalizer not in (None, "none"):
-        raise SpeechkitError(f"--normalizer applies to asr/avsr/vsr/st only, not {task}")
+    if not text_task and normalizer not in (None, "none"):
+        text_tasks = "/".join(t.name for t in TASKS.values() if t.normalizer is not None)
+        raise SpeechkitError(f"--normalizer applies to {text_tasks} only, not {task}")
     return normalizer
 
 

@@ -14,32 +14,29 @@ One run directory per suite run and model (`--out-dir`, default
   records the model and its hash, decode settings, normalizer, sacreBLEU signature,
   selection, speed (RTFx, peak memory), speechkit version and date.
 - `results.md` / `results.csv`: this run beside the suite's published numbers.
+
+Nothing here prints: the run returns its records and tells `notify` what it decides; the CLI
+(speechkit.commands.bench) draws them.
 """
 
 from __future__ import annotations
 
-import json
 import platform
-import re
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.text import Text
 
 from speechkit import __version__, strict_json
 from speechkit.data import Item, read_results
 from speechkit.errors import SpeechkitError
-from speechkit.metrics.scorers import canonical_task
-from speechkit.models.base import DecodeOptions, SpeechModel
-from speechkit.models.identity import ModelCard, model_card
-from speechkit.models.registry import RuntimeOptions, names_whisper
-from speechkit.report import rich_table, table_rows, write_tables
-from speechkit.results import ResultWriter, check_reuse
-from speechkit.scoring import score_predictions
-from speechkit.suites import (
+from speechkit.evaluation.report import table_rows, write_tables
+from speechkit.evaluation.scoring import score_predictions
+from speechkit.evaluation.shards import absorb_shards, previous_speed, shard_speed
+from speechkit.evaluation.suites import (
     Suite,
     load_suite,
     manifest_suite,
@@ -47,11 +44,13 @@ from speechkit.suites import (
     resolve_data_root,
     suite_items,
 )
-from speechkit.terminal import plain, safe
+from speechkit.models.base import DecodeOptions, SpeechModel
+from speechkit.models.identity import ModelCard, model_card
+from speechkit.models.registry import RuntimeOptions, names_whisper
+from speechkit.results import ResultWriter
+from speechkit.tasks import get_task
 
-# What a Whisper model can do with each suite task (Whisper translates into English only).
-WHISPER_TASKS = {"asr": "transcribe", "avsr": "transcribe", "st": "translate"}
-SHARD_FILE = re.compile(r"predictions\.shard-(\d+)-of-(\d+)\.jsonl$")
+Notify = Callable[[str, str], None]  # (level: "info" | "warning", message)
 
 
 @dataclass
@@ -72,6 +71,11 @@ class BenchPlan:
     @property
     def stem(self) -> str:
         return f"shard-{self.shard[0]}-of-{self.shard[1]}" if self.shard else ""
+
+    @property
+    def what(self) -> str:
+        """SUITE/SPLIT (MODALITY), as the run names itself."""
+        return f"{self.suite.name}/{self.split}" + (f" ({self.modality})" if self.modality else "")
 
     @property
     def predictions(self) -> Path:
@@ -96,8 +100,8 @@ def resolve_suite(suite: str | Path | Suite, task: str | None = None) -> Suite:
     if str(suite).endswith(".jsonl"):
         return manifest_suite(suite, task)
     s = load_suite(suite)
-    if task is not None and canonical_task(task) != s.task and canonical_task(task) not in (
-            s.modalities[m].get("task") for m in s.modalities):
+    if task is not None and get_task(task).name not in (
+            s.task, *(s.modalities[m].get("task") for m in s.modalities)):
         raise SpeechkitError(f"suite {s.name} is a {s.task} suite; --task {task} applies to "
                              "JSONL manifests only")
     return s
@@ -110,7 +114,7 @@ def model_modalities(model: SpeechModel | ModelCard) -> tuple[str, ...]:
 
 def _whisper_task(model_name: str, suite: Suite, split: str, task: str, target: str | None) -> str:
     """What a Whisper model is asked to do for a suite task; what it cannot do is an error."""
-    whisper_task = WHISPER_TASKS.get(task)
+    whisper_task = get_task(task).whisper  # Whisper translates into English only
     if whisper_task is None or (task == "st" and target != "en"):
         what = f"{task} into {target}" if task == "st" else task
         raise SpeechkitError(f"{model_name} is a Whisper model: it cannot do {what} "
@@ -122,13 +126,13 @@ def plan(suite_name: str | Path | Suite, model: SpeechModel | ModelCard, *,
          data_root: str | Path | None = None,
          split: str | None = None, modality: str | None = None, limit: int | None = None,
          shard: str | None = None, out_dir: str | Path | None = None,
-         decode: DecodeOptions = DecodeOptions(), console: Console | None = None,
+         decode: DecodeOptions = DecodeOptions(), notify: Notify | None = None,
          built: tuple[list[Item], Any] | None = None) -> BenchPlan:
     """Resolve suite, split, modality, task and items for `model` (loaded or only known by
     its card); errors say what to change.
 
-    `built`: the split's (items, report) from `suite_items` when the caller already has them."""
-    console = console or Console(stderr=True)
+    `built`: the split's (items, report) from `suite_items` when the caller already has them;
+    `notify(level, message)` hears which modality track was picked."""
     model = model_card(model)
     suite = resolve_suite(suite_name)
     split_name, split_opts = suite.split(split)
@@ -142,8 +146,8 @@ def plan(suite_name: str | Path | Suite, model: SpeechModel | ModelCard, *,
                 if modality is None:
                     raise SpeechkitError(f"{model.name} reads {', '.join(readable)} only and suite "
                                          f"{suite.name} has modalities {', '.join(suite.modalities)}")
-                console.print(plain(f"{model.name} reads {', '.join(readable)} only: running the "
-                                    f"{modality} track of {suite.name} (--modality to choose)"))
+                (notify or _quiet)("info", f"{model.name} reads {', '.join(readable)} only: running "
+                                   f"the {modality} track of {suite.name} (--modality to choose)")
         if modality not in suite.modalities:
             raise SpeechkitError(f"suite {suite.name} has no modality {modality!r}; choose one of: "
                                  f"{', '.join(suite.modalities)}")
@@ -180,62 +184,10 @@ def plan(suite_name: str | Path | Suite, model: SpeechModel | ModelCard, *,
                      parse_shard(shard), out)
 
 
-def absorb_shards(plan_: BenchPlan, writer: ResultWriter, model: dict[str, Any]) -> int:
-    """Copy finished lines of shard files into the unsharded predictions file (once each).
-
-    Returns how many lines were taken in. Only ids of this run's items are taken, and only
-    from shards made by this model with these settings: another's lines stop the run.
-    """
-    if plan_.shard is not None:
-        return 0
-    wanted = {it.id for it in plan_.items}
-    shard_files = sorted(p for p in plan_.out_dir.glob("predictions.shard-*.jsonl")
-                         if SHARD_FILE.search(p.name))
-    taken = 0
-    for path in shard_files:
-        finished = [r for i, r in read_results(path).items() if i in wanted and r.status == "ok"]
-        check_reuse(finished, model, plan_.options.to_dict(), str(path),
-                    "run that shard again with this model and settings (--overwrite), or use "
-                    "another --out-dir")
-        for result in finished:
-            if not writer.done(result.id):
-                writer.write(result)
-                taken += 1
-    return taken
-
-
 def _selected_records(plan_: BenchPlan) -> list[dict[str, Any]]:
     wanted = {it.id for it in plan_.items}
     results = read_results(plan_.predictions) if plan_.predictions.exists() else {}
     return [r.to_dict() for i, r in results.items() if i in wanted]
-
-
-def _previous_speed(path: Path) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8")).get("run", {}).get("speed")
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
-def _shard_speed(plan_: BenchPlan) -> dict[str, Any] | None:
-    """Speed of a merged run: total audio over total wall time of its shards."""
-    if plan_.shard is not None:
-        return None
-    parts = [sp for p in sorted(plan_.out_dir.glob("scores.shard-*.json"))
-             if (sp := _previous_speed(p))]
-    if not parts:
-        return None
-    audio = sum(p["audio_s"] for p in parts)
-    wall = sum(p["wall_s"] for p in parts)
-    gpu = [p["peak_gpu_mb"] for p in parts if p.get("peak_gpu_mb") is not None]
-    return {"audio_s": round(audio, 3), "wall_s": round(wall, 3),
-            "rtfx": round(audio / wall, 3) if wall else None,
-            "peak_rss_mb": max(p["peak_rss_mb"] for p in parts),
-            "peak_gpu_mb": max(gpu) if gpu else None,
-            "items_decoded": sum(p.get("items_decoded", 0) for p in parts),
-            "from_shards": len(parts)}
 
 
 def score_plan(plan_: BenchPlan, model: SpeechModel | ModelCard | None, run_summary: Any,
@@ -271,7 +223,7 @@ def score_plan(plan_: BenchPlan, model: SpeechModel | ModelCard | None, run_summ
                  else round(run_summary.peak_gpu_mb, 1),
                  "items_decoded": run_summary.ok + run_summary.failed}
     else:  # everything was already done: keep the figures of the runs that did the work
-        speed = _previous_speed(plan_.scores) or _shard_speed(plan_)
+        speed = previous_speed(plan_.scores) or shard_speed(plan_)
     summary["run"] = {
         "suite": suite.name,
         "split": plan_.split,
@@ -332,6 +284,22 @@ def result_rows(plan_: BenchPlan, summary: dict[str, Any], system: str) -> list[
     return ours + extra + rest
 
 
+@dataclass
+class BenchRun:
+    """What a bench run did: its plan, the scores summary (also in scores.json), the table rows
+    (this run beside the published ones) and the table files written."""
+
+    plan: BenchPlan
+    summary: dict[str, Any]
+    rows: list[dict[str, Any]]
+    tables: dict[str, Path]
+    system: str  # the model's name in the table
+
+
+def _quiet(level: str, message: str) -> None:
+    """The default `notify`: a library run says nothing."""
+
+
 def run_bench(suite_name: str | Path | Suite,
               model_name: str | SpeechModel | ModelCard = "whisper-base", *,
               data_root: str | Path | None = None, split: str | None = None,
@@ -339,13 +307,14 @@ def run_bench(suite_name: str | Path | Suite,
               out_dir: str | Path | None = None, decode: DecodeOptions = DecodeOptions(),
               runtime: RuntimeOptions = RuntimeOptions(), batch_size: int | None = None,
               overwrite: bool = False, progress: bool = True, normalizer: str | None = None,
-              task: str | None = None,
-              console: Console | None = None, out: Console | None = None) -> dict[str, Any]:
-    """The whole `speechkit bench` run; returns the scores summary (also in scores.json)."""
+              task: str | None = None, notify: Notify = _quiet,
+              console: Console | None = None) -> BenchRun:
+    """The whole `speechkit bench` run: predictions, scores.json and the tables.
+
+    `notify(level, message)` hears what the run decides ("info", "warning"); `console` is
+    where the runner draws its progress and failures (speechkit.transcribe)."""
     from speechkit.transcribe import transcribe_to_jsonl
 
-    console = console or Console(stderr=True)
-    out = out or Console()
     suite = resolve_suite(suite_name, task)
     resolve_data_root(suite, data_root)  # fail before the model loads
     split_name, split_opts = suite.split(split)
@@ -357,31 +326,23 @@ def run_bench(suite_name: str | Path | Suite,
     built = suite_items(suite, data_root, split_name, limit=limit, shard=shard)  # layout, --shard
     model = model_card(model_name, runtime)  # its identity; the weights load only if needed
     p = plan(suite, model, data_root=data_root, split=split, modality=modality, limit=limit,
-             shard=shard, out_dir=out_dir, decode=decode, console=console, built=built)
+             shard=shard, out_dir=out_dir, decode=decode, notify=notify, built=built)
     p.normalizer = normalizer
     p.options = model.resolve(p.options)
     for w in p.report.warnings:
-        console.print(f"[yellow]warning:[/] {safe(w)}", highlight=False, soft_wrap=True)
+        notify("warning", w)
     p.out_dir.mkdir(parents=True, exist_ok=True)
-    what = f"{p.suite.name}/{p.split}" + (f" ({p.modality})" if p.modality else "")
     with ResultWriter(p.predictions, overwrite=overwrite) as writer:
         writer.check_reuse([it.id for it in p.items], model.identity, p.options.to_dict())
         if not overwrite and (n := absorb_shards(p, writer, model.identity)):
-            console.print(plain(f"took {n} finished item(s) from the shard files in {p.out_dir}"))
+            notify("info", f"took {n} finished item(s) from the shard files in {p.out_dir}")
         sel = f", {p.report.selection}" if p.report.selection else ""
-        console.print(f"[bold]{safe(what)}[/]: {len(p.items)} item(s){safe(sel)} -> "
-                      f"{safe(p.predictions)}", highlight=False)
+        notify("info", f"{p.what}: {len(p.items)} item(s){sel} -> {p.predictions}")
         summary_run = transcribe_to_jsonl(p.items, model, p.options, writer, runtime=runtime,
                                           batch_size=batch_size, console=console,
                                           progress=progress, label="benchmarking",
-                                          title=f"speechkit bench {what}")
+                                          title=f"speechkit bench {p.what}")
     summary = score_plan(p, model, summary_run, runtime, batch_size or None)
     rows = result_rows(p, summary, system=model.name)
     paths = write_tables(rows, p.out_dir, stem=f"results.{p.stem}" if p.shard else "results")
-    out.print(rich_table(rows, title=f"{what}: {model.name}"))
-    for w in summary["warnings"]:
-        console.print(f"[yellow]warning:[/] {safe(w)}", highlight=False, soft_wrap=True)
-    console.print(plain(f"scores: {p.scores}; tables: {paths['markdown']}, {paths['csv']}"))
-    if not summary["complete"]:
-        console.print(Text.assemble(("incomplete: ", "bold yellow"), "; ".join(summary["incomplete"])))
-    return summary
+    return BenchRun(p, summary, rows, paths, model.name)

@@ -7,12 +7,11 @@ whose media is missing and items skipped by the protocol are counted and named.
 
 The seam for `speechkit bench`: `load_suite(name)` -> `build_items(suite, root, split)` ->
 run the model on the items -> `score_predictions(..., suite=suite, expected=items)` ->
-`speechkit.report.table_rows(summary, suite, split, system)` beside `suite.published`.
+`speechkit.evaluation.report.table_rows(summary, suite, split, system)` beside `suite.published`.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,13 +19,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from speechkit.data import Item, dumps_line, read_json_object
+from speechkit.data import Item, read_json_object, write_manifest
 from speechkit.errors import SpeechkitError
-from speechkit.metrics.scorers import canonical_task
-from speechkit.normalizers import NORMALIZERS
+from speechkit.evaluation.metrics.normalizers import NORMALIZERS
+from speechkit.tasks import TASKS, get_task
 
-log = logging.getLogger("speechkit.suites")
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def manifests_dir() -> Path:
@@ -102,8 +100,8 @@ def suite_from_dict(d: dict[str, Any], path: Path | None = None) -> Suite:
     if missing:
         raise SpeechkitError(f"{where}: missing field(s) {', '.join(missing)}")
     try:
-        task = canonical_task(str(d["task"]))
-    except ValueError as e:
+        task = get_task(str(d["task"])).name
+    except SpeechkitError as e:
         raise SpeechkitError(f"{where}: {e}") from None
     if d.get("normalizer") is not None and d["normalizer"] not in NORMALIZERS:
         raise SpeechkitError(
@@ -166,16 +164,6 @@ def load_suite(name_or_path: str | Path) -> Suite:
     return suite_from_dict(read_json_object(p, "suite file"), p)
 
 
-# Metrics reported for a task when no suite file names them (a plain manifest run).
-TASK_METRICS = {
-    "asr": ["wer", "cer"], "avsr": ["wer", "cer"], "vsr": ["wer", "cer"], "st": ["bleu", "chrf"],
-    "sv": ["eer", "mindcf_0.01", "mindcf_0.05", "accuracy"],
-    "er": ["weighted_accuracy", "unweighted_accuracy"], "sqa": ["accuracy", "exact_match", "f1"],
-    "aac": ["bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider_d", "spice",
-            "spider"],
-}
-
-
 def manifest_suite(path: str | Path, task: str | None = None) -> Suite:
     """A one-split suite over a JSONL manifest (speechkit or NeMo lines), for `bench FILE.jsonl`.
 
@@ -189,15 +177,12 @@ def manifest_suite(path: str | Path, task: str | None = None) -> Suite:
     if task is None:
         seen = {it.task for it in read_manifest(p) if it.task and not it.error}
         if len(seen) != 1:
-            raise SpeechkitError(f"{path}: say which task its items are with --task (asr, st, sv, "
-                                 f"er, sqa, aac); the lines name {sorted(seen) or 'none'}")
+            raise SpeechkitError(f"{path}: say which task its items are with --task ({', '.join(TASKS)}); "
+                                 f"the lines name {sorted(seen) or 'none'}")
         task = seen.pop()
-    try:
-        task = canonical_task(task)
-    except ValueError as e:
-        raise SpeechkitError(str(e)) from None
+    t = get_task(task)
     return suite_from_dict({
-        "name": p.stem, "task": task, "metrics": TASK_METRICS.get(task, []),
+        "name": p.stem, "task": t.name, "metrics": list(t.metrics),
         "splits": {"test": {"manifest": p.name}}, "builder": "manifest",
         "layout": f"a JSONL manifest ({p.name}) with paths relative to its folder",
         "data_root_candidates": [str(p.parent)],
@@ -266,7 +251,7 @@ def build_items(
 ) -> tuple[list[Item], BuildReport]:
     """Items of a suite split from its on-disk layout, with a report of what is missing."""
     name, opts = suite.split(split)
-    root = resolve_data_root(suite, data_root)
+    root = Path(os.path.abspath(resolve_data_root(suite, data_root)))  # items hold absolute paths
     items, missing, skipped = builders()[suite.builder](suite, root, name, opts)
     if not items and not missing:
         raise SpeechkitError(
@@ -303,10 +288,7 @@ def build_manifest(
     s = load_suite(suite) if isinstance(suite, (str, Path)) else suite
     items, report = build_items(s, data_root, split)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", encoding="utf-8") as fh:
-        for it in items:
-            fh.write(dumps_line(it.to_dict()))
+    write_manifest(items, out)
     missing_path = out.with_name(out.name + ".missing.txt")
     if report.missing:
         missing_path.write_text("\n".join(report.missing) + "\n", encoding="utf-8")
@@ -371,8 +353,8 @@ BUILDERS: dict[str, Builder] = {}
 
 
 def builders() -> dict[str, Builder]:
-    """Layout builders by name (the built-in ones live in speechkit.suite_builders)."""
-    from speechkit import suite_builders  # noqa: F401  (importing registers them)
+    """Layout builders by name (the built-in ones live in speechkit.evaluation.suite_builders)."""
+    from speechkit.evaluation import suite_builders  # noqa: F401  (importing registers them)
 
     return BUILDERS
 

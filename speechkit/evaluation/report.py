@@ -1,35 +1,29 @@
-"""Tables: this run's scores beside the published numbers, as rich, Markdown and CSV.
+"""Tables: this run's scores beside the published numbers, as rows, Markdown and CSV.
 
 Rows are plain dicts with the columns in `COLUMNS`; a run contributes one row per metric
 and the suite's published results follow with their sources, so a reader sees at once
 which protocol, normalizer and item count stand behind each number. The terminal table
-fits an 80-column CI log: published rows show a short system name and citation tag
-(`Radford+22`), columns that hold one value for every row move under the table, and the
-full system names, citations and links stay in the Markdown and CSV files.
+(speechkit.commands.tables) shows short names and citation tags; the full system names,
+citations and links stay in the Markdown and CSV files.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from rich import box
-from rich.table import Table
-from rich.text import Text
+import pandas as pd
 
-from speechkit.scoring import COUNT_LABELS
+from speechkit.evaluation.scoring import COUNT_LABELS
 
 COLUMNS = ("system", "split", "modality", "metric", "value", "items", "normalizer", "source")
-# Terminal-table columns that move under the table when every row has the same value.
-SHARED_COLUMNS = ("split", "modality", "normalizer")
 CITE_WIDTH = 24  # characters of a source without a `cite` tag kept in the terminal table
 
 
-def _fmt(value: Any) -> str:
+def format_value(value: Any) -> str:
+    """A value as the tables show it: 4 significant digits below 1, else 2 decimals."""
     if value is None:
         return "-"
     if isinstance(value, float):
@@ -101,64 +95,32 @@ def table_rows(
     return rows
 
 
-def _present_columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
-    return [c for c in COLUMNS if any(r.get(c) not in (None, "") for r in rows)]
+def results_frame(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """The rows as a DataFrame with every column of `COLUMNS` (values as they are: objects)."""
+    return pd.DataFrame(list(rows), columns=list(COLUMNS), dtype=object)
 
 
-def _table(title: str | None, caption: str | None = None) -> Table:
-    """A borderless table for terminals and CI logs; title and caption are plain text."""
-    return Table(title=Text(title) if title else None, caption=Text(caption) if caption else None,
-                 box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
-
-
-def rich_table(rows: Sequence[Mapping[str, Any]], title: str | None = None) -> Table:
-    """A rich Table of the rows for a terminal or CI log (80 columns and up).
-
-    Published rows show `system_short` and `cite` where the suite gives them; split,
-    modality and normalizer go under the table when every row shares one value.
-    """
-    cols = _present_columns(rows)
-    shared = {}
-    for c in SHARED_COLUMNS:
-        values = {r.get(c) for r in rows if r.get(c) not in (None, "")}
-        if c in cols and len(values) == 1:
-            shared[c] = values.pop()
-            cols.remove(c)
-    caption = ", ".join(f"{c} {v}" for c, v in shared.items()) or None
-    table = _table(title, caption)
-    for c in cols:
-        table.add_column(c, justify="right" if c == "value" else "left", overflow="fold")
-    for r in rows:
-        cells = {c: _fmt(r.get(c)) for c in cols}
-        if r.get("system_short"):
-            cells["system"] = str(r["system_short"])
-        if r.get("cite") and "source" in cells:
-            cells["source"] = str(r["cite"])
-        style = "bold" if r.get("source") == "this run" else None
-        table.add_row(*(Text(cells[c]) for c in cols), style=style)
-    return table
+def present_columns(frame: pd.DataFrame) -> list[str]:
+    """The columns where some row has a value."""
+    return [c for c in COLUMNS if frame[c].map(lambda v: v not in (None, "")).any()]
 
 
 def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """A GitHub Markdown table of the rows."""
-    cols = _present_columns(rows)
-    esc = lambda s: s.replace("|", "\\|")  # noqa: E731
+    frame = results_frame(rows)
+    cols = present_columns(frame)
+    cells = frame[cols].map(lambda v: format_value(v).replace("|", "\\|"))
     lines = [
         "| " + " | ".join(cols) + " |",
         "|" + "|".join("---:" if c == "value" else "---" for c in cols) + "|",
     ]
-    lines += ["| " + " | ".join(esc(_fmt(r.get(c))) for c in cols) + " |" for r in rows]
+    lines += ["| " + " | ".join(row) + " |" for row in cells.itertuples(index=False)]
     return "\n".join(lines) + "\n"
 
 
 def csv_table(rows: Iterable[Mapping[str, Any]]) -> str:
     """CSV text of the rows with every column (values unformatted)."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(COLUMNS), extrasaction="ignore")
-    writer.writeheader()
-    for r in rows:
-        writer.writerow({c: "" if r.get(c) is None else r.get(c) for c in COLUMNS})
-    return buf.getvalue()
+    return results_frame(list(rows)).to_csv(index=False, na_rep="", lineterminator="\r\n")
 
 
 def write_tables(
@@ -173,40 +135,12 @@ def write_tables(
     return paths
 
 
-def compare_table(rows: Sequence[Mapping[str, Any]], title: str | None = None) -> Table:
-    """A rich Table of `speechkit.compare.compare_scores` rows, regressions in red."""
-    table = _table(title)
-    for c in ("metric", "baseline", "new", "delta", "better", "allowed", "status"):
-        table.add_column(
-            c, justify="right" if c in ("baseline", "new", "delta", "allowed") else "left",
-            overflow="fold",
-        )
-    for r in rows:
-        if r["regressed"]:
-            status = Text.assemble(("REGRESSED", "red"), f" {r.get('note', '')}".rstrip())
-        elif r.get("note"):
-            status = Text(f"ok ({r['note']})" if r["baseline"] is not None else r["note"])
-        else:
-            status = Text("ok")
-        delta = r["delta"]
-        table.add_row(
-            Text(str(r["metric"])),
-            Text(_fmt(r["baseline"])),
-            Text(_fmt(r["new"])),
-            "-" if delta is None else f"{delta:+.4g}",
-            r["direction"],
-            _fmt(r["threshold"]),
-            status,
-        )
-    return table
-
-
 def score_lines(summary: Mapping[str, Any]) -> list[str]:
-    """A short human summary of `speechkit.scoring.score_predictions`: metrics, items, status."""
+    """A short human summary of `speechkit.evaluation.scoring.score_predictions`: metrics, items, status."""
     c, metrics = summary["counts"], summary["metrics"]
     not_run = summary.get("details", {}).get("not_run", {})
     pairs = [("task", summary["task"]), ("normalizer", summary.get("normalizer") or "none")]
-    pairs += [(m, _fmt(v)) for m, v in metrics.items()]
+    pairs += [(m, format_value(v)) for m, v in metrics.items()]
     pairs += [(m, f"not run: {why}") for m, why in not_run.items() if m not in metrics]
     total = c["expected"] if c["expected"] is not None else c["predictions"]
     of = "expected" if c["expected"] is not None else "predictions"

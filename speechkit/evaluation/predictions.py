@@ -24,7 +24,7 @@ from typing import Any
 
 from speechkit.data import Item, Result, read_jsonl
 from speechkit.errors import SpeechkitError
-from speechkit.metrics.scorers import Scoreable
+from speechkit.evaluation.metrics.scorers import Scoreable
 
 HYP_KEYS = ("pred_text", "prediction", "hypothesis", "pred", "text")
 REF_KEYS = ("reference", "references", "ref", "label")
@@ -187,27 +187,26 @@ def scoreable(
 ) -> Outcome:
     """(record, None, None), or (None, "no_prediction" | "no_reference" | "bad_value", why)."""
     extras = obj.get("extras") if isinstance(obj.get("extras"), dict) else {}
-    meta = item.meta if item else {}
     hyp_key, hyp = _first(obj, HYP_KEYS)
     ref_keys = REF_KEYS if hyp_key == "text" else ("text", *REF_KEYS)  # NeMo: text = reference
     _, ref = _first(obj, ref_keys)
     if ref is None:
         ref = extras.get("reference")
     if ref is None and item is not None:
-        ref = meta.get("references") if task == "aac" else None
+        ref = item.references if task == "aac" else None
         ref = ref if ref is not None else item.reference
     if ref is None and task in ("er", "sv"):
-        ref = extras.get("label", meta.get("label"))
+        ref = extras.get("label", item.label if item else None)
     text, bad = (None, None) if hyp is None else as_text(hyp, "prediction")
     if bad:
         return None, "bad_value", bad
     rec = Scoreable(id=item_id, text=_clean(text or "", bad_text, item_id), extras=extras)
     if task == "sv":
-        return _sv_record(rec, obj, extras, meta, ref, has_text=text is not None)
+        return _sv_record(rec, obj, extras, item, ref, has_text=text is not None)
     if text is None:
         return None, "no_prediction", None
-    if task == "aac" and item is not None and meta.get("references") and isinstance(ref, str):
-        ref = meta["references"]
+    if task == "aac" and item is not None and item.references and isinstance(ref, str):
+        ref = item.references
     if ref is None or (isinstance(ref, list) and not ref):
         return None, "no_reference", None
     ref, bad = reference_text(ref, task)
@@ -215,23 +214,23 @@ def scoreable(
         return None, "bad_value", bad
     rec.reference = _clean(ref, bad_text, item_id)
     if task == "sqa":
-        ch = obj.get("choices") or extras.get("choices") or meta.get("choices")
+        ch = obj.get("choices") or extras.get("choices") or (item.choices if item else None)
         rec.choices = list(ch) if isinstance(ch, list) else None
     if task == "st":
         rec.target_language = (
             obj.get("target_language")
             or extras.get("target_language")
-            or meta.get("target_language")
+            or (item.target_language if item else None)
         )
     return rec, None, None
 
 
 def _sv_record(rec: Scoreable, obj: Mapping[str, Any], extras: Mapping[str, Any],
-               meta: Mapping[str, Any], ref: Any, has_text: bool) -> Outcome:
+               item: Item | None, ref: Any, has_text: bool) -> Outcome:
     rec.score, bad = _sv_score(obj, extras)
     if bad:
         return None, "bad_value", bad
-    lab = obj.get("label", extras.get("label", meta.get("label")))
+    lab = obj.get("label", extras.get("label", item.label if item else None))
     lab = lab if lab is not None else ref
     rec.label = _label(lab)
     if lab is None or (isinstance(lab, str) and not lab.strip()):

@@ -15,6 +15,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
+
 from speechkit.data import read_json_object
 from speechkit.errors import SpeechkitError
 
@@ -142,44 +145,65 @@ def compare_scores(
     A float threshold gates every metric of known direction; a dict gates the metrics it
     names (by full key or base name, `*` for the rest) and reports the others ungated.
     """
+    frame = compare_frame(baseline, new, max_regression)
+    rows = [{k: (None if k == "delta" and v != v else v) for k, v in r.items()}  # NaN: no delta
+            for r in frame.to_dict("records")]
+    completeness = _completeness_row(baseline, new)
+    return rows + ([completeness] if completeness else [])
+
+
+def compare_frame(
+    baseline: Mapping[str, Any],
+    new: Mapping[str, Any],
+    max_regression: float | Mapping[str, float] = 0.0,
+) -> pd.DataFrame:
+    """The metrics of both files side by side (baseline's order, then new ones), with the
+    delta, direction, threshold, whether each regressed and why."""
     base, cur = flatten_scores(baseline), flatten_scores(new)
     if not base:
         raise SpeechkitError("the baseline has no numeric metrics to compare")
-    rows = []
-    for metric in [*base, *(m for m in cur if m not in base)]:
-        b, n = base.get(metric), cur.get(metric)
-        d = direction(metric)
-        thr = _threshold(metric, max_regression)
-        row: dict[str, Any] = {
-            "metric": metric,
-            "baseline": b,
-            "new": n,
-            "delta": n - b if _finite(b) and _finite(n) else None,
-            "direction": {-1: "lower", 1: "higher", None: "unknown"}[d],
-            "threshold": thr,
-            "regressed": False,
-            "note": "",
-        }
-        if bad := _not_finite(metric, base, cur):
-            row["regressed"] = True
-            row["note"] = f"{' and '.join(bad)}: not a finite number"
-        elif b is None:
-            row["note"] = "new metric (not in the baseline)"
-        elif n is None:
-            row["regressed"] = True
-            row["note"] = "missing from the new scores"
-        elif d is None:
-            row["note"] = "direction unknown: not gated"
-        elif thr is None:
-            row["note"] = "not gated"
-        else:
-            worse_by = (n - b) * (-d)  # positive when the new value is worse
-            row["regressed"] = worse_by > thr + 1e-9
-            if row["regressed"]:
-                row["note"] = f"worse by {worse_by:.4g} (allowed {thr:g})"
-        rows.append(row)
-    completeness = _completeness_row(baseline, new)
-    return rows + ([completeness] if completeness else [])
+    metrics = [*base, *(m for m in cur if m not in base)]
+    f = pd.DataFrame({"metric": metrics}, dtype=object)
+    f["baseline"] = pd.Series([base.get(m) for m in metrics], dtype=object)
+    f["new"] = pd.Series([cur.get(m) for m in metrics], dtype=object)
+    b, n = _numbers(f["baseline"]), _numbers(f["new"])
+    finite = np.isfinite(b) & np.isfinite(n)
+    f["delta"] = (n - b).where(finite)
+    sign = f["metric"].map(direction)
+    f["direction"] = sign.map({-1: "lower", 1: "higher"}).fillna("unknown")
+    f["threshold"] = pd.Series([_threshold(m, max_regression) for m in metrics], dtype=object)
+    worse_by = (n - b) * -sign.astype(float)  # positive when the new value is worse
+    bad = [_not_finite(m, base, cur) for m in metrics]
+    in_base, in_new = f["metric"].isin(list(base)), f["metric"].isin(list(cur))
+    gated = finite & sign.notna() & f["threshold"].notna()
+    worse = gated & (worse_by > f["threshold"].where(gated, 0).astype(float) + 1e-9)
+    f["regressed"] = pd.Series([bool(x) for x in bad]) | (in_base & ~in_new) | worse
+    f["note"] = [_note(x, ib, inn, d, t, w, r) for x, ib, inn, d, t, w, r in zip(
+        bad, in_base, in_new, sign, f["threshold"], worse_by, worse, strict=True)]
+    f["regressed"] = f["regressed"].astype(object).map(bool)
+    return f
+
+
+def _numbers(values: pd.Series) -> pd.Series:
+    """The values as floats; null and text become NaN (they are named as not finite)."""
+    return pd.to_numeric(values.map(lambda v: v if isinstance(v, float) else None),
+                         errors="coerce").astype(float)
+
+
+def _note(bad: list[str], in_base: bool, in_new: bool, sign: Any, threshold: float | None,
+          worse_by: float, regressed: bool) -> str:
+    """Why a row is what it is, in the order the checks apply."""
+    if bad:
+        return f"{' and '.join(bad)}: not a finite number"
+    if not in_base:
+        return "new metric (not in the baseline)"
+    if not in_new:
+        return "missing from the new scores"
+    if sign != sign or sign is None:
+        return "direction unknown: not gated"
+    if threshold is None:
+        return "not gated"
+    return f"worse by {worse_by:.4g} (allowed {threshold:g})" if regressed else ""
 
 
 def _not_finite(metric: str, base: Mapping[str, Any], cur: Mapping[str, Any]) -> list[str]:

@@ -137,17 +137,8 @@ def caption_metrics(
         raise ValueError("every candidate needs at least one reference caption")
     out: dict[str, Any] = {"items": len(candidates), "ran": [], "not_run": {}}
     pkg = _pycoco_dir()
-    all_names = [
-        "bleu_1",
-        "bleu_2",
-        "bleu_3",
-        "bleu_4",
-        "rouge_l",
-        "cider_d",
-        "meteor",
-        "spice",
-        "spider",
-    ]
+    all_names = ["bleu_1", "bleu_2", "bleu_3", "bleu_4", "rouge_l", "cider_d", "meteor", "spice",
+                 "spider"]
     if pkg is None:
         out["not_run"] = {m: f"pycocoevalcap is not installed ({INSTALL_HINT})" for m in all_names}
         return out
@@ -181,6 +172,13 @@ def caption_metrics(
             {"meteor": reason, "spice": reason, "spider": f"needs SPICE: {reason}"}
         )
         return out
+    _java_metrics(gts, res, pkg, out)
+    return out
+
+
+def _java_metrics(gts: dict[int, list[str]], res: dict[int, list[str]], pkg: Path | None,
+                  out: dict[str, Any]) -> None:
+    """METEOR, SPICE and SPIDEr (the Java tools) into `out`; a failure is named, not scored."""
     try:
         from pycocoevalcap.meteor.meteor import Meteor
 
@@ -204,4 +202,3 @@ def caption_metrics(
         out["ran"].append("spider")
     else:
         out["not_run"].update({"spice": problem, "spider": f"needs SPICE: {problem}"})
-    return out

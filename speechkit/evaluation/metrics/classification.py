@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from functools import cache
 from typing import Any
 
 import pandas as pd
@@ -57,6 +58,16 @@ class LabelMapper:
         return self._label_of[m.group(1)] if m else None
 
 
+@cache
+def _iemocap_mapper() -> LabelMapper:
+    return LabelMapper(IEMOCAP4)
+
+
+def emotion_label(text: str | None) -> str | None:
+    """The IEMOCAP 4-class label a free-text answer names (synonyms included), or None."""
+    return _iemocap_mapper()(text)
+
+
 def classification_metrics(
     references: Sequence[str],
     answers: Sequence[str],
@@ -100,8 +111,3 @@ def classification_metrics(
         "unknown_reference_labels": unknown_refs,
         "labels": mapper.labels,
     }
-
-
-def confusion_frame(result: Mapping[str, Any]) -> pd.DataFrame:
-    """The confusion matrix of a `classification_metrics` result as a DataFrame."""
-    return pd.DataFrame.from_dict(result["confusion"], orient="index")

@@ -14,25 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from speechkit.normalizers import get_normalizer
-
-TASKS = ("asr", "avsr", "vsr", "st", "sv", "er", "sqa", "aac")
-TASK_ALIASES = {
-    "transcribe": "asr",
-    "translate": "st",
-    "ast": "st",
-    "s2tt": "st",
-    "emotion": "er",
-    "ser": "er",
-    "caption": "aac",
-    "captioning": "aac",
-    "qa": "sqa",
-    "speaker": "sv",
-}
-# Protocols: LibriSpeech/leaderboards score ASR after the Whisper English normalizer;
-# LRS3 (auto_avsr, Llama-AVSR) lowercases only; sacreBLEU scores detokenized raw text.
-DEFAULT_NORMALIZER = {"asr": "whisper-en", "avsr": "lrs3", "vsr": "lrs3", "st": "none"}
-TEXT_TASKS = frozenset({"asr", "avsr", "vsr", "st"})
+from speechkit.evaluation.metrics.normalizers import get_normalizer
 
 Result = tuple[dict[str, float], dict[str, Any], list[dict[str, Any]]]
 
@@ -49,15 +31,6 @@ class Scoreable:
     choices: list[str] | None = None  # SQA multiple choice
     target_language: str | None = None  # ST
     extras: dict[str, Any] = field(default_factory=dict)
-
-
-def canonical_task(task: str) -> str:
-    """Canonical task name for `task` or an alias; raises ValueError when unknown."""
-    t = task.strip().lower()
-    t = TASK_ALIASES.get(t, t)
-    if t not in TASKS:
-        raise ValueError(f"unknown task {task!r}; choose one of: {', '.join(TASKS)}")
-    return t
 
 
 def _keep(d: dict[str, Any], names: Sequence[str]) -> dict[str, float]:
@@ -77,7 +50,7 @@ def _keep(d: dict[str, Any], names: Sequence[str]) -> dict[str, float]:
 
 def score_wer(items: list[Scoreable], normalizer: str | None, **_: Any) -> Result:
     """ASR/AVSR/VSR: corpus WER and CER after the named normalizer."""
-    from speechkit.metrics.wer import error_rates
+    from speechkit.evaluation.metrics.wer import error_rates
 
     r = error_rates(
         [str(i.reference) for i in items],
@@ -110,7 +83,7 @@ def score_st(
 ) -> Result:
     """ST: sacreBLEU BLEU and chrF with the tokenizer for the target language; an item may
     have several reference translations."""
-    from speechkit.metrics.bleu import corpus_bleu_chrf
+    from speechkit.evaluation.metrics.bleu import corpus_bleu_chrf
 
     norm = get_normalizer(normalizer)
     langs = {i.target_language for i in items if i.target_language}
@@ -128,7 +101,7 @@ def score_st(
 
 def score_sv(items: list[Scoreable], **_: Any) -> Result:
     """SV: EER/minDCF from scores (P(yes) or cosine), accuracy from yes/no answers."""
-    from speechkit.metrics.eer import sv_metrics
+    from speechkit.evaluation.metrics.eer import sv_metrics
 
     scores = [i.score for i in items]
     have_text = any(i.text.strip() for i in items)
@@ -147,7 +120,7 @@ def score_sv(items: list[Scoreable], **_: Any) -> Result:
 
 def score_er(items: list[Scoreable], labels: Any = None, **_: Any) -> Result:
     """ER: weighted/unweighted accuracy over free-text answers mapped to labels."""
-    from speechkit.metrics.classification import IEMOCAP4, classification_metrics
+    from speechkit.evaluation.metrics.classification import IEMOCAP4, classification_metrics
 
     d = classification_metrics(
         [str(i.reference) for i in items],
@@ -160,7 +133,7 @@ def score_er(items: list[Scoreable], labels: Any = None, **_: Any) -> Result:
 
 def score_sqa(items: list[Scoreable], **_: Any) -> Result:
     """SQA: multiple-choice accuracy, open-answer exact match and token F1."""
-    from speechkit.metrics.sqa import sqa_metrics
+    from speechkit.evaluation.metrics.sqa import sqa_metrics
 
     d = sqa_metrics(
         [i.text for i in items],
@@ -173,7 +146,7 @@ def score_sqa(items: list[Scoreable], **_: Any) -> Result:
 
 def score_aac(items: list[Scoreable], use_java: bool | None = None, **_: Any) -> Result:
     """AAC: coco-caption metrics against each clip's reference captions."""
-    from speechkit.metrics.captioning import caption_metrics
+    from speechkit.evaluation.metrics.captioning import caption_metrics
 
     refs = [[i.reference] if isinstance(i.reference, str) else list(i.reference) for i in items]
     d = caption_metrics([i.text for i in items], refs, use_java=use_java)

@@ -20,7 +20,7 @@ from typing import Any
 
 import jiwer
 
-from speechkit.normalizers import Normalizer, identity
+from speechkit.evaluation.metrics.normalizers import Normalizer, identity
 
 
 @dataclass
@@ -70,20 +70,9 @@ class ErrorRates:
         return 100.0 * sum(rates) / len(rates) if rates else None
 
 
-def error_rates(
-    references: Sequence[str],
-    hypotheses: Sequence[str],
-    ids: Sequence[str] | None = None,
-    normalizer: Normalizer | None = None,
-) -> ErrorRates:
-    """Corpus WER and CER of `hypotheses` against `references`, both normalized first."""
-    if len(references) != len(hypotheses):
-        raise ValueError(f"{len(references)} references but {len(hypotheses)} hypotheses")
-    norm = normalizer or identity
-    ids = list(ids) if ids is not None else [str(i) for i in range(len(references))]
-    refs = [" ".join(norm(r).split()) for r in references]
-    hyps = [" ".join(norm(h).split()) for h in hypotheses]
-
+def _word_edits(refs: list[str], hyps: list[str], ids: list[str]) -> list[UtteranceEdits]:
+    """Per-utterance word alignment counts (jiwer); an empty reference makes every hypothesis
+    word an insertion."""
     per: list[UtteranceEdits] = []
     nonempty = [i for i, r in enumerate(refs) if r]
     word_out = (
@@ -114,6 +103,25 @@ def error_rates(
             per.append(by_index[i])
         else:  # empty reference: every hypothesis word is an insertion
             per.append(UtteranceEdits(ids[i], r, h, 0, 0, 0, len(h.split()), 0))
+    return per
+
+
+def error_rates(
+    references: Sequence[str],
+    hypotheses: Sequence[str],
+    ids: Sequence[str] | None = None,
+    normalizer: Normalizer | None = None,
+) -> ErrorRates:
+    """Corpus WER and CER of `hypotheses` against `references`, both normalized first."""
+    if len(references) != len(hypotheses):
+        raise ValueError(f"{len(references)} references but {len(hypotheses)} hypotheses")
+    norm = normalizer or identity
+    ids = list(ids) if ids is not None else [str(i) for i in range(len(references))]
+    refs = [" ".join(norm(r).split()) for r in references]
+    hyps = [" ".join(norm(h).split()) for h in hypotheses]
+
+    per = _word_edits(refs, hyps, ids)
+    nonempty = [i for i, r in enumerate(refs) if r]
 
     ref_words = sum(u.ref_words for u in per)
     subs = sum(u.substitutions for u in per)

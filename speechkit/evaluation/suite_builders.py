@@ -18,8 +18,8 @@ from typing import Any
 
 from speechkit.data import Item, read_manifest
 from speechkit.errors import SpeechkitError
+from speechkit.evaluation.suites import Built, Suite, register_builder
 from speechkit.languages import language_name
-from speechkit.suites import Built, Suite, register_builder
 
 # IEMOCAP 4-class protocol: excited is merged into happy.
 IEMOCAP_LABELS = {"neu": "neutral", "hap": "happy", "exc": "happy", "sad": "sad", "ang": "angry"}
@@ -140,7 +140,8 @@ def voxceleb1(suite: Suite, root: Path, split: str, opts: dict[str, Any]) -> Bui
                     id=f"{enroll}|{test}",
                     path=str(wav_root / test),
                     reference="yes" if label else "no",
-                    meta={"enroll_path": str(wav_root / enroll), "label": label},
+                    label=label,
+                    enroll=str(wav_root / enroll),
                 )
             )
         else:
@@ -177,7 +178,8 @@ def iemocap(suite: Suite, root: Path, split: str, opts: dict[str, Any]) -> Built
                         id=utt,
                         path=str(wav),
                         reference=label,
-                        meta={"label": label, "raw_label": emo},
+                        label=label,
+                        meta={"raw_label": emo},
                     )
                 )
             else:
@@ -214,7 +216,8 @@ def covost2(suite: Suite, root: Path, split: str, opts: dict[str, Any]) -> Built
                         reference=row["translation"],
                         language=src,
                         prompt=prompt,
-                        meta={"target_language": tgt, "transcript": row.get("sentence")},
+                        target_language=tgt,
+                        meta={"transcript": row.get("sentence")},
                     )
                 )
             else:
@@ -263,7 +266,8 @@ def audiocaps(suite: Suite, root: Path, split: str, opts: dict[str, Any]) -> Bui
                 id=f"{yt}_{start}",
                 path=str(found),
                 reference=entry["captions"][0],
-                meta={"references": entry["captions"], "youtube_id": yt},
+                references=entry["captions"],
+                meta={"youtube_id": yt},
             )
         )
     return items, missing, {}
@@ -290,7 +294,7 @@ def clotho(suite: Suite, root: Path, split: str, opts: dict[str, Any]) -> Built:
                         id=row["file_name"],
                         path=str(wav),
                         reference=caps[0],
-                        meta={"references": caps},
+                        references=caps,
                     )
                 )
             else:

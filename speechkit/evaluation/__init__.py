@@ -1,0 +1,1 @@
+"""Evaluation: suites and their builders, predictions, scoring, tables, compare, metrics."""
