@@ -68,8 +68,6 @@ def summary_table(s: Summary, title: str = "speechkit transcribe") -> Table:
 def load_with_status(model: str | SpeechModel | ModelCard, runtime: RuntimeOptions,
                      console: Console, progress: bool = True) -> tuple[SpeechModel, float]:
     """(the model, seconds it took to load); a loaded model passes through."""
-    if isinstance(model, SpeechModel):
-        return model, 0.0
     card = model_card(model, runtime)
     if card.model is not None:
         return card.model, 0.0

@@ -57,8 +57,9 @@ class SpeechModel(ABC):
 
     name: str = "model"
     max_input_s: float = 30.0  # longer inputs are segmented before they reach the model
+    kind: str = "speech"  # what it is, in messages: "whisper-base is a Whisper model"
     modalities: frozenset[str] = frozenset({AUDIO})  # the streams this model reads
-    tasks: frozenset[str] = frozenset()  # the tasks it accepts (speechkit task names)
+    tasks: frozenset[str] = frozenset()  # the tasks it accepts (speechkit task names); empty: any
     # The options that change what this model does; others given by the user are reported
     # as ignored (a warning line), never dropped silently.
     uses: frozenset[str] = frozenset({"device", "batch_size", "beam_size", "max_new_tokens"})
@@ -66,6 +67,12 @@ class SpeechModel(ABC):
     @property
     def device(self) -> str:
         return "cpu"
+
+    @classmethod
+    def task_for(cls, task: str, target_language: str | None = None) -> str | None:
+        """What this model is asked to do for a suite's task (asr, st, sv, ...), or None when
+        it cannot do that task."""
+        return task if not cls.tasks or task in cls.tasks else None
 
     def streams(self, task: str) -> frozenset[str]:
         """The streams every item of `task` must have: the enrollment recording only for

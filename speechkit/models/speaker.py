@@ -27,6 +27,7 @@ INSTALL_HINT = ("pip install librosa webrtcvad-wheels && pip install --no-deps r
 class SpeakerEmbedder(SpeechModel):
     """A model that embeds speakers: it scores verification trials and does not generate text."""
 
+    kind = "speaker-embedding"
     modalities = frozenset({AUDIO, ENROLL})
     tasks = frozenset({"sv"})
     uses = frozenset({"batch_size"})

@@ -27,6 +27,7 @@ log = logging.getLogger("speechkit")
 
 CHUNK_S = 30.0  # Whisper's fixed input window; longer audio is segmented by the caller
 WHISPER_TASKS = ("transcribe", "translate")
+SUITE_TASKS = {"asr": "transcribe", "avsr": "transcribe", "st": "translate"}  # Whisper: into English
 MAX_RESUMES = 4  # times one clip is decoded again from where its decoding stopped early
 MIN_RESUME_S = 0.5  # s; a shorter rest of a clip is not decoded again
 
@@ -46,6 +47,7 @@ class WhisperModel(SpeechModel):
 
     max_input_s = CHUNK_S
     default_max_new_tokens = 224  # half the decoder context, as openai-whisper
+    kind = "Whisper"
     tasks = frozenset(WHISPER_TASKS)
     uses = SpeechModel.uses | {"dtype", "language", "word_timestamps"}
 
@@ -82,6 +84,14 @@ class WhisperModel(SpeechModel):
     @property
     def device(self) -> str:
         return self._device
+
+    @classmethod
+    def task_for(cls, task: str, target_language: str | None = None) -> str | None:
+        """Suite tasks as Whisper's: speech recognition (also an audio-visual suite's audio
+        track) is `transcribe`; translation only into English is `translate`."""
+        if task == "st" and target_language != "en":
+            return None
+        return SUITE_TASKS.get(task, task if task in WHISPER_TASKS else None)
 
     def describe(self) -> dict[str, Any]:
         return dict(self._describe)

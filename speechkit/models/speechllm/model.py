@@ -55,7 +55,8 @@ class SpeechLLM(SpeechModel):
 
     max_input_s = MAX_INPUT_S
     modalities = frozenset({AUDIO, ENROLL})  # a trial's two recordings are joined into one input
-    tasks = frozenset({"asr", "st", "sv", "er", "sqa", "aac", "transcribe", "translate"})
+    kind = "speech-LLM"
+    tasks = frozenset()  # any: asr, st, sv, er, sqa, aac, and others with a custom --prompt
     uses = SpeechModel.uses | {"quant", "dtype", "language", "target_language", "prompt"}
 
     def __init__(self, spec: CheckpointSpec, encoders: list[Encoder], bridge: Bridge, llm: Any,
