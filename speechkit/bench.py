@@ -33,7 +33,7 @@ from speechkit import __version__, strict_json
 from speechkit.data import Item, read_results
 from speechkit.errors import SpeechkitError
 from speechkit.metrics.scorers import canonical_task
-from speechkit.models.base import DecodeOptions, SpeechModel
+from speechkit.models.base import AUDIO, VIDEO, DecodeOptions, SpeechModel
 from speechkit.models.identity import ModelCard, model_card
 from speechkit.models.registry import RuntimeOptions
 from speechkit.report import rich_table, table_rows, write_tables
@@ -50,6 +50,7 @@ from speechkit.suites import (
 )
 from speechkit.terminal import plain, safe
 
+SUITE_TRACKS = (("audio", {AUDIO}), ("video", {VIDEO}), ("audiovisual", {AUDIO, VIDEO}))
 SHARD_FILE = re.compile(r"predictions\.shard-(\d+)-of-(\d+)\.jsonl$")
 
 
@@ -103,8 +104,10 @@ def resolve_suite(suite: str | Path | Suite, task: str | None = None) -> Suite:
 
 
 def model_modalities(model: SpeechModel | ModelCard) -> tuple[str, ...]:
-    """Which inputs the model reads ("audio", "video", "audiovisual")."""
-    return tuple(getattr(model, "modalities", ("audio",)))
+    """Which suite tracks the model reads ("audio", "video", "audiovisual"), from its streams."""
+    cls = model_class(model)
+    streams = cls.modalities if cls is not None else frozenset(getattr(model, "modalities", ("audio",)))
+    return tuple(track for track, need in SUITE_TRACKS if need <= streams)
 
 
 def plan(suite_name: str | Path | Suite, model: SpeechModel | ModelCard, *,
@@ -368,7 +371,7 @@ def run_bench(suite_name: str | Path | Suite,
                                           batch_size=batch_size, console=console,
                                           progress=progress, label="benchmarking",
                                           title=f"speechkit bench {what}")
-    summary = score_plan(p, model, summary_run, runtime, batch_size or None)
+    summary = score_plan(p, model, summary_run, runtime, batch_size)
     rows = result_rows(p, summary, system=model.name)
     paths = write_tables(rows, p.out_dir, stem=f"results.{p.stem}" if p.shard else "results")
     out.print(rich_table(rows, title=f"{what}: {model.name}"))

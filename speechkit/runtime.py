@@ -26,6 +26,7 @@ from speechkit.media.ffmpeg import decode_audio
 from speechkit.media.vad import is_silent, split_long_audio
 from speechkit.models.base import AUDIO, ENROLL, SAMPLE_RATE, VIDEO, DecodeOptions, Inputs, SpeechModel
 from speechkit.results import ResultWriter
+from speechkit.settings import check_task
 
 log = logging.getLogger("speechkit")
 
@@ -322,10 +323,3 @@ def _piece(p: _Prepared, k: int) -> Inputs:
     audio = p.inputs[AUDIO]
     return {**p.inputs, AUDIO: audio[int(start * SAMPLE_RATE):int(round(end * SAMPLE_RATE))]}
 
-
-def check_task(model: SpeechModel, task: str) -> None:
-    """A task the model does not accept stops the run before anything is decoded: the task
-    is one for the whole run, so every item would fail the same way."""
-    if model.tasks and task not in model.tasks:
-        raise SpeechkitError(f"{model.name} does not do --task {task} (it does "
-                             f"{', '.join(sorted(model.tasks))}); pick one of those or another model")

@@ -114,10 +114,12 @@ def model_task(model: Any, name: str, task: str, target_language: str | None, wh
 
 
 def check_task(model: Any, task: str) -> None:
-    """`--task` against what the model accepts, before it loads."""
+    """`--task` against what the model (a name, a card or a loaded model) accepts: checked
+    before it loads, and by the runner before it decodes. A usage error, not a per-item one:
+    the task is one for the whole run, so every item would fail the same way."""
     cls = model_class(model)
     if cls is not None and cls.tasks and task not in cls.tasks:
-        raise SpeechkitError(f"{model} is a {cls.kind} model: it does --task "
+        raise SpeechkitError(f"{getattr(model, 'name', model)} is a {cls.kind} model: it does --task "
                              f"{' or '.join(sorted(cls.tasks))}, not {task!r}; use a speech-LLM "
                              "checkpoint (--model DIR) for other tasks")
 

@@ -22,6 +22,7 @@ class LipReader(SpeechModel):
     """A visual speech recognizer: it reads lip crops, which no item can have yet."""
 
     name = "lip-reader"
+    kind = "lip-reading"
     modalities = frozenset({AUDIO, VIDEO})
     tasks = frozenset({"vsr", "avsr"})
 
@@ -42,7 +43,8 @@ def test_a_video_model_gets_one_clear_error_per_audio_only_item(testdata, tmp_pa
 def test_a_task_the_model_does_not_take_stops_the_run_before_decoding(testdata, tmp_path):
     # A usage error, not per-item: the task is one for the whole run, so every item would fail.
     items = [Item(id=c.stem, path=str(c)) for c in librivox_clips(testdata)[:2]]
-    with pytest.raises(SpeechkitError, match="lip-reader does not do --task asr .*vsr"):
+    with pytest.raises(SpeechkitError, match="lip-reader is a lip-reading model: it does --task "
+                                             "avsr or vsr, not 'asr'"):
         transcribe_items(items, LipReader(), DecodeOptions(task="asr"), tmp_path / "r.jsonl")
     assert not (tmp_path / "r.jsonl").exists() or not (tmp_path / "r.jsonl").read_text()
 
