@@ -97,6 +97,8 @@ def inputs(n: int) -> list[np.ndarray]:
 
 def run(model, audios, options, batch_size: int, device: str) -> dict:
     """Decode in length-sorted batches; wall time, tokens, peak memory, ids in input order."""
+    from speechkit.models.base import audio_inputs
+
     order = sorted(range(len(audios)), key=lambda i: len(audios[i]))
     tokens: dict[int, list[int]] = {}
     if device.startswith("cuda"):
@@ -106,7 +108,7 @@ def run(model, audios, options, batch_size: int, device: str) -> dict:
         start = time.perf_counter()
         for s in range(0, len(order), batch_size):
             idx = order[s:s + batch_size]
-            model.generate([audios[i] for i in idx], options)
+            model.generate(audio_inputs([audios[i] for i in idx]), options)
             tokens.update(zip(idx, model.last_tokens, strict=True))
         if device.startswith("cuda"):
             torch.cuda.synchronize()

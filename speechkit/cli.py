@@ -14,7 +14,19 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from speechkit import __version__
-from speechkit.commands.options import language_option, target_language_option
+from speechkit.commands.options import (
+    BatchSize,
+    BeamSize,
+    Device,
+    Dtype,
+    Language,
+    MaxNewTokens,
+    Model,
+    Progress,
+    Prompt,
+    Quant,
+    TargetLanguage,
+)
 from speechkit.errors import SpeechkitError
 from speechkit.terminal import safe
 
@@ -28,6 +40,11 @@ app = typer.Typer(
 err = Console(stderr=True)
 _state = {"debug": False}
 INTERRUPTED = "interrupted: finished results are kept; rerun the same command to resume"
+
+
+def warn(line: str) -> None:
+    """One warning line on stderr."""
+    err.print(f"[yellow]warning:[/] {safe(line)}", highlight=False, soft_wrap=True)
 
 
 def _version(value: bool) -> None:
@@ -62,40 +79,22 @@ def transcribe(
     inputs: Annotated[list[str], typer.Argument(
         help="Media files, directories (searched recursively), glob patterns or JSONL manifests "
              "(speechkit or NeMo style).", show_default=False)],
-    model: Annotated[str, typer.Option("--model", "-m", help=(
-        "Built-in name (whisper-base, whisper-tiny.en), a speechkit checkpoint dir, a local "
-        "Whisper dir or a hub id."))] = "whisper-base",
+    model: Model = "whisper-base",
     task: Annotated[str, typer.Option(help=(
         "Whisper: transcribe or translate (to English). Speech LLMs: asr, st, er, sv, sqa, aac."))
     ] = "transcribe",
-    language: Annotated[str | None, typer.Option(
-        "--language", "-l", callback=language_option,
-        help="Spoken language: a code or English name (en, de, english); detected when omitted.")
-    ] = None,
-    target_language: Annotated[str | None, typer.Option(
-        callback=target_language_option,
-        help="Target language for speech translation with speech LLMs (de, german).")] = None,
-    prompt: Annotated[str | None, typer.Option(help="Override the task prompt (speech LLMs).")] = None,
-    beam_size: Annotated[int | None, typer.Option(min=1, help=(
-        "1 = greedy; >1 = beam search; Whisper falls back to sampling either way when the text "
-        "loops or is unlikely. Default: the model's (Whisper 1: on a 2-core CPU beam 5 took "
-        "3.7x the time for 0.6 WER points; a checkpoint's speechkit.json decode settings)."),
-        show_default=False)] = None,
-    max_new_tokens: Annotated[int | None, typer.Option(min=1, help=(
-        "Most tokens generated per 30 s segment. Default: the model's (Whisper 224; a "
-        "checkpoint's speechkit.json)."), show_default=False)] = None,
+    language: Language = None,
+    target_language: TargetLanguage = None,
+    prompt: Prompt = None,
+    beam_size: BeamSize = None,
+    max_new_tokens: MaxNewTokens = None,
     word_timestamps: Annotated[bool, typer.Option(
         "--word-timestamps", help="Whisper: also time every word (results' segments[].words; "
         "subtitle cues then break at word times).")] = False,
-    batch_size: Annotated[int, typer.Option(
-        min=0, help="Segments per forward pass; 0 = auto (8 on CPU, 32 on GPU).")] = 0,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
-    dtype: Annotated[str, typer.Option(
-        help="auto (float16 on GPU, float32 on CPU), float32, float16, bfloat16, or int8 "
-             "(CPU: dynamic int8 linear layers; faster, but results can vary with batch "
-             "composition).")] = "auto",
-    quant: Annotated[str | None, typer.Option(
-        help="Speech-LLM weights: 4bit (default on GPU), 8bit, bf16 or fp32.")] = None,
+    batch_size: BatchSize = 0,
+    device: Device = "auto",
+    dtype: Dtype = "auto",
+    quant: Quant = None,
     out: Annotated[Path | None, typer.Option(
         "--out", "-o", help="Results JSONL (default: OUTPUT_DIR/transcripts.jsonl).")] = None,
     output_dir: Annotated[Path | None, typer.Option(
@@ -108,21 +107,22 @@ def transcribe(
         help="Redo items already in the results file (default: resume, skipping them).")] = False,
     audio_stream: Annotated[int | None, typer.Option(
         min=0, help="Which audio stream of each file to use (0 = first).")] = None,
-    progress: Annotated[bool, typer.Option(
-        help="Show progress: a live bar on a terminal, else a line every 10 s.")] = True,
+    progress: Progress = True,
 ) -> None:
     """Transcribe (or translate) media files in length-sorted batches; results go to JSONL.
 
     Resumes by default: items already "ok" in the results file are skipped. Exit code 0 when
     every item succeeded, 1 when some failed (their lines say why), 2 for usage errors.
     """
+    from speechkit.commands.options import runtime_options
     from speechkit.data import expand_inputs
     from speechkit.formats import parse_formats
     from speechkit.models.base import DecodeOptions
-    from speechkit.models.registry import RuntimeOptions
-    from speechkit.preflight import check_inputs, check_task
+    from speechkit.preflight import check_inputs
+    from speechkit.settings import check_task, unused_option_warnings
     from speechkit.transcribe import transcribe_to_jsonl
 
+    runtime = runtime_options(device, dtype, quant)
     formats = parse_formats(fmt)
     items = expand_inputs(inputs)
     check_inputs(items)
@@ -133,10 +133,12 @@ def transcribe(
     options = DecodeOptions(task=task, language=language, target_language=target_language,
                             beam_size=beam_size, max_new_tokens=max_new_tokens, prompt=prompt,
                             word_timestamps=word_timestamps)
+    for line in unused_option_warnings(model, runtime, options, batch_size or None):
+        warn(line)
     results_path = out or (output_dir or Path(".")) / "transcripts.jsonl"
     output_dir = output_dir or results_path.parent
     summary = transcribe_to_jsonl(
-        items, model, options, results_path, runtime=RuntimeOptions(device, dtype, quant),
+        items, model, options, results_path, runtime=runtime,
         batch_size=batch_size or None, formats=formats, format_dir=output_dir,
         overwrite=overwrite, console=err, progress=progress,
         echo=len(items) == 1 and out is None)

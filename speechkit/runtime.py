@@ -1,5 +1,7 @@
-"""The batch loop: decode media in the background, segment long audio, length-sorted batches
-through the model, one result line per item as soon as it is finished."""
+"""The one batch loop for every model: check each item against the model, decode its streams
+in the background, segment long audio, length-sorted batches through the model, one result
+line per item as soon as it is finished. Whisper, speech LLMs and speaker-embedding models
+(a verification trial is an item with an `enroll` stream beside its `audio`) all run here."""
 
 from __future__ import annotations
 
@@ -10,7 +12,9 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,8 +24,9 @@ from speechkit.errors import SpeechkitError, first_line
 from speechkit.formats import output_stems, write_formats
 from speechkit.media.ffmpeg import decode_audio
 from speechkit.media.vad import is_silent, split_long_audio
-from speechkit.models.base import SAMPLE_RATE, DecodeOptions, SpeechModel
+from speechkit.models.base import AUDIO, ENROLL, SAMPLE_RATE, VIDEO, DecodeOptions, Inputs, SpeechModel
 from speechkit.results import ResultWriter
+from speechkit.settings import check_task
 
 log = logging.getLogger("speechkit")
 
@@ -47,6 +52,7 @@ class RunStats:
     decoded_s: float = 0.0  # audio seconds decoded so far, finished items or not (progress)
     wall_s: float = 0.0
     started: float = field(default_factory=time.perf_counter)
+    settings: dict[str, Any] = field(default_factory=dict)  # what the run used (see used_settings)
 
     @property
     def done(self) -> int:
@@ -71,48 +77,62 @@ def peak_memory_mb() -> dict[str, float]:
 @dataclass
 class _Prepared:
     item: Item
-    duration_s: float = 0.0
-    spans: list[tuple[float, float]] = field(default_factory=list)
-    audio: np.ndarray | None = None
+    duration_s: float = 0.0  # all of the item's recordings together
+    spans: list[tuple[float, float]] = field(default_factory=list)  # pieces of the audio stream
+    inputs: Inputs = field(default_factory=dict)
     note: str | None = None
     error: str | None = None
     language: str | None = None  # detected once for the whole item (long files)
     hyps: list = field(default_factory=list)  # one Hypothesis per span, as they are decoded
 
 
-def _prepare(item: Item, max_s: float) -> _Prepared:
-    """Decode one item and cut it into model-sized spans (runs in a worker thread)."""
+def check_item(item: Item, model: SpeechModel, task: str) -> str | None:
+    """Why the model cannot take this item (a stream it needs is missing), or None; runs
+    before anything is decoded."""
     if item.error:
-        return _Prepared(item, error=item.error)
+        return item.error
+    need = model.streams(task)
+    if VIDEO in need:
+        return (f"{item.path}: {model.name} reads video (lip crops) and no video stream/lip crops "
+                "are available for this item (speechkit does not extract lip crops yet); use an "
+                "audio model for it")
+    if ENROLL in need and not item.enroll:
+        return (f"{item.path}: a verification trial needs its enrollment recording beside the "
+                "test recording; give the manifest line an `enroll` (the enrollment file)")
+    return None
+
+
+def _prepare(item: Item, model: SpeechModel, task: str,
+             decode_enroll: Callable[[str], np.ndarray]) -> _Prepared:
+    """Check one item, decode its streams and cut its audio into model-sized spans (runs in a
+    worker thread)."""
+    if (why := check_item(item, model, task)) is not None:
+        return _Prepared(item, error=why)
     try:
         audio = decode_audio(item.path, SAMPLE_RATE, stream=item.meta.get("audio_stream"),
                              offset_s=item.offset_s, duration_s=item.duration_s)
-        if item.enroll:  # a verification trial: enrollment, a pause, test
-            audio = pair_audio(decode_audio(item.enroll, SAMPLE_RATE), audio, max_s)
+        inputs = {AUDIO: audio}
+        if ENROLL in model.streams(task):
+            inputs[ENROLL] = decode_enroll(item.enroll)
     except SpeechkitError as e:
         return _Prepared(item, error=str(e))
     except Exception as e:  # an unforeseen failure must not stop the batch
         log.debug("decode failed", exc_info=True)
         return _Prepared(item, error=f"{item.path}: could not decode ({type(e).__name__}: {e})")
-    duration = len(audio) / SAMPLE_RATE
+    duration = sum(len(x) for x in inputs.values()) / SAMPLE_RATE
+    if len(inputs) > 1:  # a trial: the model reads its recordings together, never cut
+        return _Prepared(item, duration, [(0.0, len(audio) / SAMPLE_RATE)], inputs)
     if is_silent(audio):
         return _Prepared(item, duration, note="silent: no speech to transcribe")
-    if duration <= max_s:
-        return _Prepared(item, duration, [(0.0, duration)], audio)
-    spans = [(s.start, s.end) for s in split_long_audio(audio, max_s=max_s, sample_rate=SAMPLE_RATE)]
+    if duration <= model.max_input_s:
+        return _Prepared(item, duration, [(0.0, duration)], inputs)
+    spans = [(s.start, s.end) for s in split_long_audio(audio, max_s=model.max_input_s,
+                                                        sample_rate=SAMPLE_RATE)]
     note = None if spans else "no speech detected by the voice activity detector"
-    return _Prepared(item, duration, spans, audio, note)
+    return _Prepared(item, duration, spans, inputs, note)
 
 
-PAIR_GAP_S = 1.0  # s of silence between the two recordings of a verification trial
-
-
-def pair_audio(enroll: np.ndarray, test: np.ndarray, max_s: float) -> np.ndarray:
-    """One input from two recordings (SALMONN-style speaker verification): each is cut to
-    fit half of the model's window, joined by a second of silence."""
-    half = int((max_s - PAIR_GAP_S) / 2 * SAMPLE_RATE)
-    gap = np.zeros(int(PAIR_GAP_S * SAMPLE_RATE), dtype=np.float32)
-    return np.concatenate([enroll[:half], gap, test[:half]]).astype(np.float32)
+ENROLL_CACHE = 16  # decoded enrollment recordings kept (trials come sorted by enrollment)
 
 
 def _windows(items: Sequence[Item], size: int) -> Iterator[Sequence[Item]]:
@@ -130,16 +150,21 @@ class Transcriber:
                  on_progress: Callable[[RunStats], None] | None = None):
         self.model = model
         self.options = model.resolve(options)  # results record the settings actually used
+        check_task(model, self.options.task)
         self.writer = writer
         self.batch_size = batch_size or default_batch_size(model)
         self.formats = formats
         self.format_dir = format_dir
         self.on_result = on_result
         self.on_progress = on_progress
-        self.stats = RunStats()
+        self.settings = {**model.used_settings(), "batch_size": self.batch_size,
+                         "beam_size": self.options.beam_size}
+        self.stats = RunStats(settings=self.settings)
+        self._decode_enroll = lru_cache(maxsize=ENROLL_CACHE)(
+            lambda path: decode_audio(path, SAMPLE_RATE))
 
     def run(self, items: Sequence[Item]) -> RunStats:
-        self.stats = RunStats(total=len(items))
+        self.stats = RunStats(total=len(items), settings=self.settings)
         self.stems = output_stems((it.id, it.path) for it in items)  # stable across resumed runs
         # Reuse finished lines only when this model and these settings made them.
         self.writer.check_reuse([it.id for it in items], self.model.describe(),
@@ -152,15 +177,19 @@ class Transcriber:
                 todo.append(it)
         window = self.batch_size * WINDOW_BATCHES
         with ThreadPoolExecutor(DECODE_WORKERS, thread_name_prefix="decode") as pool:
+            def submit(w: Sequence[Item]) -> list[Future[_Prepared]]:
+                return [pool.submit(_prepare, it, self.model, self.options.task,
+                                    self._decode_enroll) for it in w]
+
             pending: deque[list[Future[_Prepared]]] = deque()
             windows = _windows(todo, window)
             for _ in range(2):  # keep one window decoding while the model works on another
                 if (w := next(windows, None)) is not None:
-                    pending.append([pool.submit(_prepare, it, self.model.max_input_s) for it in w])
+                    pending.append(submit(w))
             while pending:
                 prepared = [f.result() for f in pending.popleft()]
                 if (w := next(windows, None)) is not None:
-                    pending.append([pool.submit(_prepare, it, self.model.max_input_s) for it in w])
+                    pending.append(submit(w))
                 self._run_window(prepared)
         self.stats.tick()
         return self.stats
@@ -180,6 +209,8 @@ class Transcriber:
             batch = pieces[b:b + self.batch_size]
             for (p, k), hyp in zip(batch, self._generate(batch), strict=True):
                 p.hyps[k] = hyp
+                if hyp is not None and hyp.error:  # the model failed this input only
+                    p.error = f"{p.item.path}: {hyp.error}"
                 self.stats.decoded_s += p.spans[k][1] - p.spans[k][0]
                 left[id(p)] -= 1
                 if left[id(p)] == 0:
@@ -195,16 +226,16 @@ class Transcriber:
                 if len(p.spans) > 1 and not (p.item.language or self.options.language)]
         if not need:
             return
-        found = self.model.detect_language([_slice(p.audio, p.spans[0]) for p in need])
+        found = self.model.detect_language([_piece(p, 0) for p in need])
         for p, lang in zip(need, found, strict=True):
             p.language = lang
 
     def _generate(self, batch: list[tuple[_Prepared, int]]) -> list:
-        audios = [_slice(p.audio, p.spans[k]) for p, k in batch]
+        inputs = [_piece(p, k) for p, k in batch]
         prompts = [p.item.prompt for p, _ in batch]
         languages = [p.item.language or p.language for p, _ in batch]
         try:
-            return self.model.generate(audios, self.options, prompts, languages)
+            return self.model.generate(inputs, self.options, prompts, languages)
         except SpeechkitError:
             raise  # a usage error (e.g. wrong task for this model) stops the run with its message
         except Exception as e:
@@ -222,7 +253,7 @@ class Transcriber:
     def _finish(self, p: _Prepared) -> None:
         item = p.item
         if p.error:  # set when decoding or generation failed (a piece then has no hypothesis)
-            result = Result.failed(item, p.error, task=self.options.task, model=self.model.describe(),
+            result = Result.failed(item, p.error, task=self.options.task, model=self._record(),
                                    decode=self.options.to_dict())
         else:
             result = self._result(p)
@@ -260,13 +291,20 @@ class Transcriber:
             extras["warnings"] = warnings
         if p.note:
             extras["note"] = p.note
+        if ENROLL in p.inputs:
+            extras["enroll_path"] = p.item.enroll
         item = p.item
         return Result(
             id=item.id, path=item.path, task=self.options.task,
             language=langs.most_common(1)[0][0] if langs else item.language or self.options.language,
             text=" ".join(s.text for s in segs if s.text).strip(), segments=segs,
             duration_s=round(p.duration_s, 3), reference=item.reference,
-            model=self.model.describe(), decode=self.options.to_dict(), extras=extras)
+            model=self._record(), decode=self.options.to_dict(), extras=extras)
+
+    def _record(self) -> dict[str, Any]:
+        """The model's identity and, under `runtime`, how this run ran it (batch size, dtype,
+        quant, beam, device); resume compares the identity only."""
+        return {**self.model.describe(), "runtime": dict(self.settings)}
 
 
 # Per-window decoding figures (Whisper): summarised per item, not copied into its extras.
@@ -274,5 +312,9 @@ _WINDOW_KEYS = frozenset({"warning", "temperature", "avg_logprob", "compression_
                           "no_speech_prob", "no_speech"})
 
 
-def _slice(audio: np.ndarray, span: tuple[float, float]) -> np.ndarray:
-    return audio[int(span[0] * SAMPLE_RATE):int(round(span[1] * SAMPLE_RATE))]
+def _piece(p: _Prepared, k: int) -> Inputs:
+    """The k-th piece of an item: its audio cut to the span, its other streams whole."""
+    start, end = p.spans[k]
+    audio = p.inputs[AUDIO]
+    return {**p.inputs, AUDIO: audio[int(start * SAMPLE_RATE):int(round(end * SAMPLE_RATE))]}
+

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
@@ -16,7 +16,6 @@ from speechkit.data import Item, Result
 from speechkit.models.base import DecodeOptions, SpeechModel
 from speechkit.models.identity import ModelCard, model_card
 from speechkit.models.registry import RuntimeOptions
-from speechkit.models.speaker import SpeakerEmbedder
 from speechkit.results import ResultWriter
 from speechkit.runtime import RunStats, Transcriber, peak_memory_mb
 from speechkit.terminal import plain, safe
@@ -37,6 +36,8 @@ class Summary:
     peak_rss_mb: float
     peak_gpu_mb: float | None
     results_path: str
+    settings: dict = field(default_factory=dict)  # device, dtype, quant, batch and beam used
+
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -67,8 +68,6 @@ def summary_table(s: Summary, title: str = "speechkit transcribe") -> Table:
 def load_with_status(model: str | SpeechModel | ModelCard, runtime: RuntimeOptions,
                      console: Console, progress: bool = True) -> tuple[SpeechModel, float]:
     """(the model, seconds it took to load); a loaded model passes through."""
-    if isinstance(model, SpeechModel):
-        return model, 0.0
     card = model_card(model, runtime)
     if card.model is not None:
         return card.model, 0.0
@@ -168,19 +167,16 @@ def transcribe_to_jsonl(items: Sequence[Item], model_name: str | SpeechModel | M
 
     with bar:
         task_id = bar.add_task("transcribe", total=len(items), audio="0:00:00", rtfx="-")
-        runner = transcribe_items
-        if isinstance(model, SpeakerEmbedder):
-            from speechkit.verification import verify_items as runner
-        stats = runner(items, model, options, writer, batch_size=batch_size,
-                       formats=formats, format_dir=format_dir, on_result=on_result,
-                       on_progress=on_progress)
+        stats = transcribe_items(items, model, options, writer, batch_size=batch_size,
+                                 formats=formats, format_dir=format_dir, on_result=on_result,
+                                 on_progress=on_progress)
     for r in echoed:
         print(r.text)
     mem = peak_memory_mb()
     summary = Summary(total=stats.total, ok=stats.ok, failed=stats.failed, skipped=stats.skipped,
                       audio_s=stats.audio_s, wall_s=stats.wall_s, load_s=load_s, rtfx=stats.rtfx,
                       peak_rss_mb=mem["peak_rss_mb"], peak_gpu_mb=mem.get("peak_gpu_mb"),
-                      results_path=str(writer.path))
+                      results_path=str(writer.path), settings=stats.settings)
     console.print(summary_table(summary, title=title))
     return summary
 

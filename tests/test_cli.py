@@ -110,15 +110,15 @@ def test_an_unknown_language_is_an_error_that_names_the_fix():
 
 
 # --- checks before the model loads ----------------------------------------------------------
-# The unknown model name (or bad --dtype) is only looked at when the model loads: an error about
-# anything else proves that nothing was loaded.
+# The unknown model name is only looked at when the model loads: an error about anything else
+# proves that nothing was loaded.
 
 
 @pytest.mark.parametrize(("args", "message"), [
     (["transcribe", "{clip}", "--language", "xx"], "--language 'xx' is not a language"),
     (["transcribe", "{clip}", "--target-language", "klingon"], "--target-language 'klingon'"),
     (["transcribe", "{missing}", "{missing2}"], "nothing to run: "),
-    (["transcribe", "{clip}", "--model", "whisper-base", "--dtype", "bogus", "--task", "asr"],
+    (["transcribe", "{clip}", "--model", "whisper-base", "--task", "asr"],
      "whisper-base is a Whisper model: it does --task transcribe or translate, not 'asr'"),
     (["bench", "librivox-mini", "--language", "xx"], "--language 'xx' is not a language"),
     (["bench", "librivox-mini", "--shard", "4/2"], "--shard 4/2: use K/N"),
@@ -126,8 +126,11 @@ def test_an_unknown_language_is_an_error_that_names_the_fix():
     (["bench", "librivox-mini", "--split", "nope"], "suite librivox-mini has no split 'nope'"),
     (["bench", "librispeech", "--data-root", "{tmp}"], "no test-clean/ folder in"),
     (["bench", "librispeech", "--data-root", "{missing}"], "does not exist"),
-    (["bench", "covost2", "--split", "en-de", "--data-root", "{tmp}", "--model", "whisper-base",
-      "--dtype", "bogus"], "whisper-base is a Whisper model: it cannot do st into de"),
+    (["bench", "covost2", "--split", "en-de", "--data-root", "{tmp}", "--model", "whisper-base"],
+     "whisper-base is a Whisper model: it cannot do st into de"),
+    (["transcribe", "{clip}", "--dtype", "bogus"], "unknown --dtype 'bogus'; use one of auto, float32"),
+    (["bench", "librivox-mini", "--quant", "3bit"], "unknown --quant '3bit'; use one of 4bit"),
+    (["transcribe", "{clip}", "--dtype", "int8", "--device", "cpux"], "unknown --device 'cpux'"),
 ])
 def test_bad_values_are_one_line_usage_errors_before_the_model_loads(args, message, testdata,
                                                                      tmp_path):
@@ -141,7 +144,7 @@ def test_bad_values_are_one_line_usage_errors_before_the_model_loads(args, messa
     assert r.returncode == 2, r.stderr
     assert message in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr  # one line
-    assert "unknown model" not in r.stderr and "unknown --dtype" not in r.stderr
+    assert "unknown model" not in r.stderr
 
 
 @pytest.mark.slow

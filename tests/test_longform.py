@@ -8,7 +8,7 @@ import pytest
 
 from speechkit.data import Result, Segment, expand_inputs, read_results
 from speechkit.formats import MAX_LINE_CHARS, MAX_LINES, cues, output_stems, parse_formats, to_srt, to_tsv
-from speechkit.models.base import DecodeOptions
+from speechkit.models.base import DecodeOptions, audio_inputs
 from speechkit.models.whisper_decode import TIME_PRECISION, compression_ratio, resume_point, split_segments
 from speechkit.transcribe import transcribe_items
 from tests.conftest import DEV_DIR
@@ -224,10 +224,10 @@ def test_unlikely_or_looping_text_is_decoded_again_hotter_and_reproducibly(rando
 
     clips = [decode_audio(p) for p, _ in _read_speech(testdata)[:2]]
     opts = DecodeOptions(language="en", max_new_tokens=24)
-    first = random_whisper.generate(clips, opts)
+    first = random_whisper.generate(audio_inputs(clips), opts)
     assert all(h.extras["temperature"] > 0 for h in first)  # greedy failed the checks
-    again = random_whisper.generate(clips, opts)
-    one = [random_whisper.generate([c], opts)[0] for c in clips]
+    again = random_whisper.generate(audio_inputs(clips), opts)
+    one = [random_whisper.generate(audio_inputs([c]), opts)[0] for c in clips]
     assert [h.text for h in first] == [h.text for h in again] == [h.text for h in one]
 
 

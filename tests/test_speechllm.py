@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from speechkit.errors import SpeechkitError
-from speechkit.models.base import DecodeOptions
+from speechkit.models.base import DecodeOptions, audio_inputs
 from speechkit.models.safe_load import load_weights
 from speechkit.models.speechllm import load_speechllm, new_checkpoint, read_spec
 from speechkit.models.speechllm.checkpoint import SPEC_FILE, WEIGHTS_FILE
@@ -42,7 +42,7 @@ AUDIOS = [noise(1.0, 1), noise(25.0, 2), noise(6.5, 3)]  # very different length
 def _one_by_one(model, audios, options):
     tokens = []
     for a in audios:
-        model.generate([a], options)
+        model.generate(audio_inputs([a]), options)
         tokens.extend(model.last_tokens)
     return tokens
 
@@ -50,7 +50,7 @@ def _one_by_one(model, audios, options):
 @pytest.mark.parametrize("beam", [1, 3])
 def test_batch_outputs_equal_one_at_a_time(whisper_model, beam):
     options = DecodeOptions(task="transcribe", beam_size=beam, max_new_tokens=8)
-    hyps = whisper_model.generate(AUDIOS, options)
+    hyps = whisper_model.generate(audio_inputs(AUDIOS), options)
     batched = whisper_model.last_tokens
     assert batched == _one_by_one(whisper_model, AUDIOS, options)
     assert all(len(t) > 0 for t in batched)
@@ -59,8 +59,8 @@ def test_batch_outputs_equal_one_at_a_time(whisper_model, beam):
 
 def test_decoding_is_deterministic(whisper_model):
     options = DecodeOptions(task="asr", beam_size=2, max_new_tokens=6)
-    first = [h.text for h in whisper_model.generate(AUDIOS[:2], options)]
-    assert first == [h.text for h in whisper_model.generate(AUDIOS[:2], options)]
+    first = [h.text for h in whisper_model.generate(audio_inputs(AUDIOS[:2]), options)]
+    assert first == [h.text for h in whisper_model.generate(audio_inputs(AUDIOS[:2]), options)]
 
 
 def test_long_audio_is_windowed_not_cut(whisper_model):
@@ -73,12 +73,12 @@ def test_long_audio_is_windowed_not_cut(whisper_model):
 
 
 def test_sv_records_p_yes_from_first_token(whisper_model):
-    hyps = whisper_model.generate(AUDIOS[:2], DecodeOptions(task="sv", max_new_tokens=2))
+    hyps = whisper_model.generate(audio_inputs(AUDIOS[:2]), DecodeOptions(task="sv", max_new_tokens=2))
     for h in hyps:
         assert 0.0 <= h.extras["p_yes"] <= 1.0
         assert 0.0 <= h.extras["p_yes_vs_no"] <= 1.0
         assert h.extras["p_yes"] <= h.extras["p_yes_vs_no"] + 1e-6
-    asr = whisper_model.generate(AUDIOS[:1], DecodeOptions(task="asr", max_new_tokens=2))
+    asr = whisper_model.generate(audio_inputs(AUDIOS[:1]), DecodeOptions(task="asr", max_new_tokens=2))
     assert "p_yes" not in asr[0].extras
 
 
@@ -91,7 +91,7 @@ def test_conv1d_bridge_wavlm_layer_sum_batch_equals_single(parts, tmp_path):
     model = load_speechllm(str(out))
     audios = [noise(0.5, 6), noise(9.0, 7)]
     options = DecodeOptions(task="asr", beam_size=2, max_new_tokens=6)
-    model.generate(audios, options)
+    model.generate(audio_inputs(audios), options)
     assert model.last_tokens == _one_by_one(model, audios, options)
 
 
@@ -107,7 +107,7 @@ def test_mean_pooling_and_added_tokens(parts, tmp_path):
     ids = model.tokenizer.convert_tokens_to_ids(["<audio>", "</audio>"])
     assert torch.equal(model.llm.get_input_embeddings().weight[ids], stored)
     options = DecodeOptions(task="asr", max_new_tokens=5)
-    model.generate(AUDIOS, options)
+    model.generate(audio_inputs(AUDIOS), options)
     assert model.last_tokens == _one_by_one(model, AUDIOS, options)
 
 
@@ -211,16 +211,16 @@ def test_quantized_llm_runs_on_cpu(whisper_ckpt, quant):
     assert any(isinstance(m, layer) for m in model.llm.modules())
     assert model.describe()["quant"] == quant
     options = DecodeOptions(task="asr", max_new_tokens=4)
-    model.generate(AUDIOS, options)
+    model.generate(audio_inputs(AUDIOS), options)
     assert model.last_tokens == _one_by_one(model, AUDIOS, options)
     # P(yes) of a batch equals each item's alone up to float rounding (LLM.int8 picks its
     # outlier columns per batch, so 8-bit agrees less tightly than 4-bit).
     sv = DecodeOptions(task="sv", max_new_tokens=1)
-    batched = [h.extras["p_yes"] for h in model.generate(AUDIOS, sv)]
-    alone = [model.generate([a], sv)[0].extras["p_yes"] for a in AUDIOS]
+    batched = [h.extras["p_yes"] for h in model.generate(audio_inputs(AUDIOS), sv)]
+    alone = [model.generate(audio_inputs([a]), sv)[0].extras["p_yes"] for a in AUDIOS]
     assert batched == pytest.approx(alone, rel=1e-5 if quant == "4bit" else 5e-2)
     options = DecodeOptions(task="asr", max_new_tokens=4)
-    model.generate(AUDIOS[:2], options)
+    model.generate(audio_inputs(AUDIOS[:2]), options)
     assert model.last_tokens == _one_by_one(model, AUDIOS[:2], options)
 
 
@@ -282,7 +282,7 @@ def test_checkpoint_decode_defaults_apply_unless_given(whisper_ckpt, tmp_path):
     model = load_speechllm(str(_edit(whisper_ckpt, tmp_path, change)), device="cpu")
     assert model.resolve(DecodeOptions(task="asr")).beam_size == 2
     assert model.resolve(DecodeOptions(task="asr", beam_size=1)).beam_size == 1
-    model.generate([noise(2.0, 7)], DecodeOptions(task="asr"))
+    model.generate(audio_inputs([noise(2.0, 7)]), DecodeOptions(task="asr"))
     assert all(len(t) <= 3 for t in model.last_tokens)
     wav = tmp_path / "a.wav"
     import wave
@@ -323,9 +323,9 @@ def test_random_shaped_checkpoint_loads_in_4bit(tmp_path):
                    llm_config_dict=llama, tokenizer="smollm2-135m", template="salmonn")
     model = load_speechllm(str(tmp_path / "ck"), device="cpu", quant="4bit")
     options = DecodeOptions(task="asr", max_new_tokens=3)
-    model.generate(AUDIOS, options)
+    model.generate(audio_inputs(AUDIOS), options)
     batched = model.last_tokens
     assert batched == _one_by_one(model, AUDIOS, options)
     again = load_speechllm(str(tmp_path / "ck"), device="cpu", quant="4bit")
-    again.generate(AUDIOS, options)
+    again.generate(audio_inputs(AUDIOS), options)
     assert again.last_tokens == batched  # "random" is seeded: the same weights on every load

@@ -18,7 +18,7 @@ def test_new_checkpoint_transcribes_real_speech_in_4bit(tmp_path, testdata):
         files = sorted(str(p) for p in (testdata / "librivox").glob("*.wav"))[:4]
     from speechkit.cli import _register_subcommands, app
     from speechkit.media.ffmpeg import decode_audio
-    from speechkit.models.base import DecodeOptions
+    from speechkit.models.base import DecodeOptions, audio_inputs
     from speechkit.models.speechllm import load_speechllm
 
     _register_subcommands()
@@ -38,11 +38,11 @@ def test_new_checkpoint_transcribes_real_speech_in_4bit(tmp_path, testdata):
     model = load_speechllm(str(ck), device="cpu", quant="4bit")
     audios = [decode_audio(f) for f in files]
     asr = DecodeOptions(task="asr", max_new_tokens=12)
-    batched = [h.text for h in model.generate(audios, asr)]
-    assert batched == [model.generate([a], asr)[0].text for a in audios]
+    batched = [h.text for h in model.generate(audio_inputs(audios), asr)]
+    assert batched == [model.generate(audio_inputs([a]), asr)[0].text for a in audios]
     sv = DecodeOptions(task="sv", max_new_tokens=3)
-    first = model.generate(audios, sv)
+    first = model.generate(audio_inputs(audios), sv)
     assert all(0.0 <= h.extras["p_yes"] <= 1.0 for h in first)
-    again = model.generate(audios, sv)
+    again = model.generate(audio_inputs(audios), sv)
     assert [h.text for h in first] == [h.text for h in again]
     assert [h.extras["p_yes"] for h in first] == [h.extras["p_yes"] for h in again]

@@ -11,7 +11,7 @@ import pytest
 from speechkit.data import read_results
 from speechkit.errors import SpeechkitError
 from speechkit.evaluation.bench import run_bench
-from speechkit.runtime import PAIR_GAP_S, pair_audio
+from speechkit.models.speechllm.model import PAIR_GAP_S, pair_audio
 
 
 def voxceleb_layout(root, testdata, corrupt=False):
@@ -39,10 +39,10 @@ def voxceleb_layout(root, testdata, corrupt=False):
 
 @pytest.mark.slow
 def test_resemblyzer_separates_real_speakers(testdata, tmp_path, monkeypatch):
-    monkeypatch.setattr("speechkit.verification.DECODE_WINDOW", 3)  # many small windows
+    monkeypatch.setattr("speechkit.runtime.WINDOW_BATCHES", 1)  # many small windows
     n = voxceleb_layout(tmp_path / "vox", testdata, corrupt=True)
     summary = run_bench("voxceleb1-o", "resemblyzer", data_root=tmp_path / "vox",
-                        out_dir=tmp_path / "o", progress=False).summary
+                        out_dir=tmp_path / "o", progress=False, batch_size=3).summary
     counts = summary["counts"]
     assert counts["scored"] == n - 1 and counts["errored"] == 1  # the corrupt file's trial
     assert summary["metrics"]["eer"] < 10.0 and summary["metrics"]["mindcf_0.05"] < 0.5

@@ -9,7 +9,18 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from speechkit.commands.options import language_option
+from speechkit.commands.options import (
+    BatchSize,
+    BeamSize,
+    Device,
+    Dtype,
+    Language,
+    MaxNewTokens,
+    Model,
+    Progress,
+    Prompt,
+    Quant,
+)
 from speechkit.terminal import plain, safe
 
 if TYPE_CHECKING:
@@ -24,9 +35,7 @@ def bench(
         help="Suite name (see `speechkit manifest --list`), a suite JSON file, or a JSONL "
              "manifest of your own items (with references).",
         show_default=False)],
-    model: Annotated[str, typer.Option("--model", "-m", help=(
-        "Built-in name (whisper-base, whisper-tiny.en; resemblyzer for sv suites), a "
-        "speechkit checkpoint dir, a local Whisper dir or a hub id."))] = "whisper-base",
+    model: Model = "whisper-base",
     task: Annotated[str | None, typer.Option(
         "--task", "-t", help="For a JSONL manifest: asr, st, sv, er, sqa or aac (default: the "
         "lines' own `task`).")] = None,
@@ -46,26 +55,17 @@ def bench(
     normalizer: Annotated[str | None, typer.Option(
         help="Text normalizer for scoring: whisper-en, whisper-basic, basic, lrs3 or none "
              "(default: the suite's protocol).")] = None,
-    beam_size: Annotated[int | None, typer.Option(
-        min=1, help="1 = greedy; >1 = beam search (default: the model's).",
-        show_default=False)] = None,
-    max_new_tokens: Annotated[int | None, typer.Option(
-        min=1, help="Most tokens per segment (default: the model's).", show_default=False)] = None,
-    language: Annotated[str | None, typer.Option(
-        "--language", "-l", callback=language_option,
-        help="Spoken language, a code or English name (default: the suite's).")] = None,
-    prompt: Annotated[str | None, typer.Option(help="Override the task prompt (speech LLMs).")] = None,
-    batch_size: Annotated[int, typer.Option(
-        min=0, help="Segments per forward pass; 0 = auto (8 on CPU, 32 on GPU).")] = 0,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
-    dtype: Annotated[str, typer.Option(
-        help="auto, float32, float16, bfloat16, or int8 (CPU Whisper).")] = "auto",
-    quant: Annotated[str | None, typer.Option(
-        help="Speech-LLM weights: 4bit (default on GPU), 8bit, bf16 or fp32.")] = None,
+    beam_size: BeamSize = None,
+    max_new_tokens: MaxNewTokens = None,
+    language: Language = None,
+    prompt: Prompt = None,
+    batch_size: BatchSize = 0,
+    device: Device = "auto",
+    dtype: Dtype = "auto",
+    quant: Quant = None,
     overwrite: Annotated[bool, typer.Option(
         help="Redo every item (default: resume, skipping items already done).")] = False,
-    progress: Annotated[bool, typer.Option(
-        help="Show progress: a live bar on a terminal, else a line every 10 s.")] = True,
+    progress: Progress = True,
 ) -> None:
     """Run MODEL on a suite; write predictions, scores.json and Markdown/CSV tables.
 
@@ -73,16 +73,20 @@ def bench(
     results. Resumable; sharded runs merge. Exit code 0 when every item was scored, 1 when
     some failed or are missing (the counts say which), 2 for usage errors.
     """
+    from speechkit.cli import warn
+    from speechkit.commands.options import runtime_options
     from speechkit.evaluation.bench import run_bench
     from speechkit.models.base import DecodeOptions
-    from speechkit.models.registry import RuntimeOptions
+    from speechkit.settings import unused_option_warnings
 
+    runtime = runtime_options(device, dtype, quant)
+    decode = DecodeOptions(language=language, beam_size=beam_size, max_new_tokens=max_new_tokens,
+                           prompt=prompt)
+    for line in unused_option_warnings(model, runtime, decode, batch_size or None):
+        warn(line)
     run = run_bench(
         suite, model, data_root=data_root, split=split, modality=modality, limit=limit,
-        shard=shard, out_dir=out_dir,
-        decode=DecodeOptions(language=language, beam_size=beam_size,
-                             max_new_tokens=max_new_tokens, prompt=prompt),
-        runtime=RuntimeOptions(device, dtype, quant), batch_size=batch_size or None,
+        shard=shard, out_dir=out_dir, decode=decode, runtime=runtime, batch_size=batch_size or None,
         overwrite=overwrite, normalizer=normalizer, task=task, progress=progress,
         notify=_notify, console=err)
     _draw(run)

@@ -1,7 +1,11 @@
-"""Option callbacks shared by commands: values are checked and normalised while parsing, so a
-bad one is a usage error before anything loads."""
+"""The options shared by commands, declared once with one help text each. Values are checked
+and normalised while parsing, so a bad one is a usage error before anything loads."""
 
 from __future__ import annotations
+
+from typing import Annotated
+
+import typer
 
 from speechkit.languages import check_language
 
@@ -14,3 +18,55 @@ def language_option(value: str | None) -> str | None:
 def target_language_option(value: str | None) -> str | None:
     """`--target-language`: Whisper's code for a code or name (`german` -> `de`)."""
     return check_language(value, "--target-language")
+
+
+def _dtype(value: str) -> str:
+    from speechkit.settings import check_dtype
+
+    return check_dtype(value)
+
+
+def _quant(value: str | None) -> str | None:
+    from speechkit.settings import check_quant
+
+    return check_quant(value)
+
+
+def runtime_options(device: str, dtype: str, quant: str | None):
+    """`RuntimeOptions` from the command line, the combination checked (e.g. int8 on a GPU,
+    cuda without a GPU) before any model loads."""
+    from speechkit.models.registry import RuntimeOptions
+    from speechkit.settings import check_runtime
+
+    return check_runtime(RuntimeOptions(device, dtype, quant))
+
+
+Model = Annotated[str, typer.Option("--model", "-m", help=(
+    "Built-in name (whisper-base, whisper-tiny.en; resemblyzer for sv suites), a speechkit "
+    "checkpoint dir, a local Whisper dir or a hub id."))]
+Device = Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")]
+Dtype = Annotated[str, typer.Option(callback=_dtype, help=(
+    "auto (float16 on GPU, float32 on CPU), float32, float16, bfloat16, or int8 (CPU Whisper: "
+    "dynamic int8 linear layers; faster, but results can vary with batch composition)."))]
+Quant = Annotated[str | None, typer.Option(callback=_quant, help=(
+    "Speech-LLM weights: 4bit (default on GPU), 8bit, bf16, fp16 or fp32."))]
+BatchSize = Annotated[int, typer.Option(
+    min=0, help="Segments per forward pass; 0 = auto (8 on CPU, 32 on GPU).")]
+BeamSize = Annotated[int | None, typer.Option(min=1, help=(
+    "1 = greedy; >1 = beam search; Whisper falls back to sampling either way when the text "
+    "loops or is unlikely. Default: the model's (Whisper 1: on a 2-core CPU beam 5 took "
+    "3.7x the time for 0.6 WER points; a checkpoint's speechkit.json decode settings)."),
+    show_default=False)]
+MaxNewTokens = Annotated[int | None, typer.Option(min=1, help=(
+    "Most tokens generated per 30 s segment. Default: the model's (Whisper 224; a "
+    "checkpoint's speechkit.json)."), show_default=False)]
+Language = Annotated[str | None, typer.Option(
+    "--language", "-l", callback=language_option,
+    help="Spoken language: a code or English name (en, de, english); default: detected, or "
+         "the suite's.")]
+TargetLanguage = Annotated[str | None, typer.Option(
+    callback=target_language_option,
+    help="Target language for speech translation with speech LLMs (de, german).")]
+Prompt = Annotated[str | None, typer.Option(help="Override the task prompt (speech LLMs).")]
+Progress = Annotated[bool, typer.Option(
+    help="Show progress: a live bar on a terminal, else a line every 10 s.")]

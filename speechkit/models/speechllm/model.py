@@ -11,7 +11,15 @@ import numpy as np
 import torch
 
 from speechkit.errors import SpeechkitError
-from speechkit.models.base import SAMPLE_RATE, DecodeOptions, Hypothesis, SpeechModel
+from speechkit.models.base import (
+    AUDIO,
+    ENROLL,
+    SAMPLE_RATE,
+    DecodeOptions,
+    Hypothesis,
+    Inputs,
+    SpeechModel,
+)
 from speechkit.models.safe_load import check_safetensors, inside, load_weights
 from speechkit.models.speechllm import generate as gen
 from speechkit.models.speechllm.bridges import Bridge, build_bridge
@@ -47,6 +55,10 @@ class SpeechLLM(SpeechModel):
     """A speech LLM of the SALMONN / Llama-AVSR / WavLLM / SpeechVerse family."""
 
     max_input_s = MAX_INPUT_S
+    modalities = frozenset({AUDIO, ENROLL})  # a trial's two recordings are joined into one input
+    kind = "speech-LLM"
+    tasks = frozenset()  # any: asr, st, sv, er, sqa, aac, and others with a custom --prompt
+    uses = SpeechModel.uses | {"quant", "dtype", "language", "target_language", "prompt"}
 
     def __init__(self, spec: CheckpointSpec, encoders: list[Encoder], bridge: Bridge, llm: Any,
                  tokenizer: Any, *, name: str, device: str, quant: str,
@@ -101,10 +113,14 @@ class SpeechLLM(SpeechModel):
     def _bridge_dtype(self) -> torch.dtype:
         return next(self.bridge.parameters()).dtype
 
-    def generate(self, audios: list[np.ndarray], options: DecodeOptions,
+    def generate(self, batch: list[Inputs], options: DecodeOptions,
                  prompts: list[str | None] | None = None,
                  languages: list[str | None] | None = None) -> list[Hypothesis]:
-        """Decode a batch in one padded LLM call; equals decoding the items one at a time."""
+        """Decode a batch in one padded LLM call; equals decoding the items one at a time.
+        A verification trial (an `enroll` stream beside `audio`) is read as one waveform:
+        enrollment, a second of silence, test (`pair_audio`)."""
+        audios = [pair_audio(x[ENROLL], x[AUDIO], self.max_input_s) if ENROLL in x else x[AUDIO]
+                  for x in batch]
         if not audios:
             return []
         start = time.perf_counter()
@@ -133,6 +149,10 @@ class SpeechLLM(SpeechModel):
         self.stats["seconds"] += time.perf_counter() - start
         return hyps
 
+    def used_settings(self) -> dict[str, Any]:
+        return {"device": self._device, "dtype": str(self.dtype).replace("torch.", ""),
+                "quant": self.quant}
+
     def describe(self) -> dict[str, Any]:
         """Checkpoint identity and every setting that shapes the output."""
         s = self.spec
@@ -144,6 +164,17 @@ class SpeechLLM(SpeechModel):
                 "generation": {k: v for k, v in gen.GenerationSettings(
                     stop=tuple(s.decode.stop)).to_dict().items()
                     if k not in ("beam_size", "max_new_tokens")}}  # those two: in `decode`
+
+
+PAIR_GAP_S = 1.0  # s of silence between the two recordings of a verification trial
+
+
+def pair_audio(enroll: np.ndarray, test: np.ndarray, max_s: float) -> np.ndarray:
+    """One input from two recordings (SALMONN-style speaker verification): each is cut to
+    fit half of the model's window, joined by a second of silence."""
+    half = int((max_s - PAIR_GAP_S) / 2 * SAMPLE_RATE)
+    gap = np.zeros(int(PAIR_GAP_S * SAMPLE_RATE), dtype=np.float32)
+    return np.concatenate([enroll[:half], gap, test[:half]]).astype(np.float32)
 
 
 def _is_yes_no(text: str) -> bool:
