@@ -58,7 +58,7 @@ def test_a_trial_without_its_enrollment_fails_alone(testdata, tmp_path):
               "enroll_path": str(reader[0])},
              {"id": "alone", "path": str(reader[2]), "reference": "yes", "task": "sv"}]
     manifest.write_text("".join(json.dumps(x) + "\n" for x in lines))
-    summary = run_bench(manifest, "resemblyzer", out_dir=tmp_path / "o", progress=False)
+    summary = run_bench(manifest, "resemblyzer", out_dir=tmp_path / "o", progress=False).summary
     results = read_results(tmp_path / "o" / "predictions.jsonl")
     assert results["pair"].status == "ok" and results["pair"].extras["score"] > 0.5
     assert results["alone"].status == "error"
@@ -69,14 +69,14 @@ def test_a_trial_without_its_enrollment_fails_alone(testdata, tmp_path):
 @pytest.mark.slow
 def test_results_record_the_settings_the_model_ran_with(whisper_base, testdata, tmp_path):
     summary = run_bench("librivox-mini", whisper_base, data_root=testdata, limit=2,
-                        out_dir=tmp_path / "o", progress=False)
+                        out_dir=tmp_path / "o", progress=False).summary
     used = {"device": "cpu", "dtype": "float32", "quant": None, "batch_size": 8, "beam_size": 1}
     assert summary["run"]["runtime"] == used  # the default batch size resolved, not None
     lines = read_results(tmp_path / "o" / "predictions.jsonl").values()
     assert [r.model["runtime"] for r in lines] == [used, used]
     # Another batch size resumes the finished lines (it does not change the output) ...
     again = run_bench("librivox-mini", whisper_base, data_root=testdata, limit=2,
-                      out_dir=tmp_path / "o", progress=False, batch_size=3)
+                      out_dir=tmp_path / "o", progress=False, batch_size=3).summary
     assert again["counts"]["scored"] == 2
     assert again["run"]["runtime"] == used  # ... and keeps the figures of the run that decoded
 
@@ -92,7 +92,7 @@ def test_a_speech_llm_records_its_quantization(testdata, tmp_path):
     model = load_speechllm(str(ck), device="cpu")
     summary = run_bench("librivox-mini", model, data_root=testdata, limit=2, batch_size=2,
                         out_dir=tmp_path / "o", progress=False,
-                        decode=DecodeOptions(max_new_tokens=2))
+                        decode=DecodeOptions(max_new_tokens=2)).summary
     assert summary["run"]["runtime"] == {"device": "cpu", "dtype": "float32", "quant": "fp32",
                                          "batch_size": 2, "beam_size": model.spec.decode.beam_size}
 
