@@ -64,7 +64,7 @@ def default_items() -> list[dict]:
 def load_items(data: str | None) -> list[dict]:
     if data is None:
         return default_items()
-    from speechkit.data import expand_inputs
+    from speechkit.inputs import expand_inputs
 
     return [{"path": it.path, "reference": it.reference or ""} for it in expand_inputs([data])]
 

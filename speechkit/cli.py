@@ -115,8 +115,8 @@ def transcribe(
     every item succeeded, 1 when some failed (their lines say why), 2 for usage errors.
     """
     from speechkit.commands.options import runtime_options
-    from speechkit.data import expand_inputs
     from speechkit.formats import parse_formats
+    from speechkit.inputs import expand_inputs
     from speechkit.models.base import DecodeOptions
     from speechkit.preflight import check_inputs
     from speechkit.settings import check_task, unused_option_warnings

@@ -3,16 +3,10 @@ import os
 
 import pytest
 
-from speechkit.data import (
-    Item,
-    Result,
-    Segment,
-    expand_inputs,
-    read_manifest,
-    read_results,
-)
+from speechkit.data import Item, Result, Segment, read_results
 from speechkit.errors import SpeechkitError
 from speechkit.formats import parse_formats, to_srt, to_vtt
+from speechkit.inputs import expand_inputs, read_manifest
 from speechkit.results import ResultWriter
 
 
@@ -211,7 +205,7 @@ def test_unreadable_subfolder_is_reported(tmp_path):
     (tmp_path / "locked").mkdir()
     (tmp_path / "locked" / "b.wav").write_bytes(b"x")
     (tmp_path / "locked").chmod(0)
-    cmd = [sys.executable, "-c", "import sys; from speechkit.data import expand_inputs; "
+    cmd = [sys.executable, "-c", "import sys; from speechkit.inputs import expand_inputs; "
            "[print(it.id, '|', it.error) for it in expand_inputs([sys.argv[1]])]", str(tmp_path)]
     if os.geteuid() == 0:  # root reads any folder: drop the capabilities that let it
         if not shutil.which("setpriv"):

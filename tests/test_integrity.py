@@ -14,8 +14,9 @@ import wave
 
 import pytest
 
-from speechkit.data import Result, read_manifest, read_results
+from speechkit.data import Result, read_results
 from speechkit.errors import ItemError, SpeechkitError
+from speechkit.inputs import read_manifest
 from speechkit.media.ffmpeg import decode_audio
 from speechkit.models.base import DecodeOptions
 from speechkit.results import ResultWriter
@@ -195,7 +196,7 @@ def test_nemo_segments_of_one_real_file_give_one_result_each(whisper_base, testd
 
 @pytest.mark.slow
 def test_a_fifo_among_real_inputs_is_one_error_line(whisper_base, testdata, tmp_path):
-    from speechkit.data import expand_inputs
+    from speechkit.inputs import expand_inputs
     from speechkit.transcribe import transcribe_items
 
     fifo = tmp_path / "live.wav"
@@ -221,7 +222,7 @@ except SystemExit as e:
 
 @pytest.mark.slow
 def test_a_rerun_reuses_only_its_own_model_and_settings(whisper_base, testdata, tmp_path):
-    from speechkit.data import expand_inputs
+    from speechkit.inputs import expand_inputs
     from speechkit.transcribe import transcribe_to_jsonl
 
     out = tmp_path / "r.jsonl"
@@ -252,7 +253,7 @@ def test_a_rerun_reuses_only_its_own_model_and_settings(whisper_base, testdata, 
 @pytest.mark.slow
 def test_overwrite_redoes_only_the_given_input_and_a_failed_one_changes_nothing(
         whisper_base, testdata, tmp_path):
-    from speechkit.data import expand_inputs
+    from speechkit.inputs import expand_inputs
     from speechkit.transcribe import transcribe_to_jsonl
 
     out = tmp_path / "r.jsonl"

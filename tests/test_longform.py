@@ -6,8 +6,9 @@ import re
 import jiwer
 import pytest
 
-from speechkit.data import Result, Segment, expand_inputs, read_results
+from speechkit.data import Result, Segment, read_results
 from speechkit.formats import MAX_LINE_CHARS, MAX_LINES, cues, output_stems, parse_formats, to_srt, to_tsv
+from speechkit.inputs import expand_inputs
 from speechkit.models.base import DecodeOptions, audio_inputs
 from speechkit.models.whisper_decode import TIME_PRECISION, compression_ratio, resume_point, split_segments
 from speechkit.transcribe import transcribe_items

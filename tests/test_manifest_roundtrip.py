@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from speechkit.data import Item, Result, dumps_line, read_manifest
+from speechkit.data import Item, Result, dumps_line
 from speechkit.evaluation.scoring import score_predictions
 from speechkit.evaluation.suites import build_items, load_suite
+from speechkit.inputs import read_manifest
 
 
 def _touch(path: Path, text: str = "") -> Path:

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from speechkit.data import read_manifest
 from speechkit.errors import SpeechkitError
 from speechkit.evaluation.suites import (
     build_items,
@@ -17,6 +16,7 @@ from speechkit.evaluation.suites import (
     resolve_data_root,
     suite_names,
 )
+from speechkit.inputs import read_manifest
 
 BUILT_IN = [
     "audiocaps",

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from speechkit.data import Item, expand_inputs, read_results
+from speechkit.data import Item, read_results
+from speechkit.inputs import expand_inputs
 from speechkit.models.base import DecodeOptions
 from speechkit.transcribe import transcribe_items
 

@@ -17,6 +17,7 @@ from speechkit.commands.options import (
     Language,
     MaxNewTokens,
     Model,
+    Normalizer,
     Progress,
     Prompt,
     Quant,
@@ -52,9 +53,7 @@ def bench(
              "--out-dir merges the shards and scores the whole split.")] = None,
     out_dir: Annotated[Path | None, typer.Option(
         "--out-dir", "-o", help="Run directory (default: bench/SUITE-SPLIT[-MODALITY]-MODEL).")] = None,
-    normalizer: Annotated[str | None, typer.Option(
-        help="Text normalizer for scoring: whisper-en, whisper-basic, basic, lrs3 or none "
-             "(default: the suite's protocol).")] = None,
+    normalizer: Normalizer = None,
     beam_size: BeamSize = None,
     max_new_tokens: MaxNewTokens = None,
     language: Language = None,

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
+from speechkit.commands.options import Normalizer
 from speechkit.errors import SpeechkitError
 from speechkit.tasks import TASKS
 from speechkit.terminal import safe
@@ -18,68 +19,35 @@ out = Console()
 err = Console(stderr=True)
 
 
-def score(
-    predictions: Annotated[
-        Path,
-        typer.Argument(
-            help="Predictions JSONL: speechkit results, NeMo output manifests, or any lines with "
-            "text/reference (or pred_text, prediction, hypothesis) fields.",
-            show_default=False,
-        ),
-    ],
-    task: Annotated[
-        str | None,
-        typer.Option(
-            "--task",
-            "-t",
-            help=f"{', '.join(TASKS)} (default: the suite's, or the lines' own `task`).",
-        ),
-    ] = None,
-    normalizer: Annotated[
-        str | None,
-        typer.Option(
-            help="whisper-en, whisper-basic, basic, lrs3 or none (default: by task/suite; asr "
-            "whisper-en, avsr/vsr lrs3, st none)."
-        ),
-    ] = None,
-    suite: Annotated[
-        str | None, typer.Option(help="Suite name or JSON: takes its task, normalizer and labels.")
-    ] = None,
-    expected: Annotated[
-        Path | None,
-        typer.Option(
-            "--expected",
-            "--manifest",
-            help="Manifest JSONL of the items that should be there: "
-            "counts missing ones and supplies references/labels the lines lack.",
-        ),
-    ] = None,
-    target_language: Annotated[
-        str | None, typer.Option(help="ST target language (picks the sacreBLEU tokenizer).")
-    ] = None,
-    java: Annotated[
-        bool, typer.Option(help="AAC: run the Java metrics (METEOR, SPICE) when Java is there.")
-    ] = True,
-    out_path: Annotated[
-        Path | None,
-        typer.Option("--out", "-o", help="Write the full summary JSON here."),
-    ] = None,
-    per_item: Annotated[
-        Path | None, typer.Option(help="ASR: write per-utterance edit counts to this JSONL.")
-    ] = None,
-    json_out: Annotated[
-        bool, typer.Option("--json", help="Print the full summary as JSON instead of the short one.")
-    ] = False,
-) -> None:
+Predictions = Annotated[Path, typer.Argument(
+    help="Predictions JSONL: speechkit results, NeMo output manifests, or any lines with "
+    "text/reference (or pred_text, prediction, hypothesis) fields.", show_default=False)]
+ScoreTask = Annotated[str | None, typer.Option(
+    "--task", "-t", help=f"{', '.join(TASKS)} (default: the suite's, or the lines' own `task`).")]
+SuiteName = Annotated[str | None, typer.Option(
+    help="Suite name or JSON: takes its task, normalizer and labels.")]
+Expected = Annotated[Path | None, typer.Option(
+    "--expected", "--manifest", help="Manifest JSONL of the items that should be there: "
+    "counts missing ones and supplies references/labels the lines lack.")]
+TargetLanguage = Annotated[str | None, typer.Option(
+    help="ST target language (picks the sacreBLEU tokenizer).")]
+Java = Annotated[bool, typer.Option(help="AAC: run the Java metrics (METEOR, SPICE) when Java is there.")]
+SummaryOut = Annotated[Path | None, typer.Option("--out", "-o", help="Write the full summary JSON here.")]
+PerItem = Annotated[Path | None, typer.Option(help="ASR: write per-utterance edit counts to this JSONL.")]
+JsonOut = Annotated[bool, typer.Option(
+    "--json", help="Print the full summary as JSON instead of the short one.")]
+
+
+def score(predictions: Predictions, task: ScoreTask = None, normalizer: Normalizer = None,
+          suite: SuiteName = None, expected: Expected = None, target_language: TargetLanguage = None,
+          java: Java = True, out_path: SummaryOut = None, per_item: PerItem = None,
+          json_out: JsonOut = False) -> None:
     """Score a predictions file: print its metrics, item counts and normalizer.
 
     Exit code 0 when every expected item was scored, 1 when the run is incomplete (items
     missing, errored or unusable, an empty file, every reference empty: the summary says
     which), 2 for usage errors.
     """
-    from speechkit import strict_json
-    from speechkit.data import dumps_line
-    from speechkit.evaluation.report import score_lines
     from speechkit.evaluation.scoring import score_predictions
     from speechkit.evaluation.suites import load_suite
 
@@ -95,6 +63,16 @@ def score(
         use_java=None if java else False,
         per_item=per_item is not None,
     )
+    _write_score(summary, per_item, out_path, json_out)
+    raise typer.Exit(0 if summary["complete"] else 1)
+
+
+def _write_score(summary: dict, per_item: Path | None, out_path: Path | None, json_out: bool) -> None:
+    """The per-item file, the summary JSON and the printed summary and warnings."""
+    from speechkit import strict_json
+    from speechkit.data import dumps_line
+    from speechkit.evaluation.report import score_lines
+
     per = summary.pop("per_item", None)
     if per_item is not None:
         per_item.parent.mkdir(parents=True, exist_ok=True)
@@ -108,7 +86,6 @@ def score(
         print("\n".join(score_lines(summary)))
     for w in summary["warnings"]:  # ids and file names are the user's text, never markup
         err.print(Text.assemble(("warning: ", "yellow"), w), highlight=False, soft_wrap=True)
-    raise typer.Exit(0 if summary["complete"] else 1)
 
 
 def compare(

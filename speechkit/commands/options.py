@@ -7,7 +7,9 @@ from typing import Annotated
 
 import typer
 
+from speechkit.evaluation.metrics.normalizers import NORMALIZERS
 from speechkit.languages import check_language
+from speechkit.models.catalogue import names
 
 
 def language_option(value: str | None) -> str | None:
@@ -42,8 +44,9 @@ def runtime_options(device: str, dtype: str, quant: str | None):
 
 
 Model = Annotated[str, typer.Option("--model", "-m", help=(
-    "Built-in name (whisper-base, whisper-tiny.en; resemblyzer for sv suites), a speechkit "
-    "checkpoint dir, a local Whisper dir or a hub id."))]
+    f"Built-in name ({', '.join(names('whisper'))}; {', '.join(names('speaker-embedding'))} for "
+    "sv suites; `speechkit models` lists them), a speechkit checkpoint dir, a local Whisper dir "
+    "or a hub id."))]
 Device = Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")]
 Dtype = Annotated[str, typer.Option(callback=_dtype, help=(
     "auto (float16 on GPU, float32 on CPU), float32, float16, bfloat16, or int8 (CPU Whisper: "
@@ -70,3 +73,6 @@ TargetLanguage = Annotated[str | None, typer.Option(
 Prompt = Annotated[str | None, typer.Option(help="Override the task prompt (speech LLMs).")]
 Progress = Annotated[bool, typer.Option(
     help="Show progress: a live bar on a terminal, else a line every 10 s.")]
+Normalizer = Annotated[str | None, typer.Option(help=(
+    f"Text normalizer for scoring: {', '.join(NORMALIZERS)} (default: the task's or suite's; "
+    "asr whisper-en, avsr/vsr lrs3, st none)."))]

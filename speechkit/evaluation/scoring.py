@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from speechkit import __version__
-from speechkit.data import Item, read_manifest
+from speechkit.data import Item
 from speechkit.errors import SpeechkitError
 from speechkit.evaluation.metrics.normalizers import NORMALIZERS
 from speechkit.evaluation.metrics.scorers import SCORERS, Scoreable
 from speechkit.evaluation.predictions import LoadedPredictions, load_predictions, scoreable
+from speechkit.inputs import read_manifest
 from speechkit.tasks import TASKS, get_task
 
 

@@ -16,9 +16,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from speechkit.data import Item, read_manifest
+from speechkit.data import Item
 from speechkit.errors import SpeechkitError
 from speechkit.evaluation.suites import Built, Suite, register_builder
+from speechkit.inputs import read_manifest
 from speechkit.languages import language_name
 
 # IEMOCAP 4-class protocol: excited is merged into happy.

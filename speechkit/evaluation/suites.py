@@ -19,9 +19,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from speechkit.data import Item, read_json_object, write_manifest
+from speechkit.data import Item, read_json_object
 from speechkit.errors import SpeechkitError
 from speechkit.evaluation.metrics.normalizers import NORMALIZERS
+from speechkit.inputs import write_manifest
 from speechkit.tasks import TASKS, get_task
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -169,7 +170,7 @@ def manifest_suite(path: str | Path, task: str | None = None) -> Suite:
 
     The task comes from `task` or from the lines' own `task` field when they all agree.
     """
-    from speechkit.data import read_manifest
+    from speechkit.inputs import read_manifest
 
     p = Path(path).expanduser().resolve()
     if not p.is_file():

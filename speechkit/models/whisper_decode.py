@@ -41,7 +41,6 @@ class WhisperTokens:
     tasks: dict[str, int]
     languages: dict[str, int]  # "en" -> <|en|>
     suppress: tuple[int, ...]
-    begin_suppress: tuple[int, ...]
     vocab_size: int
 
     @classmethod
@@ -58,7 +57,7 @@ class WhisperTokens:
             eot=gc.eos_token_id, sot=gc.decoder_start_token_id, no_timestamps=gc.no_timestamps_token_id,
             timestamp_begin=gc.no_timestamps_token_id + 1, no_speech=no_speech,
             tasks=dict(getattr(gc, "task_to_id", None) or {}), languages=langs,
-            suppress=tuple(gc.suppress_tokens or ()), begin_suppress=tuple(gc.begin_suppress_tokens or ()),
+            suppress=tuple(gc.suppress_tokens or ()),  # no begin list: the first token is a timestamp
             vocab_size=vocab_size)
 
     def prompt(self, language: str | None, task: str) -> list[int]:
