@@ -12,17 +12,16 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from speechkit.data import Item, Result, Segment
 from speechkit.errors import SpeechkitError, first_line
 from speechkit.formats import output_stems, write_formats
 from speechkit.media.ffmpeg import decode_audio
+from speechkit.media.reuse import DecodedRecordings
 from speechkit.media.vad import is_silent, split_long_audio
 from speechkit.models.base import AUDIO, ENROLL, SAMPLE_RATE, VIDEO, DecodeOptions, Inputs, SpeechModel
 from speechkit.results import ResultWriter
@@ -102,18 +101,21 @@ def check_item(item: Item, model: SpeechModel, task: str) -> str | None:
     return None
 
 
-def _prepare(item: Item, model: SpeechModel, task: str,
-             decode_enroll: Callable[[str], np.ndarray]) -> _Prepared:
+def _prepare(item: Item, model: SpeechModel, task: str, recordings: DecodedRecordings) -> _Prepared:
     """Check one item, decode its streams and cut its audio into model-sized spans (runs in a
     worker thread)."""
     if (why := check_item(item, model, task)) is not None:
         return _Prepared(item, error=why)
     try:
-        audio = decode_audio(item.path, SAMPLE_RATE, stream=item.meta.get("audio_stream"),
-                             offset_s=item.offset_s, duration_s=item.duration_s)
+        trial = ENROLL in model.streams(task)
+        if trial and _whole_file(item):  # trials share recordings: each is decoded once
+            audio = recordings.get(item.path)
+        else:
+            audio = decode_audio(item.path, SAMPLE_RATE, stream=item.meta.get("audio_stream"),
+                                 offset_s=item.offset_s, duration_s=item.duration_s)
         inputs = {AUDIO: audio}
-        if ENROLL in model.streams(task):
-            inputs[ENROLL] = decode_enroll(item.enroll)
+        if trial:
+            inputs[ENROLL] = recordings.get(item.enroll)
     except SpeechkitError as e:
         return _Prepared(item, error=str(e))
     except Exception as e:  # an unforeseen failure must not stop the batch
@@ -132,7 +134,18 @@ def _prepare(item: Item, model: SpeechModel, task: str,
     return _Prepared(item, duration, spans, inputs, note)
 
 
-ENROLL_CACHE = 16  # decoded enrollment recordings kept (trials come sorted by enrollment)
+def _whole_file(item: Item) -> bool:
+    return not item.offset_s and item.duration_s is None and not item.meta.get("audio_stream")
+
+
+def _shared_recordings(items: Sequence[Item], model: SpeechModel, task: str) -> DecodedRecordings:
+    """The recordings the trials among `items` read, counted so each is decoded once."""
+    paths: list[str] = []
+    if ENROLL in model.streams(task):
+        for it in items:
+            if check_item(it, model, task) is None:
+                paths += [it.enroll, *([it.path] if _whole_file(it) else [])]
+    return DecodedRecordings(paths)
 
 
 def _windows(items: Sequence[Item], size: int) -> Iterator[Sequence[Item]]:
@@ -160,8 +173,6 @@ class Transcriber:
         self.settings = {**model.used_settings(), "batch_size": self.batch_size,
                          "beam_size": self.options.beam_size}
         self.stats = RunStats(settings=self.settings)
-        self._decode_enroll = lru_cache(maxsize=ENROLL_CACHE)(
-            lambda path: decode_audio(path, SAMPLE_RATE))
 
     def run(self, items: Sequence[Item]) -> RunStats:
         self.stats = RunStats(total=len(items), settings=self.settings)
@@ -176,10 +187,11 @@ class Transcriber:
             else:
                 todo.append(it)
         window = self.batch_size * WINDOW_BATCHES
+        recordings = _shared_recordings(todo, self.model, self.options.task)
         with ThreadPoolExecutor(DECODE_WORKERS, thread_name_prefix="decode") as pool:
             def submit(w: Sequence[Item]) -> list[Future[_Prepared]]:
-                return [pool.submit(_prepare, it, self.model, self.options.task,
-                                    self._decode_enroll) for it in w]
+                return [pool.submit(_prepare, it, self.model, self.options.task, recordings)
+                        for it in w]
 
             pending: deque[list[Future[_Prepared]]] = deque()
             windows = _windows(todo, window)

@@ -113,3 +113,31 @@ def test_an_unused_option_prints_a_warning_line_before_anything_loads(testdata):
     lines = r.stderr.strip().splitlines()
     assert lines[0] == "warning: --beam-size is ignored by resemblyzer: it does not generate text"
     assert r.returncode == 2 and "resemblyzer is a speaker-embedding model: it cannot do asr" in lines[1]
+
+
+
+def test_recordings_named_again_are_decoded_once_within_the_budget(testdata):
+    from speechkit.media.reuse import DecodedRecordings
+
+    a, b = (str(p) for p in sorted((testdata / "librivox").glob("*.wav"))[:2])
+    shared = DecodedRecordings([a, b, a, a])
+    lengths = [len(shared.get(p)) for p in (a, b, a, a)]
+    assert lengths[0] == lengths[2] == lengths[3] > 0 and lengths[1] > 0
+    assert shared.decoded == 2 and shared._kept == {}  # a kept until its last use, then let go
+    tight = DecodedRecordings([a, a, a], budget_mb=0)  # nothing fits: decoded each time
+    assert [len(tight.get(a)) for _ in range(3)] == [lengths[0]] * 3 and tight.decoded == 3
+
+
+@pytest.mark.slow
+def test_a_verification_run_decodes_each_recording_once(testdata, tmp_path, monkeypatch):
+    import speechkit.media.reuse as reuse
+
+    calls = []
+    real = reuse.decode_audio
+    monkeypatch.setattr(reuse, "decode_audio", lambda path, sr: calls.append(path) or real(path, sr))
+    n = voxceleb_layout(tmp_path / "vox", testdata)
+    summary = run_bench("voxceleb1-o", "resemblyzer", data_root=tmp_path / "vox",
+                        out_dir=tmp_path / "o", progress=False, batch_size=3).summary
+    assert summary["counts"]["scored"] == n
+    files = list((tmp_path / "vox" / "wav").rglob("*.wav"))
+    assert sorted(calls) == sorted(str(f) for f in files)  # every recording once, in 45 trials
