@@ -91,11 +91,18 @@ def transcribe(
         min=0, help="Segments per forward pass; 0 = auto (8 on CPU, 32 on GPU).")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
     dtype: Annotated[str, typer.Option(
-        help="auto (float16 on GPU, float32 on CPU), float32, float16, bfloat16, or int8 "
-             "(CPU: dynamic int8 linear layers; faster, but results can vary with batch "
-             "composition).")] = "auto",
+        help="auto (float16 on GPU; on CPU int8 with the ctranslate2 engine, float32 with "
+             "torch), float32, float16, bfloat16, or int8 (torch on CPU: dynamic int8 linear "
+             "layers; faster, but results can vary with batch composition).")] = "auto",
     quant: Annotated[str | None, typer.Option(
         help="Speech-LLM weights: 4bit (default on GPU), 8bit, bf16 or fp32.")] = None,
+    engine: Annotated[str, typer.Option(
+        help="Whisper engine: auto (CTranslate2 int8 for the built-in models on CPU, torch on "
+             "GPU, for Whisper directories and for --word-timestamps), torch or ctranslate2.")
+    ] = "auto",
+    threads: Annotated[int, typer.Option(
+        min=0, envvar="SPEECHKIT_THREADS", help="CPU math threads; 0 = auto (cores - 1 on up to "
+        "4 cores, leaving one to media decoding; else the cores, at most 8).")] = 0,
     out: Annotated[Path | None, typer.Option(
         "--out", "-o", help="Results JSONL (default: OUTPUT_DIR/transcripts.jsonl).")] = None,
     output_dir: Annotated[Path | None, typer.Option(
@@ -136,7 +143,8 @@ def transcribe(
     results_path = out or (output_dir or Path(".")) / "transcripts.jsonl"
     output_dir = output_dir or results_path.parent
     summary = transcribe_to_jsonl(
-        items, model, options, results_path, runtime=RuntimeOptions(device, dtype, quant),
+        items, model, options, results_path, runtime=RuntimeOptions(
+            device, dtype, quant, engine=engine, threads=threads or None),
         batch_size=batch_size or None, formats=formats, format_dir=output_dir,
         overwrite=overwrite, console=err, progress=progress,
         echo=len(items) == 1 and out is None)

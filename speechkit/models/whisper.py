@@ -73,7 +73,10 @@ class WhisperModel(SpeechModel):
         self.decoder = WhisperDecoder(self.model, self.processor.tokenizer, WhisperTokens.from_model(
             gc, self.processor.tokenizer, self.model.config.vocab_size))
         self._describe = {"name": self.name, "family": "whisper", "source": str(source),
-                          **(describe or {}), "dtype": "int8" if int8 else str(dtype).split(".")[-1]}
+                          **(describe or {}), "engine": "torch",
+                          "dtype": "int8" if int8 else str(dtype).split(".")[-1]}
+        if device == "cpu":
+            self._describe["threads"] = torch.get_num_threads()
         if int8:  # dynamic int8 changes the output: resume and merges keep it apart
             self._describe["quant"] = "int8"
 
