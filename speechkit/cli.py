@@ -97,8 +97,8 @@ def transcribe(
     quant: Annotated[str | None, typer.Option(
         help="Speech-LLM weights: 4bit (default on GPU), 8bit, bf16 or fp32.")] = None,
     engine: Annotated[str, typer.Option(
-        help="Whisper engine: auto (CTranslate2 int8 for the built-in models on CPU, torch on "
-             "GPU, for Whisper directories and for --word-timestamps), torch or ctranslate2.")
+        help="Whisper engine: auto (CTranslate2 int8 for the built-in models on CPU; torch on "
+             "GPU and for Whisper directories), torch or ctranslate2.")
     ] = "auto",
     threads: Annotated[int, typer.Option(
         min=0, envvar="SPEECHKIT_THREADS", help="CPU math threads; 0 = auto (cores - 1 on up to "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
@@ -130,8 +130,6 @@ def transcribe_to_jsonl(items: Sequence[Item], model_name: str | SpeechModel | M
     other settings stop the run before the model loads.
     """
     console = console or Console(stderr=True)
-    if options.word_timestamps and runtime.engine == "auto":
-        runtime = replace(runtime, engine="torch")  # word timing runs on the torch engine
     if not isinstance(results, ResultWriter):
         card = model_card(model_name, runtime)  # cheap: identity and defaults, no weights
         with ResultWriter(results, overwrite=overwrite) as writer:

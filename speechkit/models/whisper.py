@@ -21,7 +21,7 @@ from speechkit.models.whisper_decode import (
     resume_point,
     split_segments,
 )
-from speechkit.models.whisper_words import align_words
+from speechkit.models.whisper_words import TimedWord, align_words
 
 log = logging.getLogger("speechkit")
 
@@ -218,11 +218,8 @@ class WhisperModel(SpeechModel):
         the encoder output kept with the decoding (`d.states`)."""
         if not options.word_timestamps or not found:
             return None
-        clip_s = duration_s - offset
-        tok = self.decoder.tok
-        timed = align_words(self.model, self.processor.tokenizer, d.states,
-                            tok.prompt(language, options.task), tok.no_timestamps, tok.eot,
-                            [t for _, _, ids, _ in found for t in ids], clip_s, language)
+        timed = self._align(d.states, self.decoder.tok.prompt(language, options.task),
+                            [t for _, _, ids, _ in found for t in ids], duration_s - offset, language)
         out: list[list[Word]] = []
         it = iter(timed)
         for s, e, ids, _ in found:  # hand the words back to their segments, in order
@@ -232,6 +229,13 @@ class WhisperModel(SpeechModel):
                 n += w.tokens
             out.append(seg)
         return out
+
+    def _align(self, states: Any, prompt: list[int], text_tokens: list[int], clip_s: float,
+               language: str) -> list[TimedWord]:
+        """Times of the words of one window's text, from its encoder output."""
+        tok = self.decoder.tok
+        return align_words(self.model, self.processor.tokenizer, states, prompt, tok.no_timestamps,
+                           tok.eot, text_tokens, clip_s, language)
 
 
 def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:

@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 
 from speechkit.errors import SpeechkitError
-from speechkit.models.base import DecodeOptions
 from speechkit.models.whisper import WhisperModel
 from speechkit.models.whisper_decode import (
     BEST_OF,
@@ -30,10 +29,13 @@ from speechkit.models.whisper_decode import (
     WhisperTokens,
     compression_ratio,
 )
+from speechkit.models.whisper_words import MEDIAN_FILTER_WIDTH, TimedWord, split_words, timed_words
 
 CT2_COMPUTE_TYPES = ("int8", "float32")  # CPU compute types offered (int8: weights int8)
 DEFAULT_COMPUTE_TYPE = "int8"  # WER at parity with float32 on the dev set, 1.6x faster
 MAX_TARGET_POSITIONS = 448  # decoder context in tokens, every Whisper size
+MEL_FRAMES_PER_SECOND = 100  # log-mel frames (10 ms hop); the encoder halves them
+N_MEL_FRAMES = 3000  # one 30 s window
 
 
 def whisper_tokens(config: dict, tokenizer: Any, vocab_size: int) -> WhisperTokens:
@@ -165,11 +167,18 @@ class Ct2WhisperModel(WhisperModel):
     def _encode(self, audios: list[np.ndarray]) -> np.ndarray:
         return self.decoder.encode(self.features(audios).numpy())
 
-    def _check(self, options: DecodeOptions) -> None:
-        super()._check(options)
-        if options.word_timestamps:
-            raise SpeechkitError("--word-timestamps runs on the torch engine; add --engine torch "
-                                 "(or leave --engine at auto)")
+    def _align(self, states: np.ndarray, prompt: list[int], text_tokens: list[int], clip_s: float,
+               language: str) -> list[TimedWord]:
+        """Word times from CTranslate2's alignment (the same heads, filter and DTW as the
+        torch engine's `align_words`)."""
+        words = split_words(self.processor.tokenizer, text_tokens, language)
+        if not words:
+            return []
+        mel_frames = max(2, min(N_MEL_FRAMES, int(round(clip_s * MEL_FRAMES_PER_SECOND))))
+        found = self.model.align(self.decoder._view(states[None]), prompt, [text_tokens], mel_frames,
+                                 median_filter_width=MEDIAN_FILTER_WIDTH)[0]
+        path = np.array(found.alignments, dtype=np.int64).reshape(-1, 2)
+        return timed_words(words, path[:, 0], path[:, 1])
 
     def detect_language(self, audios: list[np.ndarray]) -> list[str | None]:
         if not self.multilingual or not audios:
