@@ -262,6 +262,8 @@ def main() -> None:
         for name in names:
             if (r := run_once(name, listing, args.batch_size)) is not None:
                 runs[name].append(r)
+                print(f"  {name}: {r['wall_s']:.1f} s wall, {r['cpu_s']:.1f} s CPU", file=sys.stderr,
+                      flush=True)
     audio = next((rs[0]["audio_s"] for rs in runs.values() if rs), 0.0)
     print(f"{len(items)} files, {audio:.1f} s of audio (median file {median_s(items):.1f} s); "
           f"medians of {args.repeats} runs (whole process); Whisper base")
