@@ -34,8 +34,8 @@ ENGINES = ("auto", "torch", "ctranslate2")
 
 def whisper_engine(name: str, runtime: RuntimeOptions, device: str) -> str:
     """The engine that runs a Whisper model. auto: CTranslate2 for a built-in on CPU (its
-    weights' own format; 1.5-2x the torch engine's speed at the same WER, measured with
-    benchmarks/transcribe.py), torch on GPUs and for transformers directories."""
+    weights' own format; same WER as torch in benchmarks/transcribe.py with 15% less CPU time
+    and less memory), torch on GPUs and for transformers directories."""
     from speechkit.models.whisper_ct2 import BUILTIN_WHISPER
 
     if runtime.engine not in ENGINES:
