@@ -1,20 +1,24 @@
 """Throughput, accuracy and memory of `speechkit transcribe` against faster-whisper.
 
 Same Whisper base weights, same files, same machine, one run. Each configuration runs in its
-own process (so peak RSS is its own) and `--repeats` times; the median wall time is reported.
+own process, `--repeats` times, round-robin (a drifting machine load hits every
+configuration alike); the median is reported. The wall time is the whole process: Python
+start, imports, model load, file decoding and transcription, as a user waits for it.
 
     python benchmarks/transcribe.py                       # dev set + LibriVox test clips
     python benchmarks/transcribe.py --data my_manifest.jsonl --repeats 5
     python benchmarks/transcribe.py --long 75          # the same clips joined into ~75 s files
 
-RTFx = total audio seconds / wall seconds (file decoding included for every tool). WER is
-corpus-level after the Whisper English normalizer.
+RTFx = total audio seconds / wall seconds. CPU s = user + system seconds of the process (on a
+shared machine the steadier figure). WER is corpus-level after the Whisper English
+normalizer. The ratio compares each speechkit row with faster-whisper int8 at the same beam.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import resource
 import statistics
@@ -27,15 +31,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DEV = ROOT.parent / "shared" / "data" / "dev"
 
-CONFIGS = {
-    "speechkit fp32": {"tool": "speechkit", "dtype": "float32"},
-    "speechkit int8": {"tool": "speechkit", "dtype": "int8"},
-    "speechkit fp32 beam 5": {"tool": "speechkit", "dtype": "float32", "beam_size": 5},
+ALL_CORES = str(os.cpu_count() or 1)
+CONFIGS = {  # speechkit rows: transcribe's options; faster-whisper rows: its defaults but greedy
+    "speechkit (defaults)": {"tool": "speechkit"},
+    "speechkit --dtype float32": {"tool": "speechkit", "dtype": "float32"},
+    "speechkit --engine torch": {"tool": "speechkit", "engine": "torch"},
+    f"speechkit --engine torch --threads {ALL_CORES}": {"tool": "speechkit", "engine": "torch",
+                                                        "threads": int(ALL_CORES)},
     "faster-whisper int8": {"tool": "faster-whisper", "compute_type": "int8"},
-    "faster-whisper fp32": {"tool": "faster-whisper", "compute_type": "float32"},
-    "faster-whisper int8 batched": {"tool": "faster-whisper-batched", "compute_type": "int8"},
+    "faster-whisper float32": {"tool": "faster-whisper", "compute_type": "float32"},
+    "speechkit --beam-size 5": {"tool": "speechkit", "beam_size": 5},
     "faster-whisper int8 beam 5": {"tool": "faster-whisper", "compute_type": "int8", "beam_size": 5},
+    "faster-whisper float32 beam 5": {"tool": "faster-whisper", "compute_type": "float32",
+                                      "beam_size": 5},
 }
+DEFAULT_CONFIGS = ",".join(CONFIGS)
 
 
 def default_items() -> list[dict]:
@@ -101,10 +111,8 @@ def join_items(items: list[dict], seconds: float, folder: Path) -> list[dict]:
 
 
 def machine() -> str:
-    """CPU model, cores and the torch threads a run uses: figures belong to their machine."""
-    import os
-
-    import torch
+    """CPU model, cores and the math threads speechkit uses: figures belong to their machine."""
+    from speechkit.threads import available_cores, resolve_threads
 
     model = "unknown CPU"
     try:
@@ -114,49 +122,46 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return f"{model}; {os.cpu_count()} cores; torch threads {torch.get_num_threads()}"
+    return (f"{model}; {os.cpu_count()} cores ({available_cores()} usable); speechkit threads "
+            f"{resolve_threads()}; load average {os.getloadavg()[0]:.1f} at the start")
 
 
-def run_speechkit(cfg: dict, items: list[dict], batch_size: int) -> dict[str, str]:
+def run_speechkit(cfg: dict, items: list[dict], batch_size: int) -> dict:
     from speechkit.data import Item, read_results
     from speechkit.models.base import DecodeOptions
     from speechkit.models.registry import RuntimeOptions, load_model
     from speechkit.transcribe import transcribe_items
 
-    model = load_model("whisper-base", RuntimeOptions(device="cpu", dtype=cfg["dtype"]))
+    runtime = RuntimeOptions(device="cpu", dtype=cfg.get("dtype", "auto"),
+                             engine=cfg.get("engine", "auto"), threads=cfg.get("threads"))
+    model = load_model("whisper-base", runtime)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "r.jsonl"
-        t0 = time.perf_counter()
         transcribe_items([Item(id=it["path"], path=it["path"]) for it in items], model,
-                         DecodeOptions(beam_size=cfg.get("beam_size")), out, batch_size=batch_size)
-        wall = time.perf_counter() - t0
+                         DecodeOptions(beam_size=cfg.get("beam_size")), out,
+                         batch_size=batch_size or None)
         res = read_results(out)
-    return {"wall_s": wall, "texts": {k: r.text for k, r in res.items()},
+    return {"texts": {k: r.text for k, r in res.items()},
             "audio_s": sum(r.duration_s or 0 for r in res.values())}
 
 
 def run_faster_whisper(cfg: dict, items: list[dict], batch_size: int) -> dict:
-    from faster_whisper import BatchedInferencePipeline, WhisperModel
+    from faster_whisper import WhisperModel
     from faster_whisper.audio import decode_audio
 
     from speechkit.models.builtins import ct2_model_dir
 
     model = WhisperModel(str(ct2_model_dir("whisper-base")), device="cpu",
                          compute_type=cfg["compute_type"], cpu_threads=0)
-    batched = BatchedInferencePipeline(model) if cfg["tool"] == "faster-whisper-batched" else None
     texts, audio_s = {}, 0.0
-    t0 = time.perf_counter()
     for it in items:
         audio = decode_audio(it["path"])
         audio_s += len(audio) / 16000
-        if batched:
-            segs, _ = batched.transcribe(audio, batch_size=batch_size, beam_size=cfg.get("beam_size", 1))
-        else:
-            long = len(audio) > 30 * 16000  # long-form: faster-whisper's own defaults but greedy
-            segs, _ = model.transcribe(audio, beam_size=cfg.get("beam_size", 1), vad_filter=False,
-                                       condition_on_previous_text=long)
+        long = len(audio) > 30 * 16000  # long-form: faster-whisper's own defaults but greedy
+        segs, _ = model.transcribe(audio, beam_size=cfg.get("beam_size", 1), vad_filter=False,
+                                   condition_on_previous_text=long)
         texts[it["path"]] = "".join(s.text for s in segs).strip()
-    return {"wall_s": time.perf_counter() - t0, "texts": texts, "audio_s": audio_s}
+    return {"texts": texts, "audio_s": audio_s}
 
 
 def worker(name: str, data: str | None, batch_size: int) -> None:
@@ -182,13 +187,60 @@ def wer(items: list[dict], texts: dict[str, str]) -> float:
     return 100 * jiwer.wer([refs[i] for i in keep], [hyps[i] for i in keep])
 
 
+def median_s(items: list[dict]) -> float:
+    """The median file length: the short-clip target is for folders whose median is < 10 s."""
+    from speechkit.media.ffmpeg import probe
+
+    return statistics.median(probe(it["path"]).duration_s or 0.0 for it in items) if items else 0.0
+
+
+def run_once(name: str, listing: Path, batch_size: int) -> dict | None:
+    """One configuration in a fresh process: whole-process wall and CPU seconds, peak RSS."""
+    cmd = [sys.executable, __file__, "--worker", name, "--batch-size", str(batch_size),
+           "--data", str(listing)]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
+    if line is None:
+        print(f"{name}: failed\n{proc.stderr[-2000:]}")
+        return None
+    out = json.loads(line[7:])
+    out["wall_s"] = wall
+    out["cpu_s"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return out
+
+
+def table(items: list[dict], runs: dict[str, list[dict]]) -> list[str]:
+    """The printed table: medians, and each speechkit row's ratio to faster-whisper int8."""
+    rows = {}
+    for name, rs in runs.items():
+        if rs:
+            wall = statistics.median(r["wall_s"] for r in rs)
+            rows[name] = {"wer": wer(items, rs[0]["texts"]), "wall": wall,
+                          "cpu": statistics.median(r["cpu_s"] for r in rs),
+                          "rtfx": rs[0]["audio_s"] / wall,
+                          "rss": max(r["peak_rss_mb"] for r in rs)}
+    lines = ["| configuration | WER % | wall s | CPU s | RTFx | peak RSS MB | vs faster-whisper int8 |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, r in rows.items():
+        beam = CONFIGS[name].get("beam_size", 1)
+        peer = rows.get("faster-whisper int8" + (f" beam {beam}" if beam > 1 else ""))
+        ratio = f"{r['rtfx'] / peer['rtfx']:.2f}x" if peer and name.startswith("speechkit") else ""
+        lines.append(f"| {name} | {r['wer']:.2f} | {r['wall']:.1f} | {r['cpu']:.1f} | "
+                     f"{r['rtfx']:.2f} | {r['rss']:.0f} | {ratio} |")
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", help="folder, glob or manifest with references (default: dev set "
                                    "+ pocketsphinx-testdata)")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--configs", default=",".join(CONFIGS), help="comma list of " + ", ".join(CONFIGS))
+    ap.add_argument("--batch-size", type=int, default=0, help="speechkit's; 0 = its default")
+    ap.add_argument("--configs", default=DEFAULT_CONFIGS, help="comma list of: " + ", ".join(CONFIGS))
     ap.add_argument("--long", type=float, metavar="SECONDS",
                     help="join the clips into files of about this many seconds first")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
@@ -201,39 +253,21 @@ def main() -> None:
         items = join_items(items, args.long, tmp)
     listing = tmp / "items.json"
     listing.write_text(json.dumps(items))
+    names = [c.strip() for c in args.configs.split(",") if c.strip()]
+    if unknown := [n for n in names if n not in CONFIGS]:
+        ap.error(f"unknown configuration(s) {unknown}; choose from {', '.join(CONFIGS)}")
     print(f"machine: {machine()}")
-    print(f"{len(items)} files; {args.repeats} runs per configuration; batch size {args.batch_size}")
-    rows = {}
-    for name in [c.strip() for c in args.configs.split(",") if c.strip()]:
-        runs = []
-        for _ in range(args.repeats):
-            cmd = [sys.executable, __file__, "--worker", name, "--batch-size", str(args.batch_size),
-                   "--data", str(listing)]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
-            if line is None:
-                print(f"{name}: failed\n{proc.stderr[-2000:]}")
-                break
-            runs.append(json.loads(line[7:]))
-        if not runs:
-            continue
-        wall = statistics.median(r["wall_s"] for r in runs)
-        audio = runs[0]["audio_s"]
-        rows[name] = {"wer": wer(items, runs[0]["texts"]), "wall_s": wall, "audio_s": audio,
-                      "rtfx": audio / wall, "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
-                      "walls": [round(r["wall_s"], 2) for r in runs]}
-    print(f"\n{'configuration':<30}{'WER %':>8}{'audio s':>9}{'wall s':>8}{'RTFx':>7}"
-          f"{'peak RSS MB':>13}  runs (wall s)")
-    for name, r in rows.items():
-        print(f"{name:<30}{r['wer']:>8.2f}{r['audio_s']:>9.1f}{r['wall_s']:>8.2f}{r['rtfx']:>7.2f}"
-              f"{r['peak_rss_mb']:>13.0f}  {r['walls']}")
-    base = rows.get("faster-whisper int8")
-    if base:
-        print()
-        for name, r in rows.items():
-            if name.startswith("speechkit"):
-                print(f"{name} / faster-whisper int8: RTFx ratio {r['rtfx'] / base['rtfx']:.2f}x, "
-                      f"WER {r['wer'] - base['wer']:+.2f} points")
+    runs: dict[str, list[dict]] = {name: [] for name in names}
+    for _ in range(args.repeats):  # round-robin
+        for name in names:
+            if (r := run_once(name, listing, args.batch_size)) is not None:
+                runs[name].append(r)
+                print(f"  {name}: {r['wall_s']:.1f} s wall, {r['cpu_s']:.1f} s CPU", file=sys.stderr,
+                      flush=True)
+    audio = next((rs[0]["audio_s"] for rs in runs.values() if rs), 0.0)
+    print(f"{len(items)} files, {audio:.1f} s of audio (median file {median_s(items):.1f} s); "
+          f"medians of {args.repeats} runs (whole process); Whisper base")
+    print("\n".join(table(items, runs)))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from speechkit.commands.options import (
     BeamSize,
     Device,
     Dtype,
+    Engine,
     Language,
     MaxNewTokens,
     Model,
@@ -26,6 +27,7 @@ from speechkit.commands.options import (
     Prompt,
     Quant,
     TargetLanguage,
+    Threads,
 )
 from speechkit.errors import SpeechkitError
 from speechkit.terminal import safe
@@ -95,6 +97,8 @@ def transcribe(
     device: Device = "auto",
     dtype: Dtype = "auto",
     quant: Quant = None,
+    engine: Engine = "auto",
+    threads: Threads = 0,
     out: Annotated[Path | None, typer.Option(
         "--out", "-o", help="Results JSONL (default: OUTPUT_DIR/transcripts.jsonl).")] = None,
     output_dir: Annotated[Path | None, typer.Option(
@@ -122,7 +126,7 @@ def transcribe(
     from speechkit.settings import check_task, unused_option_warnings
     from speechkit.transcribe import transcribe_to_jsonl
 
-    runtime = runtime_options(device, dtype, quant)
+    runtime = runtime_options(device, dtype, quant, engine, threads)
     formats = parse_formats(fmt)
     items = expand_inputs(inputs)
     check_inputs(items)

@@ -135,8 +135,8 @@ def _compact(real: Path, data: bytes) -> dict[str, Result]:
 
 def same_model(recorded: dict[str, Any] | None, current: dict[str, Any] | None) -> bool:
     """Whether two model records name the same weights: by sha256 where both have one,
-    else by source (or name); the quantization must match too. The loaded model is checked
-    again once its weights are in (a hub model's hash is known only then)."""
+    else by source (or name); the quantization and the engine must match too. The loaded
+    model is checked again once its weights are in (a hub model's hash is known only then)."""
     if not recorded or not current:
         return False
     if recorded.get("sha256") and current.get("sha256"):
@@ -145,14 +145,18 @@ def same_model(recorded: dict[str, Any] | None, current: dict[str, Any] | None) 
     elif (recorded.get("source") or recorded.get("name")) != (current.get("source")
                                                                or current.get("name")):
         return False  # a hub model has no hash before it is downloaded: its source decides
-    return recorded.get("quant") == current.get("quant")
+    # Engines round differently: a result made by one is not reused by another. Results
+    # written before engines were recorded came from torch.
+    return (recorded.get("quant") == current.get("quant")
+            and recorded.get("engine", "torch") == current.get("engine", "torch"))
 
 
 def _model_label(d: dict[str, Any] | None) -> str:
     if not d:
         return "an unrecorded model"
     sha = d.get("sha256")
-    return f"{d.get('name')} (sha256 {sha[:12]})" if sha else str(d.get("source") or d.get("name"))
+    how = "".join(f", {k} {d[k]}" for k in ("engine", "quant") if d.get(k))
+    return f"{d.get('name')} (sha256 {sha[:12]}{how})" if sha else str(d.get("source") or d.get("name"))
 
 
 def reuse_conflict(r: Result, model: dict[str, Any] | None,

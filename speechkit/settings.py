@@ -50,6 +50,8 @@ _IGNORED_BECAUSE = {
     "target_language": "it translates into English only, or not at all",
     "word_timestamps": "only Whisper times words",
     "language": "it does not read a spoken language",
+    "engine": "only Whisper models have a choice of engine",
+    "threads": "it sets no math threads",
 }
 
 
@@ -59,6 +61,8 @@ def given_options(runtime: RuntimeOptions, options: DecodeOptions,
     given = {"device": runtime.device if runtime.device != "auto" else None,
              "dtype": runtime.dtype if runtime.dtype != "auto" else None,
              "quant": runtime.quant, "batch_size": batch_size,
+             "engine": runtime.engine if runtime.engine != "auto" else None,
+             "threads": runtime.threads,
              "word_timestamps": options.word_timestamps or None}
     for key in ("beam_size", "max_new_tokens", "prompt", "target_language", "language"):
         given[key] = getattr(options, key)

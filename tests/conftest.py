@@ -58,10 +58,18 @@ def make_media(ffmpeg, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def whisper_base():
-    """The real default model, loaded once per test session (converted on first use)."""
+    """The real default model (CTranslate2 engine on CPU), loaded once per test session."""
     from speechkit.models.registry import RuntimeOptions, load_model
 
     return load_model("whisper-base", RuntimeOptions(device="cpu"))
+
+
+@pytest.fixture(scope="session")
+def whisper_base_torch():
+    """The default model's weights on the torch engine (the CPU default is CTranslate2)."""
+    from speechkit.models.registry import RuntimeOptions, load_model
+
+    return load_model("whisper-base", RuntimeOptions(device="cpu", engine="torch"))
 
 
 @pytest.fixture()

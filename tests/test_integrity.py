@@ -235,12 +235,12 @@ def test_a_rerun_reuses_only_its_own_model_and_settings(whisper_base, testdata, 
         with pytest.raises(SpeechkitError, match="finished item.*--overwrite"):
             transcribe_to_jsonl(items, "whisper-base", other, out, progress=False)
         assert out.read_bytes() == before
-    # int8 weights give other output: their results are not float32's.
+    # float32 weights give other output: their results are not the default int8's.
     from speechkit.models.registry import RuntimeOptions
 
     with pytest.raises(SpeechkitError, match="finished item.*--overwrite"):
         transcribe_to_jsonl(items, "whisper-base", DecodeOptions(), out, progress=False,
-                            runtime=RuntimeOptions(device="cpu", dtype="int8"))
+                            runtime=RuntimeOptions(device="cpu", dtype="float32"))
     assert out.read_bytes() == before
     # The same model and settings again: nothing to do, and the model is not even loaded.
     res = subprocess.run([sys.executable, "-c", NO_LOAD, "transcribe", items[0].path, "--out",

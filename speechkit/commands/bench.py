@@ -14,6 +14,7 @@ from speechkit.commands.options import (
     BeamSize,
     Device,
     Dtype,
+    Engine,
     Language,
     MaxNewTokens,
     Model,
@@ -21,6 +22,7 @@ from speechkit.commands.options import (
     Progress,
     Prompt,
     Quant,
+    Threads,
 )
 from speechkit.terminal import plain, safe
 
@@ -62,6 +64,8 @@ def bench(
     device: Device = "auto",
     dtype: Dtype = "auto",
     quant: Quant = None,
+    engine: Engine = "auto",
+    threads: Threads = 0,
     overwrite: Annotated[bool, typer.Option(
         help="Redo every item (default: resume, skipping items already done).")] = False,
     progress: Progress = True,
@@ -78,7 +82,7 @@ def bench(
     from speechkit.models.base import DecodeOptions
     from speechkit.settings import unused_option_warnings
 
-    runtime = runtime_options(device, dtype, quant)
+    runtime = runtime_options(device, dtype, quant, engine, threads)
     decode = DecodeOptions(language=language, beam_size=beam_size, max_new_tokens=max_new_tokens,
                            prompt=prompt)
     for line in unused_option_warnings(model, runtime, decode, batch_size or None):

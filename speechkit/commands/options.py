@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from speechkit.errors import SpeechkitError
 from speechkit.evaluation.metrics.normalizers import NORMALIZERS
 from speechkit.languages import check_language
 from speechkit.models.catalogue import names
@@ -34,13 +35,22 @@ def _quant(value: str | None) -> str | None:
     return check_quant(value)
 
 
-def runtime_options(device: str, dtype: str, quant: str | None):
+def _engine(value: str) -> str:
+    from speechkit.models.registry import ENGINES
+
+    if value not in ENGINES:
+        raise SpeechkitError(f"unknown --engine {value!r}; use one of {', '.join(ENGINES)}")
+    return value
+
+
+def runtime_options(device: str, dtype: str, quant: str | None, engine: str = "auto",
+                    threads: int = 0):
     """`RuntimeOptions` from the command line, the combination checked (e.g. int8 on a GPU,
     cuda without a GPU) before any model loads."""
     from speechkit.models.registry import RuntimeOptions
     from speechkit.settings import check_runtime
 
-    return check_runtime(RuntimeOptions(device, dtype, quant))
+    return check_runtime(RuntimeOptions(device, dtype, quant, engine=engine, threads=threads or None))
 
 
 Model = Annotated[str, typer.Option("--model", "-m", help=(
@@ -49,8 +59,15 @@ Model = Annotated[str, typer.Option("--model", "-m", help=(
     "or a hub id."))]
 Device = Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")]
 Dtype = Annotated[str, typer.Option(callback=_dtype, help=(
-    "auto (float16 on GPU, float32 on CPU), float32, float16, bfloat16, or int8 (CPU Whisper: "
-    "dynamic int8 linear layers; faster, but results can vary with batch composition)."))]
+    "auto (float16 on GPU; on CPU int8 with the ctranslate2 engine, float32 with torch), "
+    "float32, float16, bfloat16, or int8 (torch on CPU: dynamic int8 linear layers; faster, but "
+    "results can vary with batch composition)."))]
+Engine = Annotated[str, typer.Option(callback=_engine, help=(
+    "Whisper engine: auto (CTranslate2 for the built-in models on CPU; torch on GPU and for "
+    "Whisper directories), torch or ctranslate2."))]
+Threads = Annotated[int, typer.Option(min=0, envvar="SPEECHKIT_THREADS", help=(
+    "CPU math threads; 0 = auto (cores - 1 on up to 4 cores, leaving one to media decoding; "
+    "else the cores, at most 8)."))]
 Quant = Annotated[str | None, typer.Option(callback=_quant, help=(
     "Speech-LLM weights: 4bit (default on GPU), 8bit, bf16, fp16 or fp32."))]
 BatchSize = Annotated[int, typer.Option(

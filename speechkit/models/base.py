@@ -61,7 +61,7 @@ class SpeechModel(ABC):
     tasks: frozenset[str] = frozenset()  # the tasks it accepts (speechkit task names); empty: any
     # The options that change what this model does; others given by the user are reported
     # as ignored (a warning line), never dropped silently.
-    uses: frozenset[str] = frozenset({"device", "batch_size", "beam_size", "max_new_tokens"})
+    uses: frozenset[str] = frozenset({"device", "batch_size", "beam_size", "max_new_tokens", "threads"})
 
     @property
     def device(self) -> str:

@@ -17,7 +17,13 @@ from typing import Any
 from speechkit.errors import SpeechkitError
 from speechkit.hashing import MODEL_SUFFIXES, dir_sha256, file_sha256
 from speechkit.models.base import DecodeOptions, SpeechModel
-from speechkit.models.registry import RuntimeOptions, load_model
+from speechkit.models.registry import (
+    RuntimeOptions,
+    ct2_compute_type,
+    load_model,
+    resolve_device,
+    whisper_engine,
+)
 
 
 @dataclass
@@ -97,8 +103,11 @@ def _card_of_name(name: str, runtime: RuntimeOptions) -> ModelCard:
         return ModelCard(name, _speaker_identity(name), "speaker-embedding", tasks=("sv",),
                          runtime=runtime)
     if entry is not None and entry.kind == "whisper":
+        engine = whisper_engine(name, runtime, resolve_device(runtime.device))
+        if engine == "ctranslate2" and ct2_compute_type(runtime) == "int8":
+            int8 = {"quant": "int8"}  # as Ct2WhisperModel records it
         return ModelCard(name, {"name": name, "family": "whisper", "source": f"builtin:{name}",
-                                "sha256": entry.sha256, **int8}, "whisper", **whisper)
+                                "sha256": entry.sha256, "engine": engine, **int8}, "whisper", **whisper)
     path = Path(name).expanduser()
     if path.is_dir():
         from speechkit.models.registry import _is_whisper_dir

@@ -11,6 +11,7 @@ import torch
 from speechkit.errors import SpeechkitError
 from speechkit.hashing import MODEL_SUFFIXES, dir_sha256
 from speechkit.models.base import SpeechModel
+from speechkit.threads import apply_torch_threads, resolve_threads
 
 DEFAULT_MODEL = "whisper-base"
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
@@ -24,6 +25,29 @@ class RuntimeOptions:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     dtype: str = "auto"  # auto | float32 | float16 | bfloat16 | int8 (CPU, Whisper)
     quant: str | None = None  # speech LLMs: 4bit | 8bit | bf16 | fp32 (None = per-device default)
+    engine: str = "auto"  # Whisper: auto | torch | ctranslate2 (see whisper_engine)
+    threads: int | None = None  # CPU math threads; None = $SPEECHKIT_THREADS or by the machine
+
+
+ENGINES = ("auto", "torch", "ctranslate2")
+
+
+def whisper_engine(name: str, runtime: RuntimeOptions, device: str) -> str:
+    """The engine that runs a Whisper model. auto: CTranslate2 for a built-in on CPU (its
+    weights' own format; same WER as torch in benchmarks/transcribe.py with 15% less CPU time
+    and less memory), torch on GPUs and for transformers directories."""
+    from speechkit.models.catalogue import names
+
+    if runtime.engine not in ENGINES:
+        raise SpeechkitError(f"unknown --engine {runtime.engine!r}; use {', '.join(ENGINES)}")
+    fits = name in names("whisper") and device == "cpu" and runtime.dtype in ("auto", "int8", "float32")
+    if runtime.engine == "auto":
+        return "ctranslate2" if fits else "torch"
+    if runtime.engine == "ctranslate2" and not fits:
+        raise SpeechkitError(f"--engine ctranslate2 runs the built-in Whisper models on CPU with "
+                             f"--dtype int8 or float32 (asked: {name} on {device}, --dtype "
+                             f"{runtime.dtype}); use --engine torch")
+    return runtime.engine
 
 
 def resolve_device(device: str) -> str:
@@ -73,12 +97,21 @@ def load_model(name: str = DEFAULT_MODEL, runtime: RuntimeOptions = RuntimeOptio
     device = resolve_device(runtime.device)
     dtype = resolve_dtype(runtime.dtype, device)
     int8 = runtime.dtype == "int8"
+    threads = resolve_threads(runtime.threads)
+    if device == "cpu":
+        apply_torch_threads(threads)
     if (entry := CATALOGUE.get(name)) is not None and entry.kind in MODEL_KINDS:
         if entry.kind != "whisper":
             return entry.load()
+        describe = {"source": f"builtin:{name}", "sha256": entry.sha256, "license": entry.license}
+        if whisper_engine(name, runtime, device) == "ctranslate2":
+            from speechkit.models.builtins import ct2_model_dir
+            from speechkit.models.whisper_ctranslate2 import Ct2WhisperModel
+
+            return Ct2WhisperModel(ct2_model_dir(name), name, compute_type=ct2_compute_type(runtime),
+                                   threads=threads, describe=describe)
         return WhisperModel(entry.load(), name=name, device=device, dtype=dtype, int8=int8,
-                            describe={"source": f"builtin:{name}", "sha256": entry.sha256,
-                                      "license": entry.license})
+                            describe=describe)
     path = Path(name).expanduser()
     if path.is_dir():
         from speechkit.models.speechllm import is_speechllm_checkpoint, load_speechllm
@@ -106,6 +139,11 @@ def load_model(name: str = DEFAULT_MODEL, runtime: RuntimeOptions = RuntimeOptio
     choices = ", ".join(builtin_models())
     raise SpeechkitError(f"unknown model {name!r}: use a built-in name ({choices}), a local "
                          "directory or a hub id like openai/whisper-small")
+
+
+def ct2_compute_type(runtime: RuntimeOptions) -> str:
+    """CTranslate2's compute type for a --dtype: int8 unless float32 is asked for."""
+    return "float32" if runtime.dtype == "float32" else "int8"
 
 
 def names_whisper(name: str) -> bool:

@@ -30,7 +30,7 @@ class SpeakerEmbedder(SpeechModel):
     kind = "speaker-embedding"
     modalities = frozenset({AUDIO, ENROLL})
     tasks = frozenset({"sv"})
-    uses = frozenset({"batch_size"})
+    uses = frozenset({"batch_size", "threads"})
     max_input_s = float("inf")  # a recording is embedded whole, never cut into windows
 
     def __init__(self) -> None:

@@ -21,7 +21,7 @@ from speechkit.models.whisper_decode import (
     resume_point,
     split_segments,
 )
-from speechkit.models.whisper_words import align_words
+from speechkit.models.whisper_words import TimedWord, align_words
 from speechkit.tasks import WHISPER_TASKS, find_task
 
 log = logging.getLogger("speechkit")
@@ -48,7 +48,7 @@ class WhisperModel(SpeechModel):
     default_max_new_tokens = 224  # half the decoder context, as openai-whisper
     kind = "Whisper"
     tasks = frozenset(WHISPER_TASKS)
-    uses = SpeechModel.uses | {"dtype", "language", "word_timestamps"}
+    uses = SpeechModel.uses | {"dtype", "language", "word_timestamps", "engine"}
 
     def __init__(self, source: str | Path, name: str | None = None, device: str = "cpu",
                  dtype: torch.dtype = torch.float32, int8: bool = False,
@@ -76,7 +76,10 @@ class WhisperModel(SpeechModel):
         self.decoder = WhisperDecoder(self.model, self.processor.tokenizer, WhisperTokens.from_model(
             gc, self.processor.tokenizer, self.model.config.vocab_size))
         self._describe = {"name": self.name, "family": "whisper", "source": str(source),
-                          **(describe or {}), "dtype": "int8" if int8 else str(dtype).split(".")[-1]}
+                          **(describe or {}), "engine": "torch",
+                          "dtype": "int8" if int8 else str(dtype).split(".")[-1]}
+        if device == "cpu":
+            self._describe["threads"] = torch.get_num_threads()
         if int8:  # dynamic int8 changes the output: resume and merges keep it apart
             self._describe["quant"] = "int8"
 
@@ -100,7 +103,8 @@ class WhisperModel(SpeechModel):
 
     def used_settings(self) -> dict[str, Any]:
         return {"device": self._device, "dtype": self._describe["dtype"],
-                "quant": self._describe.get("quant")}
+                "quant": self._describe.get("quant"), "engine": self._describe["engine"],
+                "threads": self._describe.get("threads")}
 
     def features(self, audios: list[np.ndarray]) -> torch.Tensor:
         """Log-mel features of each clip, padded to 30 s with zeros in the feature domain.
@@ -235,11 +239,8 @@ class WhisperModel(SpeechModel):
         the encoder output kept with the decoding (`d.states`)."""
         if not options.word_timestamps or not found:
             return None
-        clip_s = duration_s - offset
-        tok = self.decoder.tok
-        timed = align_words(self.model, self.processor.tokenizer, d.states,
-                            tok.prompt(language, options.task), tok.no_timestamps, tok.eot,
-                            [t for _, _, ids, _ in found for t in ids], clip_s, language)
+        timed = self._align(d.states, self.decoder.tok.prompt(language, options.task),
+                            [t for _, _, ids, _ in found for t in ids], duration_s - offset, language)
         out: list[list[Word]] = []
         it = iter(timed)
         for s, e, ids, _ in found:  # hand the words back to their segments, in order
@@ -249,6 +250,13 @@ class WhisperModel(SpeechModel):
                 n += w.tokens
             out.append(seg)
         return out
+
+    def _align(self, states: Any, prompt: list[int], text_tokens: list[int], clip_s: float,
+               language: str) -> list[TimedWord]:
+        """Times of the words of one window's text, from its encoder output."""
+        tok = self.decoder.tok
+        return align_words(self.model, self.processor.tokenizer, states, prompt, tok.no_timestamps,
+                           tok.eot, text_tokens, clip_s, language)
 
 
 def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:

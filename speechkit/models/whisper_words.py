@@ -105,6 +105,13 @@ def align_words(model: Any, tokenizer: Any, encoder_states: torch.Tensor, prompt
     weights = _median_filter((weights - mean) / std.clamp_min(1e-10), MEDIAN_FILTER_WIDTH)
     matrix = weights.mean(0)[len(prompt) + 1:]  # the text tokens and the end-of-text
     text_idx, time_idx = _dtw(-matrix.double().cpu().numpy())
+    return timed_words(words, text_idx, time_idx)
+
+
+def timed_words(words: list[tuple[str, list[int]]], text_idx: np.ndarray,
+                time_idx: np.ndarray) -> list[TimedWord]:
+    """Word times from a monotonic alignment path (text token index, encoder frame) that
+    covers the words' tokens and the end-of-text: a word starts where its first token does."""
     jumps = np.pad(np.diff(text_idx), (1, 0), constant_values=1).astype(bool)
     jump_times = time_idx[jumps] / FRAMES_PER_SECOND
     bounds = np.pad(np.cumsum([len(ids) for _, ids in words]), (1, 0))

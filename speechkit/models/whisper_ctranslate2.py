@@ -1,0 +1,188 @@
+"""Whisper on CPU through CTranslate2: the built-in weights run in their own format, int8.
+
+The same decoding rules as the torch engine (whisper.py, whisper_decode.py): one encoder pass
+per window serves language detection and every fallback temperature; greedy or beam search
+with timestamps at temperature 0, then `BEST_OF` samples at each higher temperature while
+the text is a repetition loop or unlikely; a window that is probably silence keeps no text;
+a window whose decoding stopped early is decoded again from there. CTranslate2 applies
+openai-whisper's timestamp rules itself. Fallback sampling runs one clip at a time with a
+fixed seed, so batched output equals one-at-a-time output.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from speechkit.errors import SpeechkitError
+from speechkit.models.base import Inputs, audios_of
+from speechkit.models.whisper import WhisperModel
+from speechkit.models.whisper_decode import (
+    BEST_OF,
+    MAX_INITIAL_TIMESTAMP_INDEX,
+    SAMPLING_SEED,
+    TEMPERATURES,
+    Decoded,
+    WhisperTokens,
+    compression_ratio,
+)
+from speechkit.models.whisper_words import MEDIAN_FILTER_WIDTH, TimedWord, split_words, timed_words
+
+CT2_COMPUTE_TYPES = ("int8", "float32")  # CPU compute types offered (int8: weights int8)
+DEFAULT_COMPUTE_TYPE = "int8"  # as faster-whisper on CPU; --dtype float32 for float32
+MAX_TARGET_POSITIONS = 448  # decoder context in tokens, every Whisper size
+MEL_FRAMES_PER_SECOND = 100  # log-mel frames (10 ms hop); the encoder halves them
+N_MEL_FRAMES = 3000  # one 30 s window
+
+
+def whisper_tokens(config: dict, tokenizer: Any, vocab_size: int) -> WhisperTokens:
+    """The special token ids, from a CTranslate2 Whisper dir's config.json and tokenizer."""
+    def tid(name: str) -> int | None:
+        t = tokenizer.convert_tokens_to_ids(name)
+        # An unknown token maps to the unknown id (<|endoftext|> for Whisper): not there.
+        return t if t is not None and (t != tokenizer.unk_token_id or name == "<|endoftext|>") else None
+
+    langs = {tokenizer.convert_ids_to_tokens(i).strip("<|>"): i for i in config.get("lang_ids", [])}
+    tasks = {"transcribe": tid("<|transcribe|>"), "translate": tid("<|translate|>")} if langs else {}
+    no_ts = tid("<|notimestamps|>")
+    return WhisperTokens(
+        eot=tid("<|endoftext|>"), sot=tid("<|startoftranscript|>"), no_timestamps=no_ts,
+        timestamp_begin=no_ts + 1, no_speech=tid("<|nospeech|>") or tid("<|nocaptions|>"),
+        tasks=tasks, languages=langs, suppress=tuple(config.get("suppress_ids", ())),
+        vocab_size=vocab_size)
+
+
+@dataclass(frozen=True)
+class _Processor:
+    """The two parts of a `WhisperProcessor` that decoding uses."""
+
+    feature_extractor: Any
+    tokenizer: Any
+
+
+class Ct2Decoder:
+    """`WhisperDecoder`'s interface over a `ctranslate2.models.Whisper`: encoder outputs are
+    float32 arrays (clips, frames, width), so windows can be picked and kept like tensors."""
+
+    def __init__(self, model: Any, tokenizer: Any, tokens: WhisperTokens):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.tok = tokens
+        special = range(tokens.eot + 1, tokens.timestamp_begin)  # SOT, languages, tasks, ...
+        self._suppress = sorted({*tokens.suppress, *special})  # as the torch engine suppresses
+
+    def encode(self, features: np.ndarray) -> np.ndarray:
+        import ctranslate2
+
+        out = self.model.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(features)))
+        return np.asarray(out)
+
+    def _view(self, enc: np.ndarray) -> Any:
+        import ctranslate2
+
+        return ctranslate2.StorageView.from_array(np.ascontiguousarray(enc, dtype=np.float32))
+
+    def detect_language(self, enc: np.ndarray) -> list[tuple[str, float]]:
+        """(language code, probability) per row."""
+        return [(pairs[0][0].strip("<|>"), pairs[0][1])
+                for pairs in self.model.detect_language(self._view(enc))]
+
+    def decode(self, enc: np.ndarray, prompts: list[list[int]], beam_size: int,
+               max_new_tokens: int, temperatures: tuple[float, ...] = TEMPERATURES) -> list[Decoded]:
+        """Decode every row at temperature 0 in one batch; rows failing the checks are
+        sampled again, hotter, one row at a time."""
+        max_new = min(max_new_tokens, MAX_TARGET_POSITIONS // 2 - len(prompts[0]))
+        out = self._run(enc, prompts, max_new, beam_size=beam_size)
+        for i, d in enumerate(out):
+            for temperature in temperatures[1:]:
+                if not d.needs_fallback():
+                    break
+                d = self._run(enc[i:i + 1], [prompts[i]], max_new, temperature=temperature)[0]
+            out[i] = d
+        return out
+
+    def _run(self, enc: np.ndarray, prompts: list[list[int]], max_new: int, beam_size: int = 1,
+             temperature: float = 0.0) -> list[Decoded]:
+        if temperature == 0.0:
+            kwargs: dict[str, Any] = {"beam_size": beam_size, "patience": 1}
+        else:
+            import ctranslate2
+
+            ctranslate2.set_random_seed(SAMPLING_SEED)  # reruns give the same text
+            kwargs = {"beam_size": 1, "num_hypotheses": BEST_OF, "sampling_topk": 0,
+                      "sampling_temperature": temperature}
+        results = self.model.generate(
+            self._view(enc), prompts, max_length=len(prompts[0]) + max_new, return_scores=True,
+            return_no_speech_prob=True, suppress_blank=True, suppress_tokens=self._suppress,
+            max_initial_timestamp_index=MAX_INITIAL_TIMESTAMP_INDEX, **kwargs)
+        out = []
+        for r in results:
+            # Scores are length-normalized log-probabilities; the best candidate comes first.
+            best = max(range(len(r.sequences_ids)), key=lambda k: r.scores[k])
+            tokens = list(r.sequences_ids[best])
+            text = self.tokenizer.decode([t for t in tokens if t < self.tok.eot])
+            out.append(Decoded(tokens=tokens,
+                               avg_logprob=r.scores[best] * len(tokens) / (len(tokens) + 1),
+                               compression_ratio=compression_ratio(text),
+                               no_speech_prob=r.no_speech_prob, temperature=temperature,
+                               truncated=len(tokens) >= max_new))
+        return out
+
+
+class Ct2WhisperModel(WhisperModel):
+    """A built-in Whisper run by CTranslate2 on CPU (its weights' own format)."""
+
+    def __init__(self, directory: str | Path, name: str, compute_type: str = DEFAULT_COMPUTE_TYPE,
+                 threads: int = 1, describe: dict[str, Any] | None = None):
+        import ctranslate2
+        from transformers import WhisperFeatureExtractor
+
+        from speechkit.models.importers.ct2_whisper import whisper_tokenizer
+
+        if compute_type not in CT2_COMPUTE_TYPES:
+            raise SpeechkitError(f"--dtype {compute_type} is not offered by the ctranslate2 engine; "
+                                 f"use one of {', '.join(CT2_COMPUTE_TYPES)}, or --engine torch")
+        directory = Path(directory)
+        self.name = name
+        self._device = "cpu"
+        self.dtype = None
+        self.model = ctranslate2.models.Whisper(str(directory), device="cpu",
+                                                compute_type=compute_type, intra_threads=threads)
+        config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+        vocab = sum(1 for _ in (directory / "vocabulary.txt").open(encoding="utf-8"))
+        tokenizer = whisper_tokenizer(directory / "tokenizer.json", vocab)
+        features = WhisperFeatureExtractor(feature_size=self.model.n_mels)
+        self.processor = _Processor(features, tokenizer)  # WhisperProcessor's import costs 2 s
+        self.multilingual = self.model.is_multilingual
+        self.decoder = Ct2Decoder(self.model, tokenizer, whisper_tokens(config, tokenizer, vocab))
+        self._describe = {"name": name, "family": "whisper", "source": str(directory),
+                          **(describe or {}), "engine": "ctranslate2", "dtype": compute_type,
+                          "threads": threads}
+        if compute_type == "int8":  # int8 changes the output: resume and merges keep it apart
+            self._describe["quant"] = "int8"
+
+    def _encode(self, audios: list[np.ndarray]) -> np.ndarray:
+        return self.decoder.encode(self.features(audios).numpy())
+
+    def _align(self, states: np.ndarray, prompt: list[int], text_tokens: list[int], clip_s: float,
+               language: str) -> list[TimedWord]:
+        """Word times from CTranslate2's alignment (the same heads, filter and DTW as the
+        torch engine's `align_words`)."""
+        words = split_words(self.processor.tokenizer, text_tokens, language)
+        if not words:
+            return []
+        mel_frames = max(2, min(N_MEL_FRAMES, int(round(clip_s * MEL_FRAMES_PER_SECOND))))
+        found = self.model.align(self.decoder._view(states[None]), prompt, [text_tokens], mel_frames,
+                                 median_filter_width=MEDIAN_FILTER_WIDTH)[0]
+        path = np.array(found.alignments, dtype=np.int64).reshape(-1, 2)
+        return timed_words(words, path[:, 0], path[:, 1])
+
+    def detect_language(self, batch: list[Inputs]) -> list[str | None]:
+        audios = audios_of(batch)
+        if not self.multilingual or not audios:
+            return [None] * len(audios)
+        return [lang for lang, _ in self.decoder.detect_language(self._encode(audios))]
