@@ -13,7 +13,7 @@ from speechkit.errors import SpeechkitError
 from speechkit.models import catalogue
 from speechkit.models.catalogue import CATALOGUE, KINDS, MODEL_KINDS, BuiltinModel, names
 from speechkit.models.identity import model_card
-from speechkit.models.registry import builtin_models, load_model, names_whisper
+from speechkit.models.registry import RuntimeOptions, builtin_models, load_model, names_whisper
 from speechkit.models.speechllm.bridges import BRIDGES
 from speechkit.models.speechllm.encoders import ENCODERS
 from speechkit.models.speechllm.sources import builtin_encoders, builtin_llms
@@ -44,10 +44,12 @@ def test_every_builtin_model_resolves_through_load_model_to_its_loader(monkeypat
         raise Reached(self.name)
 
     monkeypatch.setattr(BuiltinModel, "load", reach)
+    monkeypatch.setattr("speechkit.models.builtins.ct2_model_dir", lambda name: reach(CATALOGUE[name]))
     assert list(builtin_models()) == names(*MODEL_KINDS)
     for name in names(*MODEL_KINDS):
-        with pytest.raises(Reached, match=name):
-            load_model(name)
+        for engine in ("torch", "ctranslate2") if CATALOGUE[name].kind == "whisper" else ("auto",):
+            with pytest.raises(Reached, match=name):
+                load_model(name, RuntimeOptions(device="cpu", engine=engine))
         assert names_whisper(name) == (CATALOGUE[name].kind == "whisper")
         assert model_card(name).family == CATALOGUE[name].kind
 

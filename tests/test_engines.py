@@ -4,8 +4,9 @@ import jiwer
 import pytest
 import torch
 
-from speechkit.data import expand_inputs, read_results
+from speechkit.data import read_results
 from speechkit.errors import SpeechkitError
+from speechkit.inputs import expand_inputs
 from speechkit.models.base import DecodeOptions
 from speechkit.models.registry import RuntimeOptions, load_model, whisper_engine
 from speechkit.threads import THREADS_ENV, default_threads, resolve_threads
