@@ -23,6 +23,7 @@ from speechkit.commands.options import (
     Language,
     MaxNewTokens,
     Model,
+    Overwrite,
     Progress,
     Prompt,
     Quant,
@@ -76,42 +77,35 @@ def _root(
         warnings.filterwarnings("ignore")
 
 
+MediaInputs = Annotated[list[str], typer.Argument(
+    help="Media files, directories (searched recursively), glob patterns or JSONL manifests "
+         "(speechkit or NeMo style).", show_default=False)]
+Task = Annotated[str, typer.Option(help=(
+    "Whisper: transcribe or translate (to English). Speech LLMs: asr, st, er, sv, sqa, aac."))]
+WordTimestamps = Annotated[bool, typer.Option(
+    "--word-timestamps", help="Whisper: also time every word (results' segments[].words; "
+    "subtitle cues then break at word times).")]
+Out = Annotated[Path | None, typer.Option(
+    "--out", "-o", help="Results JSONL (default: OUTPUT_DIR/transcripts.jsonl).")]
+OutputDir = Annotated[Path | None, typer.Option(
+    "--output-dir", "-d", help="Where the results and --output-format files go (default: "
+    "the folder of --out, else the current folder).")]
+OutputFormat = Annotated[str | None, typer.Option(
+    "--output-format", "--format", "-f", help="Also write one file per input, named after "
+    "it: comma list of srt, vtt, txt, tsv, json, or all.")]
+AudioStream = Annotated[int | None, typer.Option(
+    min=0, help="Which audio stream of each file to use (0 = first).")]
+
+
 @app.command()
 def transcribe(
-    inputs: Annotated[list[str], typer.Argument(
-        help="Media files, directories (searched recursively), glob patterns or JSONL manifests "
-             "(speechkit or NeMo style).", show_default=False)],
-    model: Model = "whisper-base",
-    task: Annotated[str, typer.Option(help=(
-        "Whisper: transcribe or translate (to English). Speech LLMs: asr, st, er, sv, sqa, aac."))
-    ] = "transcribe",
-    language: Language = None,
-    target_language: TargetLanguage = None,
-    prompt: Prompt = None,
-    beam_size: BeamSize = None,
-    max_new_tokens: MaxNewTokens = None,
-    word_timestamps: Annotated[bool, typer.Option(
-        "--word-timestamps", help="Whisper: also time every word (results' segments[].words; "
-        "subtitle cues then break at word times).")] = False,
-    batch_size: BatchSize = 0,
-    device: Device = "auto",
-    dtype: Dtype = "auto",
-    quant: Quant = None,
-    engine: Engine = "auto",
-    threads: Threads = 0,
-    out: Annotated[Path | None, typer.Option(
-        "--out", "-o", help="Results JSONL (default: OUTPUT_DIR/transcripts.jsonl).")] = None,
-    output_dir: Annotated[Path | None, typer.Option(
-        "--output-dir", "-d", help="Where the results and --output-format files go (default: "
-        "the folder of --out, else the current folder).")] = None,
-    fmt: Annotated[str | None, typer.Option(
-        "--output-format", "--format", "-f", help="Also write one file per input, named after "
-        "it: comma list of srt, vtt, txt, tsv, json, or all.")] = None,
-    overwrite: Annotated[bool, typer.Option(
-        help="Redo items already in the results file (default: resume, skipping them).")] = False,
-    audio_stream: Annotated[int | None, typer.Option(
-        min=0, help="Which audio stream of each file to use (0 = first).")] = None,
-    progress: Progress = True,
+    inputs: MediaInputs, model: Model = "whisper-base", task: Task = "transcribe",
+    language: Language = None, target_language: TargetLanguage = None, prompt: Prompt = None,
+    beam_size: BeamSize = None, max_new_tokens: MaxNewTokens = None,
+    word_timestamps: WordTimestamps = False, batch_size: BatchSize = 0, device: Device = "auto",
+    dtype: Dtype = "auto", quant: Quant = None, engine: Engine = "auto", threads: Threads = 0,
+    out: Out = None, output_dir: OutputDir = None, fmt: OutputFormat = None,
+    overwrite: Overwrite = False, audio_stream: AudioStream = None, progress: Progress = True,
 ) -> None:
     """Transcribe (or translate) media files in length-sorted batches; results go to JSONL.
 

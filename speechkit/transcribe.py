@@ -143,11 +143,7 @@ def transcribe_to_jsonl(items: Sequence[Item], model_name: str | SpeechModel | M
         return _already_done(items, writer, console, echo, title)
     model, seconds = load_with_status(card, runtime, console, progress)
     load_s += seconds
-    live = progress and console.is_terminal
-    bar = Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("{task.fields[audio]} audio"), TextColumn("RTFx {task.fields[rtfx]}"),
-                   TimeElapsedColumn(), console=console, disable=not live, transient=True)
-    lines = _ProgressLines(console, label, len(items)) if progress and not live else None
+    bar, lines = _progress_display(console, label, len(items), progress)
     failures: list[Result] = []
     echoed: list[Result] = []
 
@@ -172,13 +168,27 @@ def transcribe_to_jsonl(items: Sequence[Item], model_name: str | SpeechModel | M
                                  on_progress=on_progress)
     for r in echoed:
         print(r.text)
-    mem = peak_memory_mb()
-    summary = Summary(total=stats.total, ok=stats.ok, failed=stats.failed, skipped=stats.skipped,
-                      audio_s=stats.audio_s, wall_s=stats.wall_s, load_s=load_s, rtfx=stats.rtfx,
-                      peak_rss_mb=mem["peak_rss_mb"], peak_gpu_mb=mem.get("peak_gpu_mb"),
-                      results_path=str(writer.path), settings=stats.settings)
+    summary = _summary(stats, load_s, writer)
     console.print(summary_table(summary, title=title))
     return summary
+
+
+def _progress_display(console: Console, label: str, total: int,
+                      progress: bool) -> tuple[Progress, _ProgressLines | None]:
+    """A live bar on a terminal; without one, a plain line every PROGRESS_LINE_EVERY_S."""
+    live = progress and console.is_terminal
+    bar = Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[audio]} audio"), TextColumn("RTFx {task.fields[rtfx]}"),
+                   TimeElapsedColumn(), console=console, disable=not live, transient=True)
+    return bar, (_ProgressLines(console, label, total) if progress and not live else None)
+
+
+def _summary(stats: RunStats, load_s: float, writer: ResultWriter) -> Summary:
+    mem = peak_memory_mb()
+    return Summary(total=stats.total, ok=stats.ok, failed=stats.failed, skipped=stats.skipped,
+                   audio_s=stats.audio_s, wall_s=stats.wall_s, load_s=load_s, rtfx=stats.rtfx,
+                   peak_rss_mb=mem["peak_rss_mb"], peak_gpu_mb=mem.get("peak_gpu_mb"),
+                   results_path=str(writer.path), settings=stats.settings)
 
 
 def _already_done(items: Sequence[Item], writer: ResultWriter, console: Console, echo: bool,

@@ -19,6 +19,7 @@ from speechkit.commands.options import (
     MaxNewTokens,
     Model,
     Normalizer,
+    Overwrite,
     Progress,
     Prompt,
     Quant,
@@ -66,8 +67,7 @@ def bench(
     quant: Quant = None,
     engine: Engine = "auto",
     threads: Threads = 0,
-    overwrite: Annotated[bool, typer.Option(
-        help="Redo every item (default: resume, skipping items already done).")] = False,
+    overwrite: Overwrite = False,
     progress: Progress = True,
 ) -> None:
     """Run MODEL on a suite; write predictions, scores.json and Markdown/CSV tables.

@@ -93,3 +93,6 @@ Progress = Annotated[bool, typer.Option(
 Normalizer = Annotated[str | None, typer.Option(help=(
     f"Text normalizer for scoring: {', '.join(NORMALIZERS)} (default: the task's or suite's; "
     "asr whisper-en, avsr/vsr lrs3, st none)."))]
+Overwrite = Annotated[bool, typer.Option(
+    help="Redo the items given even when the results file has them (default: resume, skipping "
+         "items already done).")]
