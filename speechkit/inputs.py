@@ -19,6 +19,7 @@ from speechkit.data import (
     read_jsonl,
     require_regular_file,
 )
+from speechkit.languages import language_code
 
 # Extensions taken when a directory is expanded (any file can still be named explicitly).
 MEDIA_EXTENSIONS = frozenset(
@@ -91,13 +92,24 @@ def _item_from_manifest(obj: dict[str, Any], base: Path, where: str) -> Item:
             item_id = segment_id(item_id, offset, duration)
     if bad := _typed_field_problem(obj):
         return Item(id=item_id, path=p, error=f"{where}: {bad}; fix or remove that line")
+    languages = {}
+    for key, value in (("language", obj.get("language") or obj.get("lang")),
+                       ("target_language", obj.get("target_language"))):
+        code = language_code(value) if isinstance(value, str) else None
+        if value is not None and code is None:
+            return Item(id=item_id, path=p, error=(
+                f"{where}: {key} {value!r} is not a language Whisper knows; give a code or an "
+                "English name (en, de, english), or remove it to detect the language"))
+        languages[key] = code
     ref = next((obj[k] for k in _REF_KEYS if isinstance(obj.get(k), str)), None)
     taken = {"id", "language", "lang", "task", "prompt",
              *_PATH_KEYS, *_REF_KEYS, *_DURATION_KEYS, *_OFFSET_KEYS}
     line = {k: v for k, v in obj.items() if k not in taken}  # typed fields, meta, free-form keys
     line.update(id=item_id, path=written, reference=ref,
-                language=obj.get("language") or obj.get("lang"), duration_s=duration,
+                language=languages["language"], duration_s=duration,
                 offset_s=offset or 0.0, task=obj.get("task"), prompt=obj.get("prompt"))
+    if languages["target_language"]:
+        line["target_language"] = languages["target_language"]
     return Item.from_dict(line, base)
 
 

@@ -219,3 +219,16 @@ def test_unreadable_subfolder_is_reported(tmp_path):
     assert out[0] == f"{tmp_path / 'ok' / 'a.wav'} | None"
     assert out[1].startswith(f"{tmp_path / 'locked'} | ")
     assert "cannot read this folder (Permission denied)" in out[1] and len(out) == 2
+
+
+def test_manifest_languages_become_whisper_codes_and_an_unknown_one_is_that_lines_error(tmp_path):
+    m = tmp_path / "m.jsonl"
+    m.write_text("".join(json.dumps(x) + "\n" for x in (
+        {"id": "a", "path": "a.wav", "language": "English", "target_language": "german"},
+        {"id": "b", "path": "b.wav", "lang": "zh-CN"},
+        {"id": "c", "path": "c.wav", "language": "klingon"},
+        {"id": "d", "path": "d.wav"})))
+    a, b, c, d = read_manifest(m)
+    assert (a.language, a.target_language, b.language, d.language) == ("en", "de", "zh", None)
+    assert not (a.error or b.error or d.error)
+    assert "language 'klingon' is not a language Whisper knows" in c.error and "m.jsonl:3" in c.error
