@@ -70,7 +70,9 @@ def test_a_trial_without_its_enrollment_fails_alone(testdata, tmp_path):
 def test_results_record_the_settings_the_model_ran_with(whisper_base, testdata, tmp_path):
     summary = run_bench("librivox-mini", whisper_base, data_root=testdata, limit=2,
                         out_dir=tmp_path / "o", progress=False).summary
-    used = {"device": "cpu", "dtype": "float32", "quant": None, "batch_size": 8, "beam_size": 1}
+    used = {"device": "cpu", "dtype": "int8", "quant": "int8", "engine": "ctranslate2",
+            "threads": whisper_base.describe()["threads"], "batch_size": 8, "beam_size": 1}
+    assert used["threads"] >= 1
     assert summary["run"]["runtime"] == used  # the default batch size resolved, not None
     lines = read_results(tmp_path / "o" / "predictions.jsonl").values()
     assert [r.model["runtime"] for r in lines] == [used, used]
