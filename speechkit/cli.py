@@ -5,7 +5,9 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -187,6 +189,33 @@ def _program_name() -> str:
     return "python -m speechkit" if name == "__main__.py" else name or "speechkit"
 
 
+def _watch_ctrl_c() -> list[bool]:
+    """Ctrl-C raises KeyboardInterrupt as usual and is also remembered (the returned list gets
+    an entry), so an error it causes elsewhere is still reported as an interruption. Left
+    alone when SIGINT is ignored (a background job) or handled by the caller."""
+    seen: list[bool] = []
+
+    def on_sigint(signum: int, frame: object) -> None:
+        seen.append(True)
+        raise KeyboardInterrupt
+
+    if (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+        signal.signal(signal.SIGINT, on_sigint)
+    return seen
+
+
+def _exit_interrupted() -> None:
+    """Say how to resume and exit 130 at once. The results file is already closed (its `with`
+    ended as the interrupt passed); exiting now keeps a second Ctrl-C, or the native libraries'
+    threads winding down, from turning the exit into a kill by SIGINT."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    err.print(INTERRUPTED, highlight=False)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(130)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: usage errors exit 2 with click's message, user errors print one
     line, Ctrl-C prints how to resume and exits 130; no traceback unless --debug."""
@@ -197,6 +226,7 @@ def main(argv: list[str] | None = None) -> None:
     command = typer.main.get_command(app)
     plain_help(command)
     args = sys.argv[1:] if argv is None else list(argv)
+    interrupted = _watch_ctrl_c()
     try:
         # make_context + invoke rather than standalone_mode: typer's main turns Ctrl-C into a
         # silent exit 130 and shows usage errors as its own panels.
@@ -217,9 +247,10 @@ def main(argv: list[str] | None = None) -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(1)
     except (KeyboardInterrupt, typer.Abort):
-        err.print(INTERRUPTED, highlight=False)
-        sys.exit(130)
+        _exit_interrupted()
     except Exception as e:  # anything unforeseen: one line, the traceback behind --debug
+        if interrupted:  # a Ctrl-C inside a native module's import surfaces as ImportError
+            _exit_interrupted()
         if _state["debug"]:
             raise
         err.print(f"[bold red]error:[/] unexpected {type(e).__name__}: {safe(e)} (rerun with "
