@@ -1,7 +1,7 @@
 # Two entry points: `make transcribe` (install + transcribe a real recording with the default
 # model, offline) and `make test` (install + run the test suite). Both are idempotent.
 PYTHON ?= python3
-# Extra pip arguments for torch, e.g. TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
+# Extra pip arguments for torch, e.g. TORCH_PIP_ARGS="--index-url <PyTorch's CPU wheel index>",
 # where PyPI's torch would bring CUDA packages.
 TORCH_PIP_ARGS ?=
 VENV ?= .venv
