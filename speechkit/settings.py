@@ -12,15 +12,13 @@ from typing import Any
 
 from speechkit.errors import SpeechkitError
 from speechkit.models.base import DecodeOptions, SpeechModel
-from speechkit.models.registry import DTYPES, RuntimeOptions, names_whisper, resolve_device, resolve_dtype
-
-DTYPE_NAMES = ("auto", *DTYPES, "int8")  # int8: CPU dynamic quantization of Whisper
-
-
-def check_dtype(value: str) -> str:
-    if value not in DTYPE_NAMES:
-        raise SpeechkitError(f"unknown --dtype {value!r}; use one of {', '.join(DTYPE_NAMES)}")
-    return value
+from speechkit.models.registry import (
+    RuntimeOptions,
+    check_dtype,
+    names_whisper,
+    resolve_device,
+    resolve_dtype,
+)
 
 
 def check_quant(value: str | None) -> str | None:

@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from speechkit.errors import SpeechkitError
 from speechkit.evaluation.metrics.normalizers import NORMALIZERS
 from speechkit.languages import check_language
 from speechkit.models.catalogue import names
@@ -24,7 +23,7 @@ def target_language_option(value: str | None) -> str | None:
 
 
 def _dtype(value: str) -> str:
-    from speechkit.settings import check_dtype
+    from speechkit.models.registry import check_dtype
 
     return check_dtype(value)
 
@@ -36,11 +35,9 @@ def _quant(value: str | None) -> str | None:
 
 
 def _engine(value: str) -> str:
-    from speechkit.models.registry import ENGINES
+    from speechkit.models.registry import check_engine
 
-    if value not in ENGINES:
-        raise SpeechkitError(f"unknown --engine {value!r}; use one of {', '.join(ENGINES)}")
-    return value
+    return check_engine(value)
 
 
 def runtime_options(device: str, dtype: str, quant: str | None, engine: str = "auto",

@@ -50,16 +50,18 @@ class BuiltinModel:
 
     def model_type(self) -> type | None:
         """The SpeechModel class this entry loads as, known without loading any weights."""
-        if self.model_class is None:
-            return None
-        module, _, attr = self.model_class.partition(":")
-        return getattr(importlib.import_module(module), attr)
+        return None if self.model_class is None else _imported(self.model_class)
 
     def load(self) -> Any:
         """Call the entry's loader (imported only now: listing models loads nothing)."""
-        module, _, attr = self.loader.partition(":")
-        fn: Callable[[str], Any] = getattr(importlib.import_module(module), attr)
+        fn: Callable[[str], Any] = _imported(self.loader)
         return fn(self.name)
+
+
+def _imported(ref: str) -> Any:
+    """The object a "module:name" reference names (its module imported now)."""
+    module, _, attr = ref.partition(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 RESEMBLYZER_INSTALL = ("pip install librosa webrtcvad-wheels && pip install --no-deps "

@@ -30,6 +30,19 @@ class RuntimeOptions:
 
 
 ENGINES = ("auto", "torch", "ctranslate2")
+DTYPE_NAMES = ("auto", *DTYPES, "int8")  # int8: CPU dynamic quantization of Whisper
+
+
+def check_engine(engine: str) -> str:
+    if engine not in ENGINES:
+        raise SpeechkitError(f"unknown --engine {engine!r}; use one of {', '.join(ENGINES)}")
+    return engine
+
+
+def check_dtype(dtype: str) -> str:
+    if dtype not in DTYPE_NAMES:
+        raise SpeechkitError(f"unknown --dtype {dtype!r}; use one of {', '.join(DTYPE_NAMES)}")
+    return dtype
 
 
 def whisper_engine(name: str, runtime: RuntimeOptions, device: str) -> str:
@@ -38,8 +51,7 @@ def whisper_engine(name: str, runtime: RuntimeOptions, device: str) -> str:
     and less memory), torch on GPUs and for transformers directories."""
     from speechkit.models.catalogue import names
 
-    if runtime.engine not in ENGINES:
-        raise SpeechkitError(f"unknown --engine {runtime.engine!r}; use {', '.join(ENGINES)}")
+    check_engine(runtime.engine)
     fits = name in names("whisper") and device == "cpu" and runtime.dtype in ("auto", "int8", "float32")
     if runtime.engine == "auto":
         return "ctranslate2" if fits else "torch"
@@ -62,6 +74,7 @@ def resolve_device(device: str) -> str:
 
 
 def resolve_dtype(dtype: str, device: str) -> torch.dtype:
+    check_dtype(dtype)
     if dtype == "int8":
         if not device.startswith("cpu"):
             raise SpeechkitError("--dtype int8 is the CPU dynamic quantization; on a GPU use "
@@ -69,8 +82,6 @@ def resolve_dtype(dtype: str, device: str) -> torch.dtype:
         return torch.float32
     if dtype == "auto":
         return torch.float16 if device.startswith("cuda") else torch.float32
-    if dtype not in DTYPES:
-        raise SpeechkitError(f"unknown --dtype {dtype!r}; use one of auto, {', '.join(DTYPES)}, int8")
     return DTYPES[dtype]
 
 
