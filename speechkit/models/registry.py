@@ -47,8 +47,8 @@ def check_dtype(dtype: str) -> str:
 
 def whisper_engine(name: str, runtime: RuntimeOptions, device: str) -> str:
     """The engine that runs a Whisper model. auto: CTranslate2 for a built-in on CPU (its
-    weights' own format; same WER as torch in benchmarks/transcribe.py with 15% less CPU time
-    and less memory), torch on GPUs and for transformers directories."""
+    weights' own format; the same librivox-mini WER as torch, with less CPU time and memory in
+    benchmarks/transcribe.py), torch on GPUs and for transformers directories."""
     from speechkit.models.catalogue import names
 
     check_engine(runtime.engine)
