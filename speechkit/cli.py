@@ -146,11 +146,12 @@ def transcribe(
 
 
 def _register_subcommands() -> None:
-    from speechkit.commands import bench, checkpoint, evaluation
+    from speechkit.commands import bench, checkpoint, convert, evaluation
 
     bench.register(app)
     evaluation.register(app)
     checkpoint.register(app)
+    convert.register(app)
 
 
 def _unwrap(text: str) -> str:

@@ -68,7 +68,7 @@ def test_long_audio_is_windowed_not_cut(whisper_model):
     feats, lengths = encoder([noise(65.0, 4), noise(2.0, 5)])
     assert lengths.tolist() == [1500 + 1500 + 250, 100]  # 50 Hz frames: 30 s + 30 s + 5 s
     assert feats.shape[1] == 3250
-    embeds = whisper_model.prompt_embeds([noise(65.0, 4)], ["x<|speechkit-speech|>y"])
+    embeds = whisper_model.prompt_embeds(audio_inputs([noise(65.0, 4)]), ["x<|speechkit-speech|>y"])
     assert embeds[0].shape[0] >= 3250 // 4
 
 

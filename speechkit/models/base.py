@@ -18,7 +18,7 @@ from speechkit.audio import SAMPLE_RATE as SAMPLE_RATE  # re-exported for the ba
 from speechkit.data import Segment
 
 AUDIO = "audio"  # 16 kHz mono float32 waveform of the item
-VIDEO = "video"  # lip crops at 25 fps (no producer yet: a model reading it gets a per-item error)
+VIDEO = "video"  # lip crops: float32 [T, 88, 88] at 25 fps, normalized as the model input
 ENROLL = "enroll"  # 16 kHz waveform of a verification trial's enrollment recording
 
 Inputs = dict[str, np.ndarray]  # one item's streams, by name: {"audio": ..., "enroll": ...}

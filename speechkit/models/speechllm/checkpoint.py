@@ -22,13 +22,15 @@ FORMAT = "speechkit-speechllm"
 FORMAT_VERSION = 1
 TEMPLATES = ("salmonn", "llama-avsr", "wavllm", "chat")
 POOLINGS = ("stack", "mean")
+STREAMS = ("audio", "video")  # the input streams an encoder can read
 
 
 @dataclass
 class EncoderSpec:
     """One frozen encoder: its modality, architecture and where its weights come from."""
 
-    modality: str = "audio"
+    modality: str = "audio"  # the encoder's name: its bridge input and its place in the prompt
+    stream: str = "audio"  # the input stream it reads: "audio" (16 kHz) or "video" (lip crops)
     type: str = "whisper"
     source: str = "whisper-base"  # built-in name, local dir, hub id, or "random" (uses `config`)
     dim: int = 0  # output feature size; checked against the loaded encoder and the bridge
@@ -86,6 +88,8 @@ class PromptSpec:
     template: str = "salmonn"
     system: str | None = None  # system prompt (wavllm and chat templates)
     tasks: dict[str, str] = field(default_factory=dict)  # task -> prompt, overrides the defaults
+    # bridge output -> [open, close] text around its embeddings (Llama-AVSR: "<audio>", "</audio>")
+    wrap: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -166,6 +170,10 @@ class CheckpointSpec:
         _at_least(self.decode.max_new_tokens, 1, "decode.max_new_tokens", source)
         _nonempty(self.decode.stop, "decode.stop", source)
         _nonempty(self.added_tokens, "added_tokens", source)
+        for name, pair in self.prompt.wrap.items():
+            if len(pair) != 2:
+                raise SpeechkitError(f"{source}: prompt.wrap.{name} must be [open, close] (two "
+                                     f"strings), got {len(pair)}")
 
 
 def _check_encoder(enc: EncoderSpec, key: str, source: str) -> None:
@@ -173,6 +181,7 @@ def _check_encoder(enc: EncoderSpec, key: str, source: str) -> None:
 
     _choice(enc.type, tuple(ENCODERS), f"{source}: {key}.type")
     _nonempty([enc.modality], f"{key}.modality", source)
+    _choice(enc.stream, STREAMS, f"{source}: {key}.stream")
     _nonempty([enc.source], f"{key}.source", source)
     _at_least(enc.dim, 0, f"{key}.dim", source)
     _at_least(enc.window_s, 0, f"{key}.window_s", source, strict=True)

@@ -15,6 +15,7 @@ from speechkit.models.base import (
     AUDIO,
     ENROLL,
     SAMPLE_RATE,
+    VIDEO,
     DecodeOptions,
     Hypothesis,
     Inputs,
@@ -64,6 +65,9 @@ class SpeechLLM(SpeechModel):
                  tokenizer: Any, *, name: str, device: str, quant: str,
                  dtype: torch.dtype) -> None:
         self.spec, self.encoders, self.bridge = spec, encoders, bridge
+        # The streams its encoders read; a trial's two recordings are joined into one audio.
+        self.modalities = frozenset({e.stream for e in encoders}) | (
+            {ENROLL} if AUDIO in {e.stream for e in encoders} else set())
         self.llm, self.tokenizer = llm, tokenizer
         self.name, self._device, self.quant, self.dtype = name, device, quant, dtype
         self.yes_ids = gen.variant_ids(tokenizer, gen.YES_VARIANTS)
@@ -90,25 +94,58 @@ class SpeechLLM(SpeechModel):
                                       max_new_tokens=options.max_new_tokens,
                                       stop=tuple(self.spec.decode.stop))
 
-    def prompt_embeds(self, audios: list[np.ndarray], texts: list[str]) -> list[torch.Tensor]:
-        """One [L_i, H] sequence per item: text prefix, modality embeddings, text suffix."""
+    def streams(self, task: str) -> frozenset[str]:
+        """The streams `task` reads among this model's: asr the audio, vsr the lip crops, avsr
+        both (an item whose video has no face falls back to its audio)."""
+        known = find_task(task)
+        read = self.modalities - {ENROLL}
+        need = read & set(known.modalities) if known else read
+        return frozenset(need or read) | ({ENROLL} if task == "sv" and ENROLL in self.modalities
+                                          else frozenset())
+
+    def encode(self, batch: list[Inputs]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Every encoder over the items that have its stream, then the bridge; an item without
+        a stream gets length 0 for that encoder's features."""
         feats = {}
         for enc in self.encoders:
-            x, lengths = enc(audios)
-            feats[enc.modality] = (x.to(self._bridge_dtype()), lengths.to(x.device))
+            have = [i for i, x in enumerate(batch) if enc.stream in x]
+            if not have:
+                continue
+            x, lengths = enc([batch[i][enc.stream] for i in have])
+            full = x.new_zeros(len(batch), *x.shape[1:])
+            full_len = torch.zeros(len(batch), dtype=lengths.dtype)
+            full[have], full_len[have] = x, lengths
+            feats[enc.modality] = (full.to(self._bridge_dtype()), full_len.to(x.device))
         with torch.inference_mode():
-            bridged = self.bridge(feats)
-        parts = [bridged[enc.modality] for enc in self.encoders]
+            return self.bridge(feats)
+
+    def prompt_embeds(self, batch: list[Inputs], texts: list[str]) -> list[torch.Tensor]:
+        """One [L_i, H] sequence per item: text prefix, the bridge's outputs in order (each
+        wrapped in its `prompt.wrap` text when the spec gives one), text suffix."""
+        bridged = self.encode(batch)
         table = self.llm.get_input_embeddings()
         out = []
         for i, text in enumerate(texts):
             before, after = split_ids(text, self.tokenizer)
-            ids = torch.tensor(before + after, dtype=torch.long, device=table.weight.device)
-            with torch.inference_mode():
-                words = table(ids)
-            speech = torch.cat([x[i, :int(ln[i])] for x, ln in parts]).to(words.dtype)
-            out.append(torch.cat([words[:len(before)], speech, words[len(before):]]))
+            speech = []
+            for name, (x, ln) in bridged.items():
+                n = int(ln[i])
+                if n == 0:
+                    continue
+                opening, closing = self.spec.prompt.wrap.get(name, ("", ""))
+                speech += [self._embed(table, opening), x[i, :n], self._embed(table, closing)]
+            words = self._embed(table, before), self._embed(table, after)
+            dtype = words[0].dtype
+            out.append(torch.cat([words[0], *(p.to(dtype) for p in speech), words[1]]))
         return out
+
+    def _embed(self, table: torch.nn.Module, text: str | list[int]) -> torch.Tensor:
+        """Embeddings of a text, or of token ids."""
+        if isinstance(text, str):
+            text = self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+        t = torch.tensor(text, dtype=torch.long, device=table.weight.device)
+        with torch.inference_mode():
+            return table(t)
 
     def _bridge_dtype(self) -> torch.dtype:
         return next(self.bridge.parameters()).dtype
@@ -119,24 +156,24 @@ class SpeechLLM(SpeechModel):
         """Decode a batch in one padded LLM call; equals decoding the items one at a time.
         A verification trial (an `enroll` stream beside `audio`) is read as one waveform:
         enrollment, a second of silence, test (`pair_audio`)."""
-        audios = [pair_audio(x[ENROLL], x[AUDIO], self.max_input_s) if ENROLL in x else x[AUDIO]
-                  for x in batch]
-        if not audios:
+        batch = [{**x, AUDIO: pair_audio(x[ENROLL], x[AUDIO], self.max_input_s)} if ENROLL in x
+                 else x for x in batch]
+        if not batch:
             return []
         start = time.perf_counter()
         known = find_task(options.task)
         task = known.name if known else options.task  # a custom task keeps its name
-        prompts = prompts or [None] * len(audios)
+        prompts = prompts or [None] * len(batch)
         texts = [render(self.spec.prompt, make_prompt(self.spec.prompt, task,
                                                       options.target_language, p, options.prompt),
                         self.tokenizer) for p in prompts]
         yes_no = bool(known and known.yes_no) or any(_is_yes_no(t) for t in texts)
         settings = self.settings(options)
-        out = gen.generate(self.llm, self.tokenizer, self.prompt_embeds(audios, texts), settings,
+        out = gen.generate(self.llm, self.tokenizer, self.prompt_embeds(batch, texts), settings,
                            first_logits=yes_no)
         self.last_tokens = out.tokens
         probs = (gen.yes_probabilities(out.first_logits, self.yes_ids, self.no_ids)
-                 if out.first_logits is not None else [{} for _ in audios])
+                 if out.first_logits is not None else [{} for _ in batch])
         hyps = []
         for ids, p in zip(out.tokens, probs, strict=True):
             text = self.tokenizer.decode([t for t in ids if t < len(self.tokenizer)],
@@ -144,7 +181,7 @@ class SpeechLLM(SpeechModel):
             hyps.append(Hypothesis(text=gen.stop_text(text, settings.stop).strip(),
                                    language=options.target_language if task == "st" else None,
                                    extras={"n_tokens": len(ids), **p}))
-        self.stats["audio_s"] += sum(len(a) for a in audios) / SAMPLE_RATE
+        self.stats["audio_s"] += sum(_seconds(x) for x in batch)
         self.stats["tokens"] += sum(len(t) for t in out.tokens)
         self.stats["seconds"] += time.perf_counter() - start
         return hyps
@@ -166,6 +203,7 @@ class SpeechLLM(SpeechModel):
                     if k not in ("beam_size", "max_new_tokens")}}  # those two: in `decode`
 
 
+VIDEO_FPS = 25.0  # lip crops per second
 PAIR_GAP_S = 1.0  # s of silence between the two recordings of a verification trial
 
 
@@ -175,6 +213,11 @@ def pair_audio(enroll: np.ndarray, test: np.ndarray, max_s: float) -> np.ndarray
     half = int((max_s - PAIR_GAP_S) / 2 * SAMPLE_RATE)
     gap = np.zeros(int(PAIR_GAP_S * SAMPLE_RATE), dtype=np.float32)
     return np.concatenate([enroll[:half], gap, test[:half]]).astype(np.float32)
+
+
+def _seconds(x: Inputs) -> float:
+    """An item's duration: its audio, else its lip crops (25 fps)."""
+    return len(x[AUDIO]) / SAMPLE_RATE if AUDIO in x else len(x.get(VIDEO, ())) / VIDEO_FPS
 
 
 def _is_yes_no(text: str) -> bool:

@@ -26,6 +26,9 @@ def load_encoder(spec: EncoderSpec, device: str = "cpu",
     """Build the encoder a spec names and load its frozen weights."""
     directory = encoder_directory(spec)
     encoder = ENCODERS[spec.type](directory, spec, device, dtype)
+    if spec.stream != encoder.stream:
+        raise SpeechkitError(f"encoder {spec.modality!r}: a {spec.type} encoder reads the "
+                             f"{encoder.stream} stream, not {spec.stream!r}; fix encoders[].stream")
     if spec.dim and spec.dim != encoder.dim:
         raise SpeechkitError(f"encoder {spec.modality!r}: speechkit.json says dim {spec.dim} but "
                              f"{spec.source} outputs {encoder.dim} features")

@@ -25,7 +25,8 @@ class Encoder(nn.Module, ABC):
     (directory None for source "random") and is registered under its type in `ENCODERS`.
     """
 
-    modality: str = "audio"
+    modality: str = "audio"  # its name (speechkit.json `encoders[].modality`)
+    stream: str = "audio"  # the input stream it reads: "audio" or "video"
     dim: int = 0
     frame_rate: float = 50.0  # Hz
     window_samples: int = 30 * SAMPLE_RATE

@@ -1,0 +1,2 @@
+"""The converter commands, one module per family; importing one registers it on `convert_app`."""
+# One import line per family (each module adds its command to speechkit.commands.convert.convert_app).
