@@ -25,17 +25,21 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def default_threads(cores: int | None = None) -> int:
-    """Math threads for a machine with `cores` cores (default: this one)."""
+def default_threads(cores: int | None = None, inputs: int | None = None) -> int:
+    """Math threads for a machine with `cores` cores (default: this one) and a run of
+    `inputs` files (None: unknown). One file is decoded before the model starts, so nothing
+    of speechkit's competes with the math and every core goes to it."""
     cores = cores or available_cores()
+    if inputs == 1:
+        return min(cores, MAX_DEFAULT_THREADS)
     if cores <= SMALL_MACHINE_CORES:
         return max(1, cores - 1)
     return min(cores, MAX_DEFAULT_THREADS)
 
 
-def resolve_threads(threads: int | None = None) -> int:
+def resolve_threads(threads: int | None = None, inputs: int | None = None) -> int:
     """The thread count to use: `threads` when given (>0), else $SPEECHKIT_THREADS, else the
-    machine's default."""
+    default for this machine and a run of `inputs` files."""
     if threads:
         if threads < 0:
             raise SpeechkitError(f"--threads {threads}: give a positive number, or 0 for automatic")
@@ -51,7 +55,7 @@ def resolve_threads(threads: int | None = None) -> int:
                                  "positive number, or 0 (or unset it) for automatic")
         if value:
             return value
-    return default_threads()
+    return default_threads(inputs=inputs)
 
 
 def apply_torch_threads(threads: int) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from rich.console import Console
@@ -19,6 +19,7 @@ from speechkit.models.registry import RuntimeOptions
 from speechkit.results import ResultWriter
 from speechkit.runtime import RunStats, Transcriber, peak_memory_mb
 from speechkit.terminal import plain, safe
+from speechkit.threads import resolve_threads
 
 
 @dataclass
@@ -139,8 +140,12 @@ def transcribe_to_jsonl(items: Sequence[Item], model_name: str | SpeechModel | M
     writer, card = results, model_card(model_name, runtime)
     options = card.resolve(options)
     writer.check_reuse([it.id for it in items], card.identity, options.to_dict())
-    if all(writer.done(it.id) for it in items):
+    pending = [it for it in items if not writer.done(it.id)]
+    if not pending:
         return _already_done(items, writer, console, echo, title)
+    if not runtime.threads:  # sized to the work: one file gets every core
+        runtime = replace(runtime, threads=resolve_threads(None, inputs=len(pending)))
+        card = replace(card, runtime=runtime)
     model, seconds = load_with_status(card, runtime, console, progress)
     load_s += seconds
     bar, lines = _progress_display(console, label, len(items), progress)

@@ -20,6 +20,12 @@ def test_small_machines_leave_a_core_to_media_decoding():
     assert [default_threads(n) for n in (1, 2, 4, 6, 16, 64)] == [1, 1, 3, 6, 8, 8]
 
 
+def test_one_file_gets_every_core_and_many_files_leave_one_to_decoding():
+    assert [default_threads(n, inputs=1) for n in (1, 2, 4, 16)] == [1, 2, 4, 8]
+    assert [default_threads(n, inputs=5) for n in (1, 2, 4, 16)] == [1, 1, 3, 8]
+    assert resolve_threads(3, inputs=1) == 3  # the option wins
+
+
 def test_threads_come_from_the_option_then_the_environment(monkeypatch):
     monkeypatch.setenv(THREADS_ENV, "3")
     assert resolve_threads(2) == 2 and resolve_threads(None) == 3
@@ -93,3 +99,23 @@ def test_resume_refuses_results_of_another_engine(whisper_base, testdata, tmp_pa
     again = transcribe_to_jsonl(items, "whisper-base", DecodeOptions(), out, progress=False,
                                 runtime=RuntimeOptions(device="cpu"))
     assert again.skipped == 1  # the same engine reuses its lines without loading anything
+
+
+@pytest.mark.slow
+def test_a_one_file_run_sizes_its_threads_to_every_core(testdata, tmp_path, monkeypatch):
+    from rich.console import Console
+
+    from speechkit.transcribe import transcribe_to_jsonl
+
+    monkeypatch.delenv(THREADS_ENV, raising=False)
+    before = torch.get_num_threads()
+    try:
+        clips = [str(p) for p, _ in librivox(testdata, 2)]
+        quiet = Console(file=open(tmp_path / "log", "w"))  # noqa: SIM115
+        for files, want in ((clips[:1], default_threads(inputs=1)), (clips, default_threads())):
+            out = tmp_path / f"{len(files)}.jsonl"
+            transcribe_to_jsonl(expand_inputs(files), "whisper-base", DecodeOptions(), out,
+                                runtime=RuntimeOptions(device="cpu"), console=quiet, progress=False)
+            assert {r.model["runtime"]["threads"] for r in read_results(out).values()} == {want}
+    finally:
+        torch.set_num_threads(before)
