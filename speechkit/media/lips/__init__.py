@@ -1,0 +1,10 @@
+"""Lip crops from video for visual and audio-visual speech recognition (auto_avsr protocol):
+25 fps frames through ffmpeg, face landmarks (dlib or MediaPipe), smoothed, aligned to a mean
+face, 96x96 mouth crops; models read the normalized center 88x88."""
+
+from speechkit.media.lips.backends import BACKENDS, DEFAULT_BACKEND, LandmarkBackend, load_backend
+from speechkit.media.lips.cache import LipCrops
+from speechkit.media.lips.stream import LipStream, cached_crops, lip_stream
+
+__all__ = ["BACKENDS", "DEFAULT_BACKEND", "LandmarkBackend", "LipCrops", "LipStream",
+           "cached_crops", "lip_stream", "load_backend"]
