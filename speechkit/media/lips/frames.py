@@ -13,7 +13,7 @@ import numpy as np
 
 from speechkit.audio import SAMPLE_RATE
 from speechkit.errors import ItemError
-from speechkit.media.ffmpeg import _check_file, _cannot_run, _ffmpeg_input, _reason, display_name, ffmpeg_exe
+from speechkit.media.ffmpeg import _cannot_run, _check_file, _ffmpeg_input, _reason, display_name, ffmpeg_exe
 
 FPS = 25  # frames per second: the lip-reading protocol (LRS3, auto_avsr, Llama-AVSR)
 MAX_SIDE = 640  # px; frames are scaled down to this longer side (a face stays > 100 px in 1080p)
