@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -22,15 +22,14 @@ from speechkit.data import Item, Result, Segment
 from speechkit.errors import ItemError, SpeechkitError, first_line
 from speechkit.formats import output_stems, write_formats
 from speechkit.media.ffmpeg import decode_audio
-from speechkit.media.lips import lip_stream
-from speechkit.media.lips.frames import FPS as LIP_FPS
-from speechkit.media.lips.frames import audio_frames
-from speechkit.media.lips.pool import CropPool
 from speechkit.media.reuse import DecodedRecordings
 from speechkit.media.vad import is_silent, split_long_audio
 from speechkit.models.base import AUDIO, ENROLL, SAMPLE_RATE, VIDEO, DecodeOptions, Inputs, SpeechModel
 from speechkit.results import ResultWriter
 from speechkit.settings import check_task
+
+if TYPE_CHECKING:  # lip crops (OpenCV, dlib) load only for models that read video
+    from speechkit.media.lips.pool import CropPool
 
 log = logging.getLogger("speechkit")
 
@@ -152,13 +151,18 @@ def _decode_audio_streams(item: Item, need: frozenset[str], recordings: DecodedR
 
 def _duration(inputs: Inputs) -> float:
     """Seconds of all the item's recordings, or of its lip crops when it has no audio."""
+    from speechkit.media.lips.frames import FPS
+
     audio = sum(len(x) for k, x in inputs.items() if k != VIDEO)
-    return audio / SAMPLE_RATE if audio else len(inputs.get(VIDEO, ())) / LIP_FPS
+    return audio / SAMPLE_RATE if audio else len(inputs.get(VIDEO, ())) / FPS
 
 
 def _add_lips(item: Item, task: str, inputs: Inputs, lips: CropPool | None) -> dict[str, Any]:
     """Put the item's lip crops in inputs[VIDEO], on its audio's clock; returns what the result
     records. Without a face, vsr fails the item and avsr goes on with the audio alone."""
+    from speechkit.media.lips import lip_stream
+    from speechkit.media.lips.frames import audio_frames
+
     kwargs = {"offset_s": item.offset_s, "duration_s": item.duration_s,
               "n_frames": audio_frames(len(inputs[AUDIO])) if AUDIO in inputs else None}
     try:
@@ -185,6 +189,13 @@ def _shared_recordings(items: Sequence[Item], model: SpeechModel, task: str) -> 
             if check_item(it, model, task) is None:
                 paths += [it.enroll, *([it.path] if _whole_file(it) else [])]
     return DecodedRecordings(paths)
+
+
+def _crop_pool() -> CropPool:
+    """Worker processes for lip crops (imported here: only models that read video need them)."""
+    from speechkit.media.lips.pool import CropPool
+
+    return CropPool()
 
 
 def _windows(items: Sequence[Item], size: int) -> Iterator[Sequence[Item]]:
@@ -227,7 +238,7 @@ class Transcriber:
                 todo.append(it)
         window = self.batch_size * WINDOW_BATCHES
         recordings = _shared_recordings(todo, self.model, self.options.task)
-        lips = CropPool() if VIDEO in self.model.streams(self.options.task) and todo else None
+        lips = _crop_pool() if VIDEO in self.model.streams(self.options.task) and todo else None
         with ThreadPoolExecutor(DECODE_WORKERS, thread_name_prefix="decode") as pool, \
                 lips or contextlib.nullcontext():
             def submit(w: Sequence[Item]) -> list[Future[_Prepared]]:

@@ -15,7 +15,7 @@ from speechkit.errors import SpeechkitError
 from speechkit.media.lips.backends.base import Box, LandmarkBackend
 
 PREDICTOR = "shape_predictor_68_face_landmarks.dat"
-INSTALL = "pip install dlib-bin face-recognition-models"
+INSTALL = "pip install 'speechkit[lips]' (dlib-bin and face-recognition-models)"
 SMALL_FRAME = 400  # px; a frame this small is searched again at 2x when no face is found at 1x
 # (the HOG detector's smallest face is about 80 px)
 

@@ -2,7 +2,7 @@
 iBUG scheme so the rest of the pipeline is the same as with dlib.
 
 Optional: mediapipe 0.10.14 is the last release whose wheel ships the models, and it needs
-numpy < 2 (`pip install 'speechkit[mediapipe]'` in an environment with numpy 1.x).
+numpy < 2: `pip install 'speechkit[mediapipe]'` installs both.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import numpy as np
 from speechkit.errors import SpeechkitError
 from speechkit.media.lips.backends.base import Box, LandmarkBackend
 
-INSTALL = "pip install 'mediapipe==0.10.14' 'numpy<2' (or use --backend dlib)"
+INSTALL = "pip install 'speechkit[mediapipe]' (mediapipe 0.10.14, numpy<2) or use --backend dlib"
 CROP_MARGIN = 0.4  # the mesh reads the face box grown by this fraction on each side
 MIN_SCORE = 0.5  # BlazeFace detection confidence
 
