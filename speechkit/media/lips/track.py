@@ -77,10 +77,12 @@ def _spread(points: np.ndarray) -> tuple[np.ndarray, float]:
 
 
 def track_face(frames: Iterable[np.ndarray], backend: LandmarkBackend,
-               detect_every: int = DETECT_EVERY, detect_side: int = DETECT_SIDE,
+               detect_every: int | None = None, detect_side: int | None = None,
                keep=None) -> Track:
     """Landmarks of the largest face, followed across frames. `keep(frame)` is called with
     every frame (the caller stores what it needs for cropping)."""
+    detect_every = detect_every or DETECT_EVERY
+    detect_side = detect_side or DETECT_SIDE
     marks, boxes = [], []
     box: Box | None = None
     follower: _Follower | None = None
