@@ -3,6 +3,8 @@ videos made with ffmpeg: no face, no audio, variable frame rate, one frame, rota
 
 from __future__ import annotations
 
+import subprocess
+
 import numpy as np
 import pytest
 
@@ -92,7 +94,10 @@ def test_rotated_phone_video_comes_out_upright(dev_dir, make_media):
     src = dev_dir / "avsr" / CLIPS[0]
     side = make_media("side.mp4", "-i", str(src), "-vf", "transpose=clock", "-c:v", "libx264",
                       "-c:a", "aac")
-    rotated = make_media("rotated.mp4", "-display_rotation:v:0", "90", "-i", str(side), "-c", "copy")
+    try:  # ffmpeg 6.1+: counter-clockwise degrees on the input
+        rotated = make_media("rotated.mp4", "-display_rotation:v:0", "90", "-i", str(side), "-c", "copy")
+    except subprocess.CalledProcessError:  # older ffmpeg: the mp4 `rotate` tag, clockwise
+        rotated = make_media("rotated.mp4", "-i", str(side), "-c", "copy", "-metadata:s:v:0", "rotate=270")
     upright, turned = lip_stream(src), lip_stream(rotated)
     assert len(turned.frames) == len(upright.frames) and turned.face_frames == len(turned.frames)
     corr = np.corrcoef(upright.crops.reshape(-1).astype(float), turned.crops.reshape(-1).astype(float))
