@@ -57,4 +57,5 @@ def test_a_missing_mediapipe_backend_names_the_install(dev_dir, tmp_path):
     r = lips(dev_dir / "avsr" / "lipnet_grid_bbaf2n.mpg", "--out", tmp_path, "--backend", "mediapipe",
              home=tmp_path / "home")
     assert r.returncode == 2
-    assert "mediapipe lip backend is not installed" in r.stderr and "pip install 'speechkit[mediapipe]'" in r.stderr
+    assert "mediapipe lip backend is not installed" in r.stderr
+    assert "pip install 'speechkit[mediapipe]'" in r.stderr
