@@ -30,16 +30,21 @@ REAL_TIME_FPS = 25.0
 
 def machine() -> str:
     """CPU model, cores and threads: figures belong to their machine."""
-    model = "unknown CPU"
+    from speechkit.media.lips.pool import default_workers
+
+    info: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+            key, _, value = line.partition(":")
+            info.setdefault(key.strip(), value.strip())
     except OSError:
         pass
+    per_core = ""
+    if info.get("siblings", "").isdigit() and info.get("cpu cores", "").isdigit():
+        per_core = f", {int(info['siblings']) // max(1, int(info['cpu cores']))} threads per core"
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return (f"{model}; {os.cpu_count()} logical cores ({usable} usable); "
+    return (f"{info.get('model name', 'unknown CPU')}; {os.cpu_count()} logical cores ({usable} "
+            f"usable{per_core}); crop workers by default {default_workers()}; "
             f"load average {os.getloadavg()[0]:.1f} at the start")
 
 

@@ -151,3 +151,13 @@ def test_crops_are_cached_per_file_content_and_settings(dev_dir, tmp_path):
 def test_an_unknown_backend_names_the_choices():
     with pytest.raises(SpeechkitError, match="unknown lip backend 'retina'; pass one of: dlib, mediapipe"):
         load_backend("retina")
+
+
+def test_a_long_video_is_cropped_in_a_second_pass_with_the_same_crops(dev_dir, monkeypatch):
+    from speechkit.media.lips import stream as lip_module
+
+    path = dev_dir / "avsr" / CLIPS[0]
+    one_pass = compute_crops(path)
+    monkeypatch.setattr(lip_module, "KEEP_FRAMES", 10)  # keep 10 frames: the clip has 75
+    two_pass = compute_crops(path)
+    assert np.array_equal(one_pass.crops, two_pass.crops) and len(two_pass.crops) == 75
