@@ -83,6 +83,7 @@ def track_face(frames: Iterable[np.ndarray], backend: LandmarkBackend,
     every frame (the caller stores what it needs for cropping)."""
     detect_every = detect_every or DETECT_EVERY
     detect_side = detect_side or DETECT_SIDE
+    backend.reset()
     marks, boxes = [], []
     box: Box | None = None
     follower: _Follower | None = None

@@ -17,6 +17,9 @@ class LandmarkBackend(ABC):
     name: str
     rgb: bool = False  # reads RGB frames ([H, W, 3]); else grayscale ([H, W])
 
+    def reset(self) -> None:  # noqa: B027 (an optional hook: most backends keep no state)
+        """Forget what was tracked: a new clip starts (backends that track between calls)."""
+
     @abstractmethod
     def detect(self, frame: np.ndarray) -> list[Box]:
         """Boxes of the faces in the frame (any order; none when there is no face)."""
