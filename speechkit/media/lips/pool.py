@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
@@ -23,10 +24,12 @@ def default_workers() -> int:
 
 
 def _init_worker() -> None:
-    """One OpenCV thread per worker: the workers are the parallelism."""
+    """One OpenCV thread per worker (the workers are the parallelism); Ctrl-C is the parent's
+    to handle: it stops the run and writes the resume line, workers print nothing."""
     import cv2
 
     cv2.setNumThreads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class CropPool:
