@@ -147,9 +147,10 @@ def lip_stream(path: str | os.PathLike, *, offset_s: float | None = None,
                         "video frames; lip reading needs a visible face (use task asr for audio)")
     if n_frames is None:
         n_frames = audio_clock_frames(path, offset_s, duration_s) or len(crops.crops)
-    if abs(n_frames - len(crops.crops)) > 2:
-        log.debug("%s: video has %d frames, audio %d; cut or padded to the audio",
-                  display_name(path), len(crops.crops), n_frames)
+    if abs(n_frames - len(crops.crops)) > 2:  # more than the usual frame or two of difference
+        log.warning("%s: the video lasts %d frames and the audio %d; the lip crops are %s to "
+                    "the audio's length", display_name(path), len(crops.crops), n_frames,
+                    "cut" if n_frames < len(crops.crops) else "padded with the last frame")
     fit = functools.partial(vf.fit_length, n=n_frames)
     return LipStream(frames=geo.model_input(fit(crops.crops)), fps=float(vf.FPS),
                      face_frames=int(fit(crops.has_face).sum()), backend=backend,
