@@ -161,3 +161,14 @@ def test_a_long_video_is_cropped_in_a_second_pass_with_the_same_crops(dev_dir, m
     monkeypatch.setattr(lip_module, "KEEP_FRAMES", 10)  # keep 10 frames: the clip has 75
     two_pass = compute_crops(path)
     assert np.array_equal(one_pass.crops, two_pass.crops) and len(two_pass.crops) == 75
+
+
+def test_a_video_shorter_than_its_audio_is_padded_to_the_audio_clock(dev_dir, make_media, caplog):
+    src = str(dev_dir / "avsr" / CLIPS[0])
+    second = make_media("one_second.mp4", "-i", src, "-t", "1", "-an", "-c:v", "libx264")
+    path = make_media("short_video.mp4", "-i", str(second), "-i", src, "-map", "0:v", "-map", "1:a",
+                      "-c:v", "copy", "-c:a", "aac")
+    stream = lip_stream(path)
+    assert abs(len(stream.frames) - 75) <= 1  # the audio's 3 s, not the video's 1 s
+    assert (stream.crops[30:] == stream.crops[24]).all()  # the last frame, repeated
+    assert "the lip crops are padded with the last frame" in caplog.text
