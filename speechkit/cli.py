@@ -152,6 +152,9 @@ def _register_subcommands() -> None:
     evaluation.register(app)
     checkpoint.register(app)
     convert.register(app)
+    from speechkit.commands import lips
+
+    lips.register(app)
 
 
 def _unwrap(text: str) -> str:

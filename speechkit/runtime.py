@@ -5,6 +5,7 @@ line per item as soon as it is finished. Whisper, speech LLMs and speaker-embedd
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import resource
 import time
@@ -13,12 +14,12 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from speechkit.data import Item, Result, Segment
-from speechkit.errors import SpeechkitError, first_line
+from speechkit.errors import ItemError, SpeechkitError, first_line
 from speechkit.formats import output_stems, write_formats
 from speechkit.media.ffmpeg import decode_audio
 from speechkit.media.reuse import DecodedRecordings
@@ -26,6 +27,9 @@ from speechkit.media.vad import is_silent, split_long_audio
 from speechkit.models.base import AUDIO, ENROLL, SAMPLE_RATE, VIDEO, DecodeOptions, Inputs, SpeechModel
 from speechkit.results import ResultWriter
 from speechkit.settings import check_task
+
+if TYPE_CHECKING:  # lip crops (OpenCV, dlib) load only for models that read video
+    from speechkit.media.lips.pool import CropPool
 
 log = logging.getLogger("speechkit")
 
@@ -83,6 +87,7 @@ class _Prepared:
     error: str | None = None
     language: str | None = None  # detected once for the whole item (long files)
     hyps: list = field(default_factory=list)  # one Hypothesis per span, as they are decoded
+    extras: dict[str, Any] = field(default_factory=dict)  # recorded in the result (lip crops)
 
 
 def check_item(item: Item, model: SpeechModel, task: str) -> str | None:
@@ -91,47 +96,85 @@ def check_item(item: Item, model: SpeechModel, task: str) -> str | None:
     if item.error:
         return item.error
     need = model.streams(task)
-    if VIDEO in need:
-        return (f"{item.path}: {model.name} reads video (lip crops) and no video stream/lip crops "
-                "are available for this item (speechkit does not extract lip crops yet); use an "
-                "audio model for it")
     if ENROLL in need and not item.enroll:
         return (f"{item.path}: a verification trial needs its enrollment recording beside the "
                 "test recording; give the manifest line an `enroll` (the enrollment file)")
     return None
 
 
-def _prepare(item: Item, model: SpeechModel, task: str, recordings: DecodedRecordings) -> _Prepared:
+def _prepare(item: Item, model: SpeechModel, task: str, recordings: DecodedRecordings,
+             lips: CropPool | None = None) -> _Prepared:
     """Check one item, decode its streams and cut its audio into model-sized spans (runs in a
-    worker thread)."""
+    worker thread; lip crops, when the model reads them, in a crop process of `lips`)."""
     if (why := check_item(item, model, task)) is not None:
         return _Prepared(item, error=why)
+    need = model.streams(task)
     try:
-        trial = ENROLL in model.streams(task)
-        if trial and _whole_file(item):  # trials share recordings: each is decoded once
-            audio = recordings.get(item.path)
-        else:
-            audio = decode_audio(item.path, SAMPLE_RATE, stream=item.meta.get("audio_stream"),
-                                 offset_s=item.offset_s, duration_s=item.duration_s)
-        inputs = {AUDIO: audio}
-        if trial:
-            inputs[ENROLL] = recordings.get(item.enroll)
+        inputs = _decode_audio_streams(item, need, recordings)
+        extras = _add_lips(item, task, inputs, lips) if VIDEO in need else {}
     except SpeechkitError as e:
         return _Prepared(item, error=str(e))
     except Exception as e:  # an unforeseen failure must not stop the batch
         log.debug("decode failed", exc_info=True)
         return _Prepared(item, error=f"{item.path}: could not decode ({type(e).__name__}: {e})")
-    duration = sum(len(x) for x in inputs.values()) / SAMPLE_RATE
-    if len(inputs) > 1:  # a trial: the model reads its recordings together, never cut
-        return _Prepared(item, duration, [(0.0, len(audio) / SAMPLE_RATE)], inputs)
+    note = extras.pop("note", None)
+    audio = inputs.get(AUDIO)
+    if audio is None or len(inputs) > 1:  # lips, or a trial: the model reads it whole, never cut
+        duration = _duration(inputs)
+        end = duration if audio is None else len(audio) / SAMPLE_RATE
+        return _Prepared(item, duration, [(0.0, end)], inputs, note, extras=extras)
+    duration = len(audio) / SAMPLE_RATE
     if is_silent(audio):
-        return _Prepared(item, duration, note="silent: no speech to transcribe")
+        return _Prepared(item, duration, note="silent: no speech to transcribe", extras=extras)
     if duration <= model.max_input_s:
-        return _Prepared(item, duration, [(0.0, duration)], inputs)
+        return _Prepared(item, duration, [(0.0, duration)], inputs, note, extras=extras)
     spans = [(s.start, s.end) for s in split_long_audio(audio, max_s=model.max_input_s,
                                                         sample_rate=SAMPLE_RATE)]
-    note = None if spans else "no speech detected by the voice activity detector"
-    return _Prepared(item, duration, spans, inputs, note)
+    note = note or (None if spans else "no speech detected by the voice activity detector")
+    return _Prepared(item, duration, spans, inputs, note, extras=extras)
+
+
+def _decode_audio_streams(item: Item, need: frozenset[str], recordings: DecodedRecordings) -> Inputs:
+    """The item's audio (and a trial's enrollment recording) when the model reads them."""
+    inputs: Inputs = {}
+    trial = ENROLL in need
+    if AUDIO in need:
+        if trial and _whole_file(item):  # trials share recordings: each is decoded once
+            inputs[AUDIO] = recordings.get(item.path)
+        else:
+            inputs[AUDIO] = decode_audio(item.path, SAMPLE_RATE, stream=item.meta.get("audio_stream"),
+                                         offset_s=item.offset_s, duration_s=item.duration_s)
+    if trial:
+        inputs[ENROLL] = recordings.get(item.enroll)
+    return inputs
+
+
+def _duration(inputs: Inputs) -> float:
+    """Seconds of all the item's recordings, or of its lip crops when it has no audio."""
+    from speechkit.media.lips.frames import FPS
+
+    audio = sum(len(x) for k, x in inputs.items() if k != VIDEO)
+    return audio / SAMPLE_RATE if audio else len(inputs.get(VIDEO, ())) / FPS
+
+
+def _add_lips(item: Item, task: str, inputs: Inputs, lips: CropPool | None) -> dict[str, Any]:
+    """Put the item's lip crops in inputs[VIDEO], on its audio's clock; returns what the result
+    records. Without a face, vsr fails the item and avsr goes on with the audio alone."""
+    from speechkit.media.lips import lip_stream
+    from speechkit.media.lips.frames import audio_frames
+
+    kwargs = {"offset_s": item.offset_s, "duration_s": item.duration_s,
+              "n_frames": audio_frames(len(inputs[AUDIO])) if AUDIO in inputs else None}
+    try:
+        stream = lips.lip_stream(item.path, **kwargs) if lips else lip_stream(item.path, **kwargs)
+    except ItemError as e:
+        if AUDIO not in inputs or task == "vsr":
+            raise
+        return {"note": f"{first_line(e)}; decoded from the audio alone",
+                "fallback": "audio_only"}  # avsr without lips: recorded in the result
+    inputs[VIDEO] = stream.frames
+    return {"lips": {"frames": len(stream.frames), "face_frames": stream.face_frames,
+                     "backend": stream.backend}}
 
 
 def _whole_file(item: Item) -> bool:
@@ -146,6 +189,13 @@ def _shared_recordings(items: Sequence[Item], model: SpeechModel, task: str) -> 
             if check_item(it, model, task) is None:
                 paths += [it.enroll, *([it.path] if _whole_file(it) else [])]
     return DecodedRecordings(paths)
+
+
+def _crop_pool() -> CropPool:
+    """Worker processes for lip crops (imported here: only models that read video need them)."""
+    from speechkit.media.lips.pool import CropPool
+
+    return CropPool()
 
 
 def _windows(items: Sequence[Item], size: int) -> Iterator[Sequence[Item]]:
@@ -188,9 +238,11 @@ class Transcriber:
                 todo.append(it)
         window = self.batch_size * WINDOW_BATCHES
         recordings = _shared_recordings(todo, self.model, self.options.task)
-        with ThreadPoolExecutor(DECODE_WORKERS, thread_name_prefix="decode") as pool:
+        lips = _crop_pool() if VIDEO in self.model.streams(self.options.task) and todo else None
+        with ThreadPoolExecutor(DECODE_WORKERS, thread_name_prefix="decode") as pool, \
+                lips or contextlib.nullcontext():
             def submit(w: Sequence[Item]) -> list[Future[_Prepared]]:
-                return [pool.submit(_prepare, it, self.model, self.options.task, recordings)
+                return [pool.submit(_prepare, it, self.model, self.options.task, recordings, lips)
                         for it in w]
 
             pending: deque[list[Future[_Prepared]]] = deque()
@@ -303,6 +355,7 @@ class Transcriber:
             extras["warnings"] = warnings
         if p.note:
             extras["note"] = p.note
+        extras.update(p.extras)
         if ENROLL in p.inputs:
             extras["enroll_path"] = p.item.enroll
         item = p.item
@@ -326,6 +379,8 @@ _WINDOW_KEYS = frozenset({"warning", "temperature", "avg_logprob", "compression_
 
 def _piece(p: _Prepared, k: int) -> Inputs:
     """The k-th piece of an item: its audio cut to the span, its other streams whole."""
+    if AUDIO not in p.inputs:  # lips alone: read whole
+        return p.inputs
     start, end = p.spans[k]
     audio = p.inputs[AUDIO]
     return {**p.inputs, AUDIO: audio[int(start * SAMPLE_RATE):int(round(end * SAMPLE_RATE))]}

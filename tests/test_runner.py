@@ -19,7 +19,7 @@ from tests.test_verification import voxceleb_layout
 
 
 class LipReader(SpeechModel):
-    """A visual speech recognizer: it reads lip crops, which no item can have yet."""
+    """A visual speech recognizer: it reads lip crops, which an audio file does not have."""
 
     name = "lip-reader"
     kind = "lip-reading"
@@ -36,7 +36,7 @@ def test_a_video_model_gets_one_clear_error_per_audio_only_item(testdata, tmp_pa
     stats = transcribe_items(items, LipReader(), DecodeOptions(task="vsr"), tmp_path / "r.jsonl")
     assert (stats.ok, stats.failed) == (0, 3)
     results = read_results(tmp_path / "r.jsonl")
-    assert all("no video stream/lip crops are available" in r.error for r in results.values())
+    assert all("has no video stream (audio only)" in r.error for r in results.values())
     assert all(r.path in r.error and r.task == "vsr" for r in results.values())
 
 

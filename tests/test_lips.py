@@ -1,0 +1,174 @@
+"""Lip crops on real talking-face clips (the development set's GRID and TED-style videos) and on
+videos made with ffmpeg: no face, no audio, variable frame rate, one frame, rotated."""
+
+from __future__ import annotations
+
+import subprocess
+
+import numpy as np
+import pytest
+
+from speechkit.errors import ItemError, SpeechkitError
+from speechkit.media.ffmpeg import probe
+from speechkit.media.lips import lip_stream, load_backend
+from speechkit.media.lips.cache import cache_dir
+from speechkit.media.lips.stream import compute_crops
+
+pytest.importorskip("dlib")
+CLIPS = ("lipnet_grid_bbaf2n.mpg", "laalm_sample1.mp4")
+
+
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPEECHKIT_HOME", str(tmp_path / "home"))
+
+
+@pytest.fixture(scope="module", params=CLIPS)
+def clip(request, dev_dir):
+    path = dev_dir / "avsr" / request.param
+    return path, lip_stream(path, cache=False)
+
+
+def test_one_crop_per_25th_of_a_second_of_the_clip(clip):
+    path, stream = clip
+    assert stream.fps == 25.0
+    assert abs(len(stream.frames) - probe(path).duration_s * 25) <= 1
+
+
+def test_model_input_is_88x88_normalized_grayscale(clip):
+    _, stream = clip
+    assert stream.frames.dtype == np.float32 and stream.frames.shape[1:] == (88, 88)
+    assert stream.crops.dtype == np.uint8 and stream.crops.shape[1:] == (96, 96)
+    expected = (stream.crops[:, 4:92, 4:92] / 255.0 - 0.421) / 0.165
+    np.testing.assert_allclose(stream.frames, expected, atol=1e-5)
+    assert -1.0 < stream.frames.mean() < 2.0 and stream.frames.std() > 0.2  # a face, not a flat field
+
+
+def test_mouth_box_lies_inside_the_face_box_on_every_frame(clip):
+    _, stream = clip
+    assert stream.face_frames == len(stream.frames)  # a face on every frame of these clips
+    face, mouth = stream.face_boxes, stream.mouth_boxes
+    assert np.isfinite(face).all() and np.isfinite(mouth).all()
+    assert (mouth[:, 0] >= face[:, 0]).all() and (mouth[:, 1] >= face[:, 1]).all()
+    assert (mouth[:, 2] <= face[:, 2]).all() and (mouth[:, 3] <= face[:, 3]).all()
+
+
+def test_a_video_with_no_face_is_an_item_error_that_says_so(make_media):
+    path = make_media("noface.mp4", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=25:duration=1",
+                      "-f", "lavfi", "-i", "sine=frequency=440:duration=1", "-shortest")
+    with pytest.raises(ItemError, match=r"noface\.mp4: no face found in any of its 25 video frames"):
+        lip_stream(path)
+
+
+def test_an_audio_file_has_no_video_stream(make_media):
+    path = make_media("tone.wav", "-f", "lavfi", "-i", "sine=frequency=440:duration=1")
+    with pytest.raises(ItemError, match="has no video stream"):
+        lip_stream(path)
+
+
+def test_a_video_without_audio_keeps_its_own_frame_count(dev_dir, make_media):
+    path = make_media("mute.mp4", "-i", str(dev_dir / "avsr" / CLIPS[0]), "-an", "-c:v", "libx264")
+    stream = lip_stream(path)
+    assert abs(len(stream.frames) - 75) <= 1 and stream.face_frames == len(stream.frames)
+
+
+def test_variable_frame_rate_video_is_resampled_to_25_fps(dev_dir, make_media):
+    # Keep 2 frames of every 5 with their timestamps: uneven gaps, 3 s long.
+    path = make_media("vfr.mp4", "-i", str(dev_dir / "avsr" / CLIPS[0]),
+                      "-vf", "select='lt(mod(n\\,5)\\,2)'", "-fps_mode", "vfr", "-c:v", "libx264")
+    assert "vfr" in path.name
+    stream = lip_stream(path)
+    assert abs(len(stream.frames) - round(probe(path).duration_s * 25)) <= 1
+    assert len(stream.frames) >= 74 and stream.face_frames == len(stream.frames)
+
+
+def test_a_one_frame_video_gives_one_crop(dev_dir, make_media):
+    path = make_media("one.mp4", "-i", str(dev_dir / "avsr" / CLIPS[0]), "-frames:v", "1", "-an",
+                      "-c:v", "libx264")
+    stream = lip_stream(path)
+    assert stream.frames.shape == (1, 88, 88) and stream.face_frames == 1
+
+
+def test_rotated_phone_video_comes_out_upright(dev_dir, make_media):
+    # The pixels stored turned a quarter clockwise, with metadata saying to turn them back.
+    src = dev_dir / "avsr" / CLIPS[0]
+    side = make_media("side.mp4", "-i", str(src), "-vf", "transpose=clock", "-c:v", "libx264",
+                      "-c:a", "aac")
+    try:  # ffmpeg 6.1+: counter-clockwise degrees on the input
+        rotated = make_media("rotated.mp4", "-display_rotation:v:0", "90", "-i", str(side), "-c", "copy")
+    except subprocess.CalledProcessError:  # older ffmpeg: the mp4 `rotate` tag, clockwise
+        rotated = make_media("rotated.mp4", "-i", str(side), "-c", "copy", "-metadata:s:v:0", "rotate=270")
+    upright, turned = lip_stream(src), lip_stream(rotated)
+    assert len(turned.frames) == len(upright.frames) and turned.face_frames == len(turned.frames)
+    corr = np.corrcoef(upright.crops.reshape(-1).astype(float), turned.crops.reshape(-1).astype(float))
+    assert corr[0, 1] > 0.9
+
+
+def test_frames_without_a_face_are_filled_from_their_neighbours(dev_dir, make_media):
+    # One second of face, a quarter second of black, one second of face.
+    src = str(dev_dir / "avsr" / CLIPS[0])
+    path = make_media("gap.mp4", "-i", src, "-vf", "drawbox=enable='between(t,1,1.24)':c=black:t=fill",
+                      "-t", "2.24", "-an", "-c:v", "libx264")
+    crops = compute_crops(path)
+    missing = np.flatnonzero(~crops.has_face)
+    assert 5 <= len(missing) <= 8 and 24 <= missing[0] <= 26
+    stream = lip_stream(path)
+    assert stream.face_frames == len(stream.frames) - len(missing)
+    # The gap's boxes lie between those of the frames on either side of it.
+    before, after = crops.mouth_boxes[missing[0] - 1], crops.mouth_boxes[missing[-1] + 1]
+    lo, hi = np.minimum(before, after) - 1e-3, np.maximum(before, after) + 1e-3
+    assert ((crops.mouth_boxes[missing] >= lo) & (crops.mouth_boxes[missing] <= hi)).all()
+    assert np.isfinite(stream.face_boxes).all()
+
+
+def test_the_largest_face_is_the_one_followed(dev_dir, make_media):
+    # The clip twice side by side, the right copy at half size: the crops follow the left one.
+    src = str(dev_dir / "avsr" / CLIPS[0])
+    both = make_media("two.mp4", "-i", src, "-filter_complex",
+                      "[0:v]split[a][b];[b]scale=iw/2:ih/2,pad=iw:ih*2[s];[a][s]hstack",
+                      "-an", "-c:v", "libx264")
+    crops = compute_crops(both)
+    assert crops.has_face.all()
+    assert (crops.face_boxes[:, 2] <= crops.frame_size[0] / 2 + 5).all()
+
+
+def test_crops_are_cached_per_file_content_and_settings(dev_dir, tmp_path):
+    path = dev_dir / "avsr" / CLIPS[0]
+    first = lip_stream(path)
+    entries = list(cache_dir().rglob("*.npz"))
+    assert len(entries) == 1
+    # Doctor the cached entry: the next call must read it instead of tracking again.
+    with np.load(entries[0]) as z:
+        doctored = {k: z[k] for k in z.files}
+    doctored["crops"] = np.full_like(doctored["crops"], 7)
+    np.savez(entries[0], **doctored)
+    again = lip_stream(path)
+    assert (again.crops == 7).all() and len(again.frames) == len(first.frames)
+    lip_stream(path, duration_s=1.0)  # other settings: another entry
+    assert len(list(cache_dir().rglob("*.npz"))) == 2
+
+
+def test_an_unknown_backend_names_the_choices():
+    with pytest.raises(SpeechkitError, match="unknown lip backend 'retina'; pass one of: dlib, mediapipe"):
+        load_backend("retina")
+
+
+def test_a_long_video_is_cropped_in_a_second_pass_with_the_same_crops(dev_dir, monkeypatch):
+    from speechkit.media.lips import stream as lip_module
+
+    path = dev_dir / "avsr" / CLIPS[0]
+    one_pass = compute_crops(path)
+    monkeypatch.setattr(lip_module, "KEEP_FRAMES", 10)  # keep 10 frames: the clip has 75
+    two_pass = compute_crops(path)
+    assert np.array_equal(one_pass.crops, two_pass.crops) and len(two_pass.crops) == 75
+
+
+def test_a_video_shorter_than_its_audio_is_padded_to_the_audio_clock(dev_dir, make_media, caplog):
+    src = str(dev_dir / "avsr" / CLIPS[0])
+    second = make_media("one_second.mp4", "-i", src, "-t", "1", "-an", "-c:v", "libx264")
+    path = make_media("short_video.mp4", "-i", str(second), "-i", src, "-map", "0:v", "-map", "1:a",
+                      "-c:v", "copy", "-c:a", "aac")
+    stream = lip_stream(path)
+    assert abs(len(stream.frames) - 75) <= 1  # the audio's 3 s, not the video's 1 s
+    assert (stream.crops[30:] == stream.crops[24]).all()  # the last frame, repeated
+    assert "the lip crops are padded with the last frame" in caplog.text
