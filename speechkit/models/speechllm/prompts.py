@@ -12,8 +12,9 @@ from speechkit.tasks import TASKS, find_task
 SPEECH = "<|speechkit-speech|>"  # sentinel: the text is split here and the embeddings spliced in
 # The family defaults are the task registry's prompts (SALMONN's, speechkit.tasks).
 DEFAULT_TASK_PROMPTS = {t.name: t.prompt for t in TASKS.values() if t.prompt}
-# Llama-AVSR prompts (umbertocappellazzo/Llama-AVSR): ASR only.
-LLAMA_AVSR_TASK_PROMPTS = {"asr": "Transcribe speech to text."}
+# Llama-AVSR prompts (umbertocappellazzo/Llama-AVSR), one per input modality.
+LLAMA_AVSR_TASK_PROMPTS = {"asr": "Transcribe speech to text.", "vsr": "Transcribe video to text.",
+                           "avsr": "Transcribe speech and video to text."}
 WAVLLM_SYSTEM = "You are a helpful assistant."  # Llama-2 chat system slot; override in the spec
 
 
@@ -50,8 +51,8 @@ def render(spec: PromptSpec, prompt: str, tokenizer: Any) -> str:
     bos = tokenizer.bos_token or ""
     if spec.template == "salmonn":
         return f"{bos}USER: <Speech>{SPEECH}</Speech> {prompt}\nASSISTANT:"
-    if spec.template == "llama-avsr":
-        return f"{bos}<audio>{SPEECH}</audio>{prompt}"
+    if spec.template == "llama-avsr":  # BOS <audio>A</audio><video>V</video> prompt, via `wrap`
+        return f"{bos}{SPEECH}{prompt}" if spec.wrap else f"{bos}<audio>{SPEECH}</audio>{prompt}"
     if spec.template == "wavllm":
         system = spec.system if spec.system is not None else WAVLLM_SYSTEM
         return (f"{bos}[INST] <<SYS>>\n{system}\n<</SYS>>\n\n"
