@@ -23,8 +23,8 @@ from speechkit.errors import SpeechkitError
 from speechkit.models.safe_load import load_weights
 from speechkit.models.speechllm.checkpoint import EncoderSpec, load_state_strict
 from speechkit.models.speechllm.encoders.base import Encoder
-from speechkit.models.speechllm.encoders.visual_frontend import ACTIVATIONS, VisualFrontEnd
 from speechkit.models.speechllm.encoders.video_transformer import TransformerBackEnd
+from speechkit.models.speechllm.encoders.visual_frontend import ACTIVATIONS, VisualFrontEnd
 
 VIDEO_FPS = 25.0  # lip crops per second, and encoder frames per second
 CROP_SIZE = 88  # the model input is the center 88x88 of a 96x96 mouth crop
