@@ -150,3 +150,13 @@ def center_lip_crops(path: Path, ffmpeg: str, seconds: float | None = None) -> n
                          capture_output=True, check=True).stdout
     frames = np.frombuffer(raw, np.uint8).reshape(-1, 96, 96)[:, 4:92, 4:92]
     return ((frames.astype(np.float32) / 255.0 - 0.421) / 0.165).astype(np.float32)
+
+
+def tiny_llama_avsr(root: Path) -> Path:
+    """A converted tiny AVSR checkpoint (Whisper audio + AV-HuBERT video), via the converter."""
+    from speechkit.models.speechllm.importers.llama_avsr import convert_llama_avsr
+
+    llm_dir = tiny_llama3(root / "llama")
+    torch.save(llama_avsr_state(llm_dir), root / "model.pth")
+    convert_llama_avsr(root / "model.pth", root / "avsr", llm=str(llm_dir), video_norm_first=True)
+    return root / "avsr"
