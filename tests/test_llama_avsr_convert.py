@@ -243,3 +243,5 @@ def test_convert_command_writes_a_checkpoint_that_loads(official, tmp_path):
     assert [e["modality"] for e in spec["encoders"]] == ["video"]
     model = load_speechllm(str(out))
     assert model.streams("vsr") == {"video"}
+    shown = " ".join(CliRunner().invoke(app, ["models", "show", str(out)]).output.split())
+    assert "prompt (vsr) Transcribe video to text." in shown and "beam 15, max 32" in shown

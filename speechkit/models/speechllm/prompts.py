@@ -18,15 +18,20 @@ LLAMA_AVSR_TASK_PROMPTS = {"asr": "Transcribe speech to text.", "vsr": "Transcri
 WAVLLM_SYSTEM = "You are a helpful assistant."  # Llama-2 chat system slot; override in the spec
 
 
+def template_prompts(spec: PromptSpec) -> dict[str, str]:
+    """Task -> prompt for a checkpoint: the spec's own, else its template family's defaults."""
+    defaults = dict(DEFAULT_TASK_PROMPTS)
+    if spec.template == "llama-avsr":
+        defaults.update(LLAMA_AVSR_TASK_PROMPTS)
+    return {**defaults, **{t: text for t, text in spec.tasks.items() if text}}
+
+
 def task_prompt(spec: PromptSpec, task: str, target_language: str | None = None,
                 item_prompt: str | None = None, override: str | None = None) -> str:
     """The instruction for one item: override > spec task prompt > family default."""
     known = find_task(task)  # a name the registry does not know is a custom task (own prompt)
     task = known.name if known else task
-    defaults = dict(DEFAULT_TASK_PROMPTS)
-    if spec.template == "llama-avsr":
-        defaults.update(LLAMA_AVSR_TASK_PROMPTS)
-    text = override or spec.tasks.get(task) or defaults.get(task)
+    text = override or template_prompts(spec).get(task)
     if text is None:
         if item_prompt:
             return item_prompt
