@@ -152,3 +152,56 @@ def test_lrs3_video_tracks_read_lip_crops(avsr, dev_dir, tmp_path, modality, tas
                         decode=DecodeOptions(max_new_tokens=6), progress=False).summary
     assert summary["run"]["modality"] == modality and summary["run"]["task"] == task
     assert summary["counts"]["scored"] == 2 and summary["normalizer"] == "lrs3"
+
+
+def test_auto_avsr_conformer_gives_each_clip_of_a_batch_its_own_features():
+    config = dict(model_type="auto_avsr", dim=32, layers=2, heads=4, ffn_dim=64, conv_kernel=7,
+                  resnet_width=8)
+    enc = load_encoder(EncoderSpec(modality="video", stream="video", type="auto_avsr",
+                                   source="random", config=config))
+    assert enc.config.backend == "conformer" and enc.config.activation == "swish"
+    clips = [crops(0.2, 7), crops(2.0, 8), crops(0.04, 9)]
+    feats, lengths = enc(clips)
+    assert lengths.tolist() == [5, 50, 1]
+    for i, clip in enumerate(clips):
+        alone, _ = enc([clip])
+        np.testing.assert_allclose(feats[i, :len(clip)].numpy(), alone[0].numpy(), atol=1e-5)
+
+
+def test_relative_position_scores_follow_espnet_rel_shift():
+    """The gathered i - j scores equal ESPnet's pad-and-reshape `rel_shift` on its [pe(+), pe(-)]
+    table (RelPositionalEncoding, new implementation)."""
+    import math
+
+    import torch
+
+    from speechkit.models.speechllm.encoders.video_conformer import (
+        RelPositionAttention,
+        relative_positions,
+    )
+
+    torch.manual_seed(0)
+    b, t, d, h = 2, 7, 16, 2
+    att = RelPositionAttention(d, h)
+    for p in att.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    x = torch.randn(b, t, d)
+    keep = torch.ones(b, t, dtype=torch.bool)
+    pos = torch.arange(t, dtype=torch.float32)[:, None]
+    div = torch.exp(torch.arange(0, d, 2, dtype=torch.float32) * -(math.log(10000.0) / d))
+    plus, minus = torch.zeros(t, d), torch.zeros(t, d)
+    plus[:, 0::2], plus[:, 1::2] = torch.sin(pos * div), torch.cos(pos * div)
+    minus[:, 0::2], minus[:, 1::2] = torch.sin(-pos * div), torch.cos(-pos * div)
+    pe = torch.cat([torch.flip(plus, [0]), minus[1:]])
+    assert torch.allclose(pe, relative_positions(t, d), atol=1e-6)
+    q = att.linear_q(x).view(b, t, h, -1)
+    k = att.linear_k(x).view(b, t, h, -1).transpose(1, 2)
+    v = att.linear_v(x).view(b, t, h, -1).transpose(1, 2)
+    p = att.linear_pos(pe[None]).view(1, -1, h, d // h).transpose(1, 2)
+    ac = (q + att.pos_bias_u).transpose(1, 2) @ k.transpose(-2, -1)
+    bd = (q + att.pos_bias_v).transpose(1, 2) @ p.transpose(-2, -1)
+    padded = torch.cat([bd.new_zeros(*bd.shape[:3], 1), bd], -1).view(b, h, 2 * t, t)
+    bd = padded[:, :, 1:].reshape(b, h, t, 2 * t - 1)[..., :t]
+    want = torch.softmax((ac + bd) / math.sqrt(d // h), -1) @ v
+    want = att.linear_out(want.transpose(1, 2).reshape(b, t, d))
+    torch.testing.assert_close(att(x, pe, keep), want, atol=1e-5, rtol=1e-5)

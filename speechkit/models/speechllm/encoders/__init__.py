@@ -20,7 +20,7 @@ from speechkit.models.speechllm.encoders.whisper import WhisperAudioEncoder
 # Encoder type (speechkit.json `encoders[].type`, the transformers model_type) -> class.
 ENCODERS: dict[str, type[Encoder]] = {"whisper": WhisperAudioEncoder,
                                       **dict.fromkeys(SSL_PREFIXES, SSLAudioEncoder),
-                                      "avhubert": VideoEncoder}  # lip crops (video stream)
+                                      "avhubert": VideoEncoder, "auto_avsr": VideoEncoder}  # lips
 
 
 def load_encoder(spec: EncoderSpec, device: str = "cpu",

@@ -1,7 +1,8 @@
 """The video encoder of audio-visual speech LLMs: lip crops (25 fps) in, one feature per frame out.
 
-A 3-D conv + ResNet-18 front-end (`visual_frontend.py`) and a transformer back-end in the
-AV-HuBERT shape (`video_transformer.py`), written here in plain PyTorch. Weights come from a
+A 3-D conv + ResNet-18 front-end (`visual_frontend.py`) and a back-end, written here in plain
+PyTorch: type `avhubert`, AV-HuBERT's transformer (`video_transformer.py`), or type
+`auto_avsr`, auto_avsr's Conformer (`video_conformer.py`). Weights come from a
 local directory (`config.json` with the sizes below, plus `*.safetensors` or a tensors-only
 `*.bin`), e.g. the one `speechkit convert llama-avsr` writes from a Llama-AVSR checkpoint, or
 source "random" (seeded small weights from `encoders[].config`, for tests). No pretrained
@@ -23,6 +24,7 @@ from speechkit.errors import SpeechkitError
 from speechkit.models.safe_load import load_weights
 from speechkit.models.speechllm.checkpoint import EncoderSpec, load_state_strict
 from speechkit.models.speechllm.encoders.base import Encoder
+from speechkit.models.speechllm.encoders.video_conformer import ConformerBackEnd
 from speechkit.models.speechllm.encoders.video_transformer import TransformerBackEnd
 from speechkit.models.speechllm.encoders.visual_frontend import ACTIVATIONS, VisualFrontEnd
 
@@ -30,13 +32,18 @@ VIDEO_FPS = 25.0  # lip crops per second, and encoder frames per second
 CROP_SIZE = 88  # the model input is the center 88x88 of a 96x96 mouth crop
 CONFIG_FILE = "config.json"
 RANDOM_SEED = 0  # source "random": the same weights on every load
+BACKENDS = ("transformer", "conformer")
+# auto_avsr's visual encoder (mpc001/auto_avsr): Swish ResNet-18, 12 Conformer layers, 768 wide.
+AUTO_AVSR = dict(backend="conformer", dim=768, layers=12, heads=12, ffn_dim=3072,
+                 activation="swish", audio_slot=False)
 
 
 @dataclass
 class VideoEncoderConfig:
     """Sizes of the video encoder; the defaults are AV-HuBERT Large (Llama-AVSR's video encoder)."""
 
-    model_type: str = "avhubert"
+    model_type: str = "avhubert"  # or "auto_avsr" (its defaults: AUTO_AVSR)
+    backend: str = "transformer"  # AV-HuBERT; "conformer": auto_avsr
     dim: int = 1024  # transformer width (output feature size)
     layers: int = 24
     heads: int = 16
@@ -44,6 +51,7 @@ class VideoEncoderConfig:
     norm_first: bool = True  # pre-norm layers (AV-HuBERT Large); False: post-norm (Base)
     conv_pos: int = 128  # convolutional position embedding: kernel (frames) and groups
     conv_pos_groups: int = 16
+    conv_kernel: int = 31  # conformer: depthwise convolution kernel (frames)
     resnet_width: int = 64  # ResNet-18 stage widths w, 2w, 4w, 8w
     activation: str = "prelu"
     # AV-HuBERT concatenates [audio, video] features before its layer norm; a video-only
@@ -60,13 +68,14 @@ class VideoEncoderConfig:
         if unknown:
             raise SpeechkitError(f"{where}: unknown video encoder key {unknown[0]!r} (known: "
                                  f"{', '.join(sorted(known))}); remove or rename it")
-        config = cls(**data)
+        base = AUTO_AVSR if data.get("model_type") == "auto_avsr" else {}
+        config = cls(**{**base, **data})
         config.check(where)
         return config
 
     def check(self, where: str) -> None:
         for name in ("dim", "layers", "heads", "ffn_dim", "conv_pos", "conv_pos_groups",
-                     "resnet_width"):
+                     "conv_kernel", "resnet_width"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise SpeechkitError(f"{where}: video encoder {name} must be a whole number >= 1, "
@@ -74,6 +83,12 @@ class VideoEncoderConfig:
         if self.dim % self.heads or self.dim % self.conv_pos_groups:
             raise SpeechkitError(f"{where}: video encoder dim {self.dim} must be divisible by "
                                  f"heads ({self.heads}) and conv_pos_groups ({self.conv_pos_groups})")
+        if self.backend not in BACKENDS:
+            raise SpeechkitError(f"{where}: video encoder backend {self.backend!r}; use one of "
+                                 f"{', '.join(BACKENDS)}")
+        if self.backend == "conformer" and self.audio_slot:
+            raise SpeechkitError(f"{where}: audio_slot is AV-HuBERT's (transformer back-end); "
+                                 "set it to false for a conformer")
         if self.activation not in ACTIVATIONS:
             raise SpeechkitError(f"{where}: video encoder activation {self.activation!r}; use one "
                                  f"of {', '.join(ACTIVATIONS)}")
@@ -87,16 +102,21 @@ class VisualSpeechNet(nn.Module):
         self.frontend = VisualFrontEnd(c.resnet_width, c.activation)
         self.proj = nn.Linear(self.frontend.out_dim, c.dim)
         width = 2 * c.dim if c.audio_slot else c.dim
-        self.layer_norm = nn.LayerNorm(width)
+        # auto_avsr feeds the projection straight into its Conformer; AV-HuBERT normalizes first.
+        self.layer_norm = nn.LayerNorm(width) if c.backend == "transformer" else None
         self.post_extract_proj = nn.Linear(width, c.dim) if c.audio_slot else None
-        self.encoder = TransformerBackEnd(c.dim, c.layers, c.heads, c.ffn_dim, c.norm_first,
-                                          c.conv_pos, c.conv_pos_groups)
+        if c.backend == "conformer":
+            self.encoder: nn.Module = ConformerBackEnd(c.dim, c.layers, c.heads, c.ffn_dim,
+                                                       c.conv_kernel)
+        else:
+            self.encoder = TransformerBackEnd(c.dim, c.layers, c.heads, c.ffn_dim, c.norm_first,
+                                              c.conv_pos, c.conv_pos_groups)
 
     def forward(self, crops: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         x = self.proj(self.frontend(crops))
         if self.post_extract_proj is not None:
             x = self.post_extract_proj(self.layer_norm(torch.cat([torch.zeros_like(x), x], -1)))
-        else:
+        elif self.layer_norm is not None:
             x = self.layer_norm(x)
         return self.encoder(x, keep)
 
@@ -134,7 +154,7 @@ def video_weights(directory: Path) -> dict[str, torch.Tensor]:
 
 
 class VideoEncoder(Encoder):
-    """Lip crops [T, 88, 88] per item -> [T, dim] features at 25 Hz (AV-HuBERT shape)."""
+    """Lip crops [T, 88, 88] per item -> [T, dim] features at 25 Hz."""
 
     stream = "video"
     frame_rate = VIDEO_FPS
