@@ -144,6 +144,15 @@ def test_lrs3_audio_track_scores_a_converted_checkpoint(avsr, dev_dir, tmp_path)
     assert "Llama-AVSR" in (tmp_path / "o" / "results.md").read_text()
 
 
+def test_lrs3_tracks_follow_the_checkpoint_encoders(avsr):
+    from speechkit.evaluation.bench import model_modalities
+    from speechkit.models.identity import model_card
+
+    every = ("audio", "video", "audiovisual")
+    assert model_modalities(avsr) == every
+    assert model_modalities(model_card(avsr.name)) == every  # a directory, weights not loaded
+
+
 @pytest.mark.parametrize("modality,task", [("video", "vsr"), ("audiovisual", "avsr")])
 def test_lrs3_video_tracks_read_lip_crops(avsr, dev_dir, tmp_path, modality, task):
     pytest.importorskip("speechkit.media.lips", reason="lip crops (speechkit lips) not built in")

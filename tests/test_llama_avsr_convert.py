@@ -241,7 +241,11 @@ def test_convert_command_writes_a_checkpoint_that_loads(official, tmp_path):
     assert "video avhubert (64) x2" in said and "dropped 2 keys: AV-HuBERT pretraining head" in said
     spec = json.loads((out / "speechkit.json").read_text())
     assert [e["modality"] for e in spec["encoders"]] == ["video"]
+    from speechkit.evaluation.bench import model_modalities
+    from speechkit.models.identity import model_card
+
+    assert model_modalities(model_card(str(out))) == ("video",)  # before any weights load
     model = load_speechllm(str(out))
-    assert model.streams("vsr") == {"video"}
+    assert model.streams("vsr") == {"video"} and model_modalities(model) == ("video",)
     shown = " ".join(CliRunner().invoke(app, ["models", "show", str(out)]).output.split())
     assert "prompt (vsr) Transcribe video to text." in shown and "beam 15, max 32" in shown
