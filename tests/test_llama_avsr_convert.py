@@ -249,3 +249,15 @@ def test_convert_command_writes_a_checkpoint_that_loads(official, tmp_path):
     assert model.streams("vsr") == {"video"} and model_modalities(model) == ("video",)
     shown = " ".join(CliRunner().invoke(app, ["models", "show", str(out)]).output.split())
     assert "prompt (vsr) Transcribe video to text." in shown and "beam 15, max 32" in shown
+
+
+def test_a_lightning_checkpoint_converts_like_the_plain_state_dict(official, tmp_path):
+    from safetensors.torch import load_file
+
+    wrapped = {"state_dict": {f"model.{k}": v for k, v in official["state"].items()}}
+    torch.save(wrapped, tmp_path / "last.ckpt")
+    convert_llama_avsr(tmp_path / "last.ckpt", tmp_path / "out", llm=str(official["llm"]),
+                       video_norm_first=True)
+    for part in ("bridge.safetensors", "video_encoder/model.safetensors", "lora/adapter_model.safetensors"):
+        got, want = load_file(str(tmp_path / "out" / part)), load_file(str(official["out"] / part))
+        assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
