@@ -195,6 +195,7 @@ def test_conversion_keeps_added_tokens_prompts_and_decoding(official, converted)
     rows = official["state"]["llm.model.embed_tokens.weight"]
     assert torch.equal(converted.llm.get_input_embeddings().weight, rows)
     assert converted.tokenizer.convert_tokens_to_ids("</video>") == rows.shape[0] - 1
+    assert set(converted.part_sha256) == {"checkpoint"}  # its parts live inside: hashed once
     report = official["report"]
     assert report.mapped + sum(report.dropped.values()) == len(official["state"])
     assert report.dropped["AV-HuBERT pretraining head"] == 2
