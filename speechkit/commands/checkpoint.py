@@ -102,7 +102,7 @@ def show(
 
     from speechkit.models.safe_load import bad_safetensors
     from speechkit.models.speechllm.checkpoint import WEIGHTS_FILE, read_spec
-    from speechkit.models.speechllm.prompts import DEFAULT_TASK_PROMPTS
+    from speechkit.models.speechllm.prompts import template_prompts
 
     spec = read_spec(directory)
     if as_json:
@@ -135,8 +135,8 @@ def show(
                       f"{', '.join(lo.target_modules)} ({lo.path}/)")
     table.add_row("template", spec.prompt.template + (f" (system: {spec.prompt.system})"
                                                       if spec.prompt.system else ""))
-    for task, default in DEFAULT_TASK_PROMPTS.items():
-        table.add_row(f"prompt ({task})", spec.prompt.tasks.get(task, default))
+    for task, text in template_prompts(spec.prompt).items():
+        table.add_row(f"prompt ({task})", text)
     if spec.added_tokens:
         table.add_row("added tokens", " ".join(spec.added_tokens))
     d = spec.decode

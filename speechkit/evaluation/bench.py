@@ -111,8 +111,12 @@ def resolve_suite(suite: str | Path | Suite, task: str | None = None) -> Suite:
 
 def model_modalities(model: SpeechModel | ModelCard) -> tuple[str, ...]:
     """Which suite tracks the model reads ("audio", "video", "audiovisual"), from its streams."""
-    cls = model_class(model)
-    streams = cls.modalities if cls is not None else frozenset(getattr(model, "modalities", ("audio",)))
+    loaded = model.model if isinstance(model, ModelCard) and model.model is not None else model
+    if isinstance(loaded, (SpeechModel, ModelCard)):  # its own streams: a speech LLM's encoders
+        streams = frozenset(loaded.modalities)
+    else:
+        cls = model_class(model)
+        streams = cls.modalities if cls is not None else frozenset({AUDIO})
     return tuple(track for track, need in SUITE_TRACKS if need <= streams)
 
 

@@ -35,7 +35,7 @@ class ModelCard:
     family: str  # whisper | speechllm | speaker-embedding
     default_beam_size: int = 1
     default_max_new_tokens: int = 200
-    modalities: tuple[str, ...] = ("audio",)  # what the loaded model reports (speech LLMs: audio)
+    modalities: tuple[str, ...] = ("audio",)  # the streams it reads (speech LLMs: its encoders')
     tasks: tuple[str, ...] = ()
     local: bool = False  # a directory on this machine
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
@@ -139,7 +139,7 @@ def _speechllm_card(name: str, path: Path, runtime: RuntimeOptions) -> ModelCard
     identity = {"name": name, "type": "speechllm", "sha256": sha256, "quant": quant}
     return ModelCard(name, identity, "speechllm", default_beam_size=spec.decode.beam_size,
                      default_max_new_tokens=spec.decode.max_new_tokens, local=True,
-                     runtime=runtime)
+                     modalities=tuple(sorted({e.stream for e in spec.encoders})), runtime=runtime)
 
 
 def _speaker_identity(name: str) -> dict[str, Any]:

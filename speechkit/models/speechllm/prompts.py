@@ -12,9 +12,18 @@ from speechkit.tasks import TASKS, find_task
 SPEECH = "<|speechkit-speech|>"  # sentinel: the text is split here and the embeddings spliced in
 # The family defaults are the task registry's prompts (SALMONN's, speechkit.tasks).
 DEFAULT_TASK_PROMPTS = {t.name: t.prompt for t in TASKS.values() if t.prompt}
-# Llama-AVSR prompts (umbertocappellazzo/Llama-AVSR): ASR only.
-LLAMA_AVSR_TASK_PROMPTS = {"asr": "Transcribe speech to text."}
+# Llama-AVSR prompts (umbertocappellazzo/Llama-AVSR), one per input modality.
+LLAMA_AVSR_TASK_PROMPTS = {"asr": "Transcribe speech to text.", "vsr": "Transcribe video to text.",
+                           "avsr": "Transcribe speech and video to text."}
 WAVLLM_SYSTEM = "You are a helpful assistant."  # Llama-2 chat system slot; override in the spec
+
+
+def template_prompts(spec: PromptSpec) -> dict[str, str]:
+    """Task -> prompt for a checkpoint: the spec's own, else its template family's defaults."""
+    defaults = dict(DEFAULT_TASK_PROMPTS)
+    if spec.template == "llama-avsr":
+        defaults.update(LLAMA_AVSR_TASK_PROMPTS)
+    return {**defaults, **{t: text for t, text in spec.tasks.items() if text}}
 
 
 def task_prompt(spec: PromptSpec, task: str, target_language: str | None = None,
@@ -22,10 +31,7 @@ def task_prompt(spec: PromptSpec, task: str, target_language: str | None = None,
     """The instruction for one item: override > spec task prompt > family default."""
     known = find_task(task)  # a name the registry does not know is a custom task (own prompt)
     task = known.name if known else task
-    defaults = dict(DEFAULT_TASK_PROMPTS)
-    if spec.template == "llama-avsr":
-        defaults.update(LLAMA_AVSR_TASK_PROMPTS)
-    text = override or spec.tasks.get(task) or defaults.get(task)
+    text = override or template_prompts(spec).get(task)
     if text is None:
         if item_prompt:
             return item_prompt
@@ -50,8 +56,8 @@ def render(spec: PromptSpec, prompt: str, tokenizer: Any) -> str:
     bos = tokenizer.bos_token or ""
     if spec.template == "salmonn":
         return f"{bos}USER: <Speech>{SPEECH}</Speech> {prompt}\nASSISTANT:"
-    if spec.template == "llama-avsr":
-        return f"{bos}<audio>{SPEECH}</audio>{prompt}"
+    if spec.template == "llama-avsr":  # BOS <audio>A</audio><video>V</video> prompt, via `wrap`
+        return f"{bos}{SPEECH}{prompt}" if spec.wrap else f"{bos}<audio>{SPEECH}</audio>{prompt}"
     if spec.template == "wavllm":
         system = spec.system if spec.system is not None else WAVLLM_SYSTEM
         return (f"{bos}[INST] <<SYS>>\n{system}\n<</SYS>>\n\n"

@@ -98,6 +98,8 @@ def checkpoint_sha256(root: Path, parts: dict[str, Path]) -> tuple[str, dict[str
     plus the digest of each part, so a change to any file that was loaded shows."""
     digests = {"checkpoint": dir_sha256(root)}
     for key, directory in parts.items():
+        if directory.resolve().is_relative_to(root.resolve()):
+            continue  # a part inside the checkpoint (a converted one's): hashed with it already
         suffixes = TOKENIZER_SUFFIXES if key == "llm.tokenizer" else MODEL_SUFFIXES
         digests[key] = dir_sha256(directory, suffixes, recursive=False)
     joined = json.dumps(digests, sort_keys=True).encode("utf-8")
