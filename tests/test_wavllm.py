@@ -165,3 +165,28 @@ def test_a_missing_weight_refuses_the_conversion(wavllm, tmp_path):
         convert_wavllm(tmp_path / "short.pt", tmp_path / "out", whisper=d["whisper"],
                        wavlm=d["wavlm"], llm=d["llm"])
     assert not (tmp_path / "out").exists()
+
+
+def test_convert_and_transcribe_from_the_command_line(wavllm, dev_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from speechkit.cli import _register_subcommands, app
+
+    _register_subcommands()
+    runner, d = CliRunner(), wavllm["dirs"]
+    res = runner.invoke(app, ["convert", "wavllm", "--ckpt", str(wavllm["root"] / "final.pt"),
+                              "--whisper", str(d["whisper"]), "--wavlm", str(d["wavlm"]),
+                              "--llm", str(d["llm"]), "--out", str(tmp_path / "ck")])
+    assert res.exit_code == 0, res.output
+    assert "not converted: audio_proj.weight (used only without WavLM)" in res.output
+    out = tmp_path / "out.jsonl"
+    res = runner.invoke(app, ["transcribe", str(dev_dir / CLIPS[0]), "--model", str(tmp_path / "ck"),
+                              "--task", "asr", "--max-new-tokens", "2", "--lora-gate", "0.5",
+                              "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    line = json.loads(out.read_text().splitlines()[0])
+    assert line["status"] == "ok"
+    assert line["model"]["runtime"]["lora_gate"] == 0.5
+    res = runner.invoke(app, ["transcribe", str(dev_dir / CLIPS[0]), "--model", str(tmp_path / "ck"),
+                              "--lora-gate", "loud", "--out", str(tmp_path / "x.jsonl")])
+    assert res.exit_code != 0

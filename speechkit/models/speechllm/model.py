@@ -61,7 +61,8 @@ class SpeechLLM(SpeechModel):
     modalities = frozenset({AUDIO, ENROLL})  # a trial's two recordings are joined into one input
     kind = "speech-LLM"
     tasks = frozenset()  # any: asr, st, sv, er, sqa, aac, and others with a custom --prompt
-    uses = SpeechModel.uses | {"quant", "dtype", "language", "target_language", "prompt"}
+    uses = SpeechModel.uses | {"quant", "dtype", "language", "target_language", "prompt",
+                               "lora_gate"}
 
     def __init__(self, spec: CheckpointSpec, encoders: list[Encoder], bridge: Bridge, llm: Any,
                  tokenizer: Any, *, name: str, device: str, quant: str,
@@ -273,6 +274,9 @@ def load_speechllm(path: str, device: str = "cpu", quant: str | None = None,
     if spec.llm.prompt_lora is not None:
         model.prompt_lora = attach_prompt_lora(llm, root, spec.llm.prompt_lora, f"{root / SPEC_FILE}:")
         model.prompt_lora.mode = check_gate_mode(lora_gate)
+    elif lora_gate is not None:
+        raise SpeechkitError(f"--lora-gate: {path} has no prompt-aware LoRA (llm.prompt_lora in "
+                             f"{SPEC_FILE}); leave the option out")
     model.sha256, model.part_sha256 = checkpoint_sha256(root, parts)
     return model
 
