@@ -141,6 +141,16 @@ def test_dual_bridge_batch_equals_single(model, dev_dir):
         torch.testing.assert_close(both[0][i, :n], one[0][0, :n], rtol=1e-5, atol=1e-5)
 
 
+def test_long_audio_with_beams_batched_equals_one_at_a_time(model, dev_dir):
+    long = np.concatenate([_clip(dev_dir, "asr_en/wenet_librispeech-1995-1837-0001.wav")] * 5)
+    items = [{AUDIO: _clip(dev_dir, CLIPS[0])}, {AUDIO: long}]  # 1.5 s and 44 s
+    options = DecodeOptions(task="asr", max_new_tokens=3, beam_size=2)
+    batched = model.generate(items, options)
+    assert [h.text for h in batched] == [model.generate([x], options)[0].text for x in items]
+    frames = int(model.encode([items[1]])["audio"][1][0])
+    assert abs(frames - len(long) / 16000 * 12.5) <= 2  # 12.5 tokens a second, nothing cut
+
+
 def test_wavllm_task_prompts_are_its_own(model):
     asr = make_prompt(model.spec.prompt, "asr")
     assert asr.startswith("Based on the attached audio")
