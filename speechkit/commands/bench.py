@@ -69,8 +69,7 @@ def bench(
     engine: Engine = "auto",
     threads: Threads = 0,
     overwrite: Overwrite = False,
-    progress: Progress = True,
-    lora_gate: LoraGate = None,
+    progress: Progress = True, lora_gate: LoraGate = None,
 ) -> None:
     """Run MODEL on a suite; write predictions, scores.json and Markdown/CSV tables.
 
