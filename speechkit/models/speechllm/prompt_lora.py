@@ -10,6 +10,7 @@ time, so a batch sees what each item alone sees."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +26,7 @@ from speechkit.models.speechllm.checkpoint import PromptLoraSpec
 GATE_PREFIX = "gate."
 ROPE_MODULES = ("q_proj", "k_proj")  # output channels that Meta -> HF conversion permutes
 GATE_MODES = ("prompt", "off")  # or a number: the same gate value for every channel
+GATE_CACHE = 4096  # prompts whose gate is kept (sqa asks one question per item)
 
 
 class PromptGate(nn.Module):
@@ -84,6 +86,8 @@ class PromptLoRA(nn.Module):
     def prompt_gate(self, prompt: str, tokenizer: Any) -> torch.Tensor:
         """The gate [H] of one prompt (cached per prompt text)."""
         if prompt not in self._cache:
+            if len(self._cache) >= GATE_CACHE:
+                self._cache.clear()
             ids = tokenizer(f'"{prompt}"', add_special_tokens=False)["input_ids"]
             self._cache[prompt] = self.gate(last_layer_states(self.llm[0], ids).to(
                 self.gate.fc1.weight.dtype))
@@ -134,7 +138,7 @@ def check_gate_mode(value: str | float | None) -> str | float:
         number = float(value)
     except ValueError:
         number = -1.0
-    if not number >= 0:
+    if not (number >= 0 and math.isfinite(number)):
         raise SpeechkitError(f"--lora-gate {value!r}: use prompt, off or a number >= 0")
     return number
 

@@ -79,6 +79,9 @@ class DualBridge(Bridge):
             if inp.rate < 2 or inp.rate & (inp.rate - 1):
                 raise SpeechkitError(f"bridge.inputs.{m}.rate is {inp.rate}; the dual bridge "
                                      "halves the frame rate per conv: use 2, 4 or 8")
+            if min(inp.adapter_dim, inp.proj_dim) < 0 or (inp.adapter_dim or inp.in_dim) < 2:
+                raise SpeechkitError(f"bridge.inputs.{m}: adapter_dim and proj_dim must be >= 0 "
+                                     "(0 = the input size) and the adapter at least 2 wide")
         self.streams = nn.ModuleDict({m: Stream(inp) for m, inp in spec.inputs.items()})
         fused = sum(inp.proj_dim or inp.adapter_dim or inp.in_dim for inp in spec.inputs.values())
         self.fuse = nn.Linear(fused, spec.out_dim)
