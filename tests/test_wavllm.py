@@ -200,3 +200,25 @@ def test_convert_and_transcribe_from_the_command_line(wavllm, dev_dir, tmp_path)
     res = runner.invoke(app, ["transcribe", str(dev_dir / CLIPS[0]), "--model", str(tmp_path / "ck"),
                               "--lora-gate", "loud", "--out", str(tmp_path / "x.jsonl")])
     assert res.exit_code != 0
+
+
+def test_a_safetensors_state_dict_converts_like_final_pt(wavllm, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    save_file({k: v.contiguous() for k, v in wavllm["state"].items()}, tmp_path / "final.safetensors")
+    d = wavllm["dirs"]
+    convert_wavllm(tmp_path / "final.safetensors", tmp_path / "out", whisper=d["whisper"],
+                   wavlm=d["wavlm"], llm=d["llm"])
+    for name in ("bridge.safetensors", "prompt_lora.safetensors", "llm/model.safetensors"):
+        a, b = load_file(tmp_path / "out" / name), load_file(wavllm["ckpt"] / name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_checkpoint_holding_python_objects_is_refused(wavllm, tmp_path):
+    import argparse
+
+    torch.save({"model": wavllm["state"], "args": argparse.Namespace(lr=1.0)}, tmp_path / "obj.pt")
+    d = wavllm["dirs"]
+    with pytest.raises(SpeechkitError, match="pickled Python objects"):
+        convert_wavllm(tmp_path / "obj.pt", tmp_path / "out", whisper=d["whisper"],
+                       wavlm=d["wavlm"], llm=d["llm"])

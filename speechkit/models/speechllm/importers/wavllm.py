@@ -21,7 +21,6 @@ import torch
 from speechkit.errors import SpeechkitError
 from speechkit.models.safe_load import load_weights, pretrained
 from speechkit.models.speechllm.checkpoint import (
-    WEIGHTS_FILE,
     BridgeInput,
     BridgeSpec,
     CheckpointSpec,
@@ -30,8 +29,6 @@ from speechkit.models.speechllm.checkpoint import (
     LLMSpec,
     PromptLoraSpec,
     PromptSpec,
-    save_weights,
-    write_spec,
 )
 from speechkit.models.speechllm.prompt_lora import GATE_PREFIX, rope_order
 from speechkit.models.speechllm.prompts import WAVLLM_SYSTEM
@@ -90,8 +87,8 @@ def map_wavllm(state: dict[str, torch.Tensor], n_heads: int) -> Mapped:
             out.bridge["encoders.wavlm.layer_weights"] = value
         elif key.startswith("wavlm_audio_proj."):
             out.bridge["bridge.fuse." + key[len("wavlm_audio_proj."):]] = value
-        elif _bridge_key(key) is not None:
-            out.bridge[_bridge_key(key)] = value
+        elif (place := _bridge_key(key)) is not None:
+            out.bridge[place] = value
         elif key.startswith(LLAMA) and _llm_key(key[len(LLAMA):], value, n_heads, out):
             pass
         else:
@@ -216,5 +213,5 @@ def copy_files(src: Path, dst: Path, names: tuple[str, ...]) -> None:
             shutil.copyfile(src / name, dst / name)
 
 
-__all__ = ["WEIGHTS_FILE", "Mapped", "build_spec", "convert_wavllm", "copy_files",
-           "load_configs", "map_wavllm", "read_wavllm", "save_weights", "write_spec"]
+__all__ = ["Mapped", "build_spec", "convert_wavllm", "copy_files", "load_configs", "map_wavllm",
+           "read_wavllm"]
