@@ -286,6 +286,8 @@ def _checked_files(root: Path, spec: CheckpointSpec) -> tuple[dict[str, torch.Te
     """The bridge tensors and the adapter directory, each file resolved inside `root`."""
     where = f"{root / SPEC_FILE}:"
     state = load_weights(inside(root, WEIGHTS_FILE, f"{where} bridge weights"))
+    if spec.llm.prompt_lora is not None:  # read after the LLM loads; checked now
+        check_safetensors(inside(root, spec.llm.prompt_lora.path, f"{where} llm.prompt_lora.path"))
     if spec.llm.lora is None:
         return state, None
     adapter_dir = inside(root, spec.llm.lora.path, f"{where} llm.lora.path")
