@@ -23,6 +23,7 @@ from speechkit.commands.options import (
     Dtype,
     Engine,
     Language,
+    LoraGate,
     MaxNewTokens,
     Model,
     Overwrite,
@@ -108,6 +109,7 @@ def transcribe(
     dtype: Dtype = "auto", quant: Quant = None, engine: Engine = "auto", threads: Threads = 0,
     out: Out = None, output_dir: OutputDir = None, fmt: OutputFormat = None,
     overwrite: Overwrite = False, audio_stream: AudioStream = None, progress: Progress = True,
+    lora_gate: LoraGate = None,
 ) -> None:
     """Transcribe (or translate) media files in length-sorted batches; results go to JSONL.
 
@@ -122,7 +124,7 @@ def transcribe(
     from speechkit.settings import check_task, unused_option_warnings
     from speechkit.transcribe import transcribe_to_jsonl
 
-    runtime = runtime_options(device, dtype, quant, engine, threads)
+    runtime = runtime_options(device, dtype, quant, engine, threads, lora_gate=lora_gate)
     formats = parse_formats(fmt)
     items = expand_inputs(inputs)
     check_inputs(items)

@@ -262,7 +262,7 @@ def test_prompt_templates_and_tasks():
         f"<s><audio>{SPEECH}</audio>Transcribe speech to text.")
     wavllm = PromptSpec(template="wavllm", system="Be brief.")
     assert render(wavllm, "Hi", Tok()) == (
-        f"<s>[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\n<SPEECH>{SPEECH}</SPEECH> Hi [/INST]")
+        f"<s>[INST]<<SYS>>\nBe brief.\n<</SYS>>\n\n<SPEECH>{SPEECH} </SPEECH> Hi [/INST]")
     assert task_prompt(salmonn, "st", target_language="de").endswith("into German.")
     assert task_prompt(salmonn, "sqa", item_prompt="Who speaks?") == "Who speaks?"
     assert task_prompt(salmonn, "asr", override="Say it.") == "Say it."

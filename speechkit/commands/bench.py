@@ -16,6 +16,7 @@ from speechkit.commands.options import (
     Dtype,
     Engine,
     Language,
+    LoraGate,
     MaxNewTokens,
     Model,
     Normalizer,
@@ -68,7 +69,7 @@ def bench(
     engine: Engine = "auto",
     threads: Threads = 0,
     overwrite: Overwrite = False,
-    progress: Progress = True,
+    progress: Progress = True, lora_gate: LoraGate = None,
 ) -> None:
     """Run MODEL on a suite; write predictions, scores.json and Markdown/CSV tables.
 
@@ -82,7 +83,7 @@ def bench(
     from speechkit.models.base import DecodeOptions
     from speechkit.settings import unused_option_warnings
 
-    runtime = runtime_options(device, dtype, quant, engine, threads)
+    runtime = runtime_options(device, dtype, quant, engine, threads, lora_gate=lora_gate)
     decode = DecodeOptions(language=language, beam_size=beam_size, max_new_tokens=max_new_tokens,
                            prompt=prompt)
     for line in unused_option_warnings(model, runtime, decode, batch_size or None):

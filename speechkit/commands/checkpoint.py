@@ -133,6 +133,10 @@ def show(
         scale = lo.scaling if lo.scaling is not None else lo.alpha / lo.r
         table.add_row("lora", f"r={lo.r} alpha={lo.alpha:g} scaling={scale:g} on "
                       f"{', '.join(lo.target_modules)} ({lo.path}/)")
+    if spec.llm.prompt_lora:
+        pl = spec.llm.prompt_lora
+        table.add_row("lora", f"r={pl.r} gated by the prompt (gate width {pl.gate_dim}, max "
+                      f"{pl.gate_max:g}) on {', '.join(pl.target_modules)} ({pl.path})")
     table.add_row("template", spec.prompt.template + (f" (system: {spec.prompt.system})"
                                                       if spec.prompt.system else ""))
     for task, text in template_prompts(spec.prompt).items():

@@ -34,6 +34,12 @@ def _quant(value: str | None) -> str | None:
     return check_quant(value)
 
 
+def _lora_gate(value: str | None) -> str | None:
+    from speechkit.models.speechllm.prompt_lora import check_gate_mode
+
+    return None if value is None else str(check_gate_mode(value))
+
+
 def _engine(value: str) -> str:
     from speechkit.models.registry import check_engine
 
@@ -41,13 +47,14 @@ def _engine(value: str) -> str:
 
 
 def runtime_options(device: str, dtype: str, quant: str | None, engine: str = "auto",
-                    threads: int = 0):
+                    threads: int = 0, lora_gate: str | None = None):
     """`RuntimeOptions` from the command line, the combination checked (e.g. int8 on a GPU,
     cuda without a GPU) before any model loads."""
     from speechkit.models.registry import RuntimeOptions
     from speechkit.settings import check_runtime
 
-    return check_runtime(RuntimeOptions(device, dtype, quant, engine=engine, threads=threads or None))
+    return check_runtime(RuntimeOptions(device, dtype, quant, engine=engine, threads=threads or None,
+                                        lora_gate=lora_gate))
 
 
 Model = Annotated[str, typer.Option("--model", "-m", help=(
@@ -67,6 +74,10 @@ Threads = Annotated[int, typer.Option(min=0, envvar="SPEECHKIT_THREADS", help=(
     "else the cores, at most 8)."))]
 Quant = Annotated[str | None, typer.Option(callback=_quant, help=(
     "Speech-LLM weights: 4bit (default on GPU), 8bit, bf16, fp16 or fp32."))]
+LoraGate = Annotated[str | None, typer.Option(callback=_lora_gate, help=(
+    "Speech LLMs with prompt-aware LoRA (WavLLM): prompt (default: the gate computed from the "
+    "task prompt), off (no LoRA), or a number used as the gate of every channel. Recorded in "
+    "the results."), show_default=False)]
 BatchSize = Annotated[int, typer.Option(
     min=0, help="Segments per forward pass; 0 = auto (8 on CPU, 32 on GPU).")]
 BeamSize = Annotated[int | None, typer.Option(min=1, help=(

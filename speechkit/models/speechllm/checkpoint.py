@@ -47,6 +47,8 @@ class BridgeInput:
     rate: int = 4  # encoder frames merged into one LLM token (Llama-AVSR: audio 3-4, video 2)
     pooling: str = "stack"  # stack (concatenate k frames) | mean (average k frames)
     hidden_dim: int = 0  # 0 = one linear layer; else Linear -> GELU -> Linear
+    adapter_dim: int = 0  # dual: subsampler output = adapter width (WavLLM 1024)
+    proj_dim: int = 0  # dual: per-stream projection before the fusion layer (WavLLM 2048)
 
 
 @dataclass
@@ -70,6 +72,19 @@ class LoraSpec:
 
 
 @dataclass
+class PromptLoraSpec:
+    """WavLLM's prompt-aware LoRA: one safetensors file with the LoRA pairs and the gate network."""
+
+    path: str = "prompt_lora.safetensors"
+    r: int = 8
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    gate_dim: int = 1024  # hidden width of the gate network (WavLLM scale_fc_1: 4096 -> 1024)
+    gate_max: float = 3.0  # the gate is clamped to [0, gate_max] (WavLLM)
+    interleaved_gate: bool = False  # gate in Meta Llama's interleaved RoPE order (converted WavLLM)
+
+
+@dataclass
 class LLMSpec:
     """The causal LM: source, expected sizes and its adapter."""
 
@@ -79,6 +94,7 @@ class LLMSpec:
     lora: LoraSpec | None = None
     config: dict[str, Any] | None = None  # transformers config for source "random"
     tokenizer: str | None = None  # tokenizer source when not the LLM's own (needed for "random")
+    prompt_lora: PromptLoraSpec | None = None  # WavLLM: LoRA weighted by a gate from the prompt
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ from speechkit.models.speechllm.llm import (
     load_tokenizer,
     lora_config,
 )
+from speechkit.models.speechllm.prompt_lora import PromptLoRA, attach_prompt_lora, check_gate_mode
 from speechkit.models.speechllm.prompts import render, split_ids
 from speechkit.models.speechllm.prompts import task_prompt as make_prompt
 from speechkit.models.speechllm.sources import anchor_sources, checkpoint_sha256, part_directories
@@ -59,7 +61,8 @@ class SpeechLLM(SpeechModel):
     modalities = frozenset({AUDIO, ENROLL})  # a trial's two recordings are joined into one input
     kind = "speech-LLM"
     tasks = frozenset()  # any: asr, st, sv, er, sqa, aac, and others with a custom --prompt
-    uses = SpeechModel.uses | {"quant", "dtype", "language", "target_language", "prompt"}
+    uses = SpeechModel.uses | {"quant", "dtype", "language", "target_language", "prompt",
+                               "lora_gate"}
 
     def __init__(self, spec: CheckpointSpec, encoders: list[Encoder], bridge: Bridge, llm: Any,
                  tokenizer: Any, *, name: str, device: str, quant: str,
@@ -76,6 +79,7 @@ class SpeechLLM(SpeechModel):
         self.stats = {"audio_s": 0.0, "tokens": 0, "seconds": 0.0}
         self.sha256: str | None = None  # checkpoint dir + every part dir (set by load_speechllm)
         self.part_sha256: dict[str, str] = {}  # the digest of each of those
+        self.prompt_lora: PromptLoRA | None = None  # WavLLM: LoRA gated by the prompt
 
     @property
     def device(self) -> str:
@@ -164,13 +168,14 @@ class SpeechLLM(SpeechModel):
         known = find_task(options.task)
         task = known.name if known else options.task  # a custom task keeps its name
         prompts = prompts or [None] * len(batch)
-        texts = [render(self.spec.prompt, make_prompt(self.spec.prompt, task,
-                                                      options.target_language, p, options.prompt),
-                        self.tokenizer) for p in prompts]
+        asks = [make_prompt(self.spec.prompt, task, options.target_language, p, options.prompt)
+                for p in prompts]
+        texts = [render(self.spec.prompt, a, self.tokenizer) for a in asks]
         yes_no = bool(known and known.yes_no) or any(_is_yes_no(t) for t in texts)
         settings = self.settings(options)
-        out = gen.generate(self.llm, self.tokenizer, self.prompt_embeds(batch, texts), settings,
-                           first_logits=yes_no)
+        embeds = self.prompt_embeds(batch, texts)
+        with self.prompt_lora.gated(asks, self.tokenizer) if self.prompt_lora else nullcontext():
+            out = gen.generate(self.llm, self.tokenizer, embeds, settings, first_logits=yes_no)
         self.last_tokens = out.tokens
         probs = (gen.yes_probabilities(out.first_logits, self.yes_ids, self.no_ids)
                  if out.first_logits is not None else [{} for _ in batch])
@@ -187,8 +192,9 @@ class SpeechLLM(SpeechModel):
         return hyps
 
     def used_settings(self) -> dict[str, Any]:
+        gate = {"lora_gate": self.prompt_lora.mode} if self.prompt_lora else {}
         return {"device": self._device, "dtype": str(self.dtype).replace("torch.", ""),
-                "quant": self.quant}
+                "quant": self.quant, **gate}
 
     def describe(self) -> dict[str, Any]:
         """Checkpoint identity and every setting that shapes the output."""
@@ -198,6 +204,7 @@ class SpeechLLM(SpeechModel):
                 "dtype": str(self.dtype).replace("torch.", ""),
                 "encoders": [f"{e.type}:{e.source}" for e in s.encoders],
                 "bridge": s.bridge.type, "llm": s.llm.source, "template": s.prompt.template,
+                **({"prompt_lora": self.prompt_lora.describe()} if self.prompt_lora else {}),
                 "generation": {k: v for k, v in gen.GenerationSettings(
                     stop=tuple(s.decode.stop)).to_dict().items()
                     if k not in ("beam_size", "max_new_tokens")}}  # those two: in `decode`
@@ -225,7 +232,7 @@ def _is_yes_no(text: str) -> bool:
 
 
 def load_speechllm(path: str, device: str = "cpu", quant: str | None = None,
-                   dtype: str | None = None) -> SpeechLLM:
+                   dtype: str | None = None, lora_gate: str | float | None = None) -> SpeechLLM:
     """Assemble a checkpoint dir: encoders, bridge weights, LLM (quantized) and LoRA adapter.
 
     Everything is checked before any weights load: the spec, every component directory
@@ -264,6 +271,12 @@ def load_speechllm(path: str, device: str = "cpu", quant: str | None = None,
         llm = attach_lora(llm, adapter_dir, spec.llm.lora, merge=quant not in ("4bit", "8bit"))
     model = SpeechLLM(spec, encoders, bridge, llm, tokenizer, name=str(path), device=device,
                       quant=quant, dtype=next(bridge.parameters()).dtype)
+    if spec.llm.prompt_lora is not None:
+        model.prompt_lora = attach_prompt_lora(llm, root, spec.llm.prompt_lora, f"{root / SPEC_FILE}:")
+        model.prompt_lora.mode = check_gate_mode(lora_gate)
+    elif lora_gate is not None:
+        raise SpeechkitError(f"--lora-gate: {path} has no prompt-aware LoRA (llm.prompt_lora in "
+                             f"{SPEC_FILE}); leave the option out")
     model.sha256, model.part_sha256 = checkpoint_sha256(root, parts)
     return model
 
@@ -273,6 +286,8 @@ def _checked_files(root: Path, spec: CheckpointSpec) -> tuple[dict[str, torch.Te
     """The bridge tensors and the adapter directory, each file resolved inside `root`."""
     where = f"{root / SPEC_FILE}:"
     state = load_weights(inside(root, WEIGHTS_FILE, f"{where} bridge weights"))
+    if spec.llm.prompt_lora is not None:  # read after the LLM loads; checked now
+        check_safetensors(inside(root, spec.llm.prompt_lora.path, f"{where} llm.prompt_lora.path"))
     if spec.llm.lora is None:
         return state, None
     adapter_dir = inside(root, spec.llm.lora.path, f"{where} llm.lora.path")

@@ -15,7 +15,10 @@ DEFAULT_TASK_PROMPTS = {t.name: t.prompt for t in TASKS.values() if t.prompt}
 # Llama-AVSR prompts (umbertocappellazzo/Llama-AVSR), one per input modality.
 LLAMA_AVSR_TASK_PROMPTS = {"asr": "Transcribe speech to text.", "vsr": "Transcribe video to text.",
                            "avsr": "Transcribe speech and video to text."}
-WAVLLM_SYSTEM = "You are a helpful assistant."  # Llama-2 chat system slot; override in the spec
+# WavLLM's system prompt (microsoft/SpeechT5 WavLLM speechllm_dataset.py); override in the spec.
+WAVLLM_SYSTEM = ("As a helpful language and speech assistant, you are able to understand the "
+                 "speech content provided by the user, and assist the user with a variety of "
+                 "tasks using natural language.")
 
 
 def template_prompts(spec: PromptSpec) -> dict[str, str]:
@@ -60,8 +63,9 @@ def render(spec: PromptSpec, prompt: str, tokenizer: Any) -> str:
         return f"{bos}{SPEECH}{prompt}" if spec.wrap else f"{bos}<audio>{SPEECH}</audio>{prompt}"
     if spec.template == "wavllm":
         system = spec.system if spec.system is not None else WAVLLM_SYSTEM
-        return (f"{bos}[INST] <<SYS>>\n{system}\n<</SYS>>\n\n"
-                f"<SPEECH>{SPEECH}</SPEECH> {prompt} [/INST]")
+        # WavLLM's layout: "[INST]<<SYS>>" joined, a space before </SPEECH> and [/INST].
+        return (f"{bos}[INST]<<SYS>>\n{system}\n<</SYS>>\n\n"
+                f"<SPEECH>{SPEECH} </SPEECH> {prompt} [/INST]")
     if spec.template == "chat":
         if not getattr(tokenizer, "chat_template", None):
             raise SpeechkitError("prompt template 'chat' needs an LLM tokenizer with a chat "
