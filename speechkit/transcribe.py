@@ -115,6 +115,14 @@ class _ProgressLines:
                            markup=False, highlight=False)
 
 
+def _sized_to(inputs: int, card: ModelCard, runtime: RuntimeOptions) -> tuple[ModelCard, RuntimeOptions]:
+    """Threads sized to the work when the user gave none: one file gets every core."""
+    if runtime.threads:
+        return card, runtime
+    runtime = replace(runtime, threads=resolve_threads(None, inputs=inputs))
+    return replace(card, runtime=runtime), runtime
+
+
 def transcribe_to_jsonl(items: Sequence[Item], model_name: str | SpeechModel | ModelCard,
                         options: DecodeOptions, results: Path | ResultWriter, *,
                         runtime: RuntimeOptions = RuntimeOptions(),
@@ -143,9 +151,7 @@ def transcribe_to_jsonl(items: Sequence[Item], model_name: str | SpeechModel | M
     pending = [it for it in items if not writer.done(it.id)]
     if not pending:
         return _already_done(items, writer, console, echo, title)
-    if not runtime.threads:  # sized to the work: one file gets every core
-        runtime = replace(runtime, threads=resolve_threads(None, inputs=len(pending)))
-        card = replace(card, runtime=runtime)
+    card, runtime = _sized_to(len(pending), card, runtime)
     model, seconds = load_with_status(card, runtime, console, progress)
     load_s += seconds
     bar, lines = _progress_display(console, label, len(items), progress)
