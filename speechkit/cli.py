@@ -23,6 +23,7 @@ from speechkit.commands.options import (
     Dtype,
     Engine,
     Language,
+    LoraScale,
     MaxNewTokens,
     Model,
     Overwrite,
@@ -106,7 +107,8 @@ def transcribe(
     beam_size: BeamSize = None, max_new_tokens: MaxNewTokens = None,
     word_timestamps: WordTimestamps = False, batch_size: BatchSize = 0, device: Device = "auto",
     dtype: Dtype = "auto", quant: Quant = None, engine: Engine = "auto", threads: Threads = 0,
-    out: Out = None, output_dir: OutputDir = None, fmt: OutputFormat = None,
+    lora_scale: LoraScale = None, out: Out = None, output_dir: OutputDir = None,
+    fmt: OutputFormat = None,
     overwrite: Overwrite = False, audio_stream: AudioStream = None, progress: Progress = True,
 ) -> None:
     """Transcribe (or translate) media files in length-sorted batches; results go to JSONL.
@@ -122,7 +124,7 @@ def transcribe(
     from speechkit.settings import check_task, unused_option_warnings
     from speechkit.transcribe import transcribe_to_jsonl
 
-    runtime = runtime_options(device, dtype, quant, engine, threads)
+    runtime = runtime_options(device, dtype, quant, engine, threads, lora_scale)
     formats = parse_formats(fmt)
     items = expand_inputs(inputs)
     check_inputs(items)

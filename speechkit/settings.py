@@ -50,6 +50,7 @@ _IGNORED_BECAUSE = {
     "language": "it does not read a spoken language",
     "engine": "only Whisper models have a choice of engine",
     "threads": "it sets no math threads",
+    "lora_scale": "it has no LoRA adapter",
 }
 
 
@@ -60,7 +61,7 @@ def given_options(runtime: RuntimeOptions, options: DecodeOptions,
              "dtype": runtime.dtype if runtime.dtype != "auto" else None,
              "quant": runtime.quant, "batch_size": batch_size,
              "engine": runtime.engine if runtime.engine != "auto" else None,
-             "threads": runtime.threads,
+             "threads": runtime.threads, "lora_scale": runtime.lora_scale,
              "word_timestamps": options.word_timestamps or None}
     for key in ("beam_size", "max_new_tokens", "prompt", "target_language", "language"):
         given[key] = getattr(options, key)

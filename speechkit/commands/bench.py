@@ -16,6 +16,7 @@ from speechkit.commands.options import (
     Dtype,
     Engine,
     Language,
+    LoraScale,
     MaxNewTokens,
     Model,
     Normalizer,
@@ -67,6 +68,7 @@ def bench(
     quant: Quant = None,
     engine: Engine = "auto",
     threads: Threads = 0,
+    lora_scale: LoraScale = None,
     overwrite: Overwrite = False,
     progress: Progress = True,
 ) -> None:
@@ -82,7 +84,7 @@ def bench(
     from speechkit.models.base import DecodeOptions
     from speechkit.settings import unused_option_warnings
 
-    runtime = runtime_options(device, dtype, quant, engine, threads)
+    runtime = runtime_options(device, dtype, quant, engine, threads, lora_scale)
     decode = DecodeOptions(language=language, beam_size=beam_size, max_new_tokens=max_new_tokens,
                            prompt=prompt)
     for line in unused_option_warnings(model, runtime, decode, batch_size or None):

@@ -41,13 +41,14 @@ def _engine(value: str) -> str:
 
 
 def runtime_options(device: str, dtype: str, quant: str | None, engine: str = "auto",
-                    threads: int = 0):
+                    threads: int = 0, lora_scale: float | None = None):
     """`RuntimeOptions` from the command line, the combination checked (e.g. int8 on a GPU,
     cuda without a GPU) before any model loads."""
     from speechkit.models.registry import RuntimeOptions
     from speechkit.settings import check_runtime
 
-    return check_runtime(RuntimeOptions(device, dtype, quant, engine=engine, threads=threads or None))
+    return check_runtime(RuntimeOptions(device, dtype, quant, engine=engine, threads=threads or None,
+                                        lora_scale=lora_scale))
 
 
 Model = Annotated[str, typer.Option("--model", "-m", help=(
@@ -67,6 +68,10 @@ Threads = Annotated[int, typer.Option(min=0, envvar="SPEECHKIT_THREADS", help=(
     "else the cores, at most 8)."))]
 Quant = Annotated[str | None, typer.Option(callback=_quant, help=(
     "Speech-LLM weights: 4bit (default on GPU), 8bit, bf16, fp16 or fp32."))]
+LoraScale = Annotated[float | None, typer.Option(min=0.0, min_open=True, help=(
+    "Speech LLMs: set the LoRA scaling (alpha / r as trained; SALMONN 4) when the LLM loads. "
+    "SALMONN's activation tuning lowers it (e.g. 2) to follow instructions beyond its training "
+    "tasks. Recorded in the results."), show_default=False)]
 BatchSize = Annotated[int, typer.Option(
     min=0, help="Segments per forward pass; 0 = auto (8 on CPU, 32 on GPU).")]
 BeamSize = Annotated[int | None, typer.Option(min=1, help=(

@@ -27,6 +27,7 @@ class RuntimeOptions:
     quant: str | None = None  # speech LLMs: 4bit | 8bit | bf16 | fp32 (None = per-device default)
     engine: str = "auto"  # Whisper: auto | torch | ctranslate2 (see whisper_engine)
     threads: int | None = None  # CPU math threads; None = $SPEECHKIT_THREADS or by the machine
+    lora_scale: float | None = None  # speech LLMs: LoRA scaling override (None = trained)
 
 
 ENGINES = ("auto", "torch", "ctranslate2")
@@ -129,7 +130,8 @@ def load_model(name: str = DEFAULT_MODEL, runtime: RuntimeOptions = RuntimeOptio
 
         if is_speechllm_checkpoint(path):
             return load_speechllm(str(path), device=device, quant=runtime.quant,
-                                  dtype=None if runtime.dtype == "auto" else runtime.dtype)
+                                  dtype=None if runtime.dtype == "auto" else runtime.dtype,
+                                  lora_scale=runtime.lora_scale)
         if _is_whisper_dir(path):
             return WhisperModel(path, name=str(path), device=device, dtype=dtype, int8=int8,
                                 describe={"sha256": dir_sha256(path, MODEL_SUFFIXES)})

@@ -22,6 +22,7 @@ FORMAT = "speechkit-speechllm"
 FORMAT_VERSION = 1
 TEMPLATES = ("salmonn", "llama-avsr", "wavllm", "chat")
 POOLINGS = ("stack", "mean")
+FRAME_RATE = 50  # Hz: Whisper encoder frames, the grid the Q-Former's streams share
 STREAMS = ("audio", "video")  # the input streams an encoder can read
 
 
@@ -50,12 +51,28 @@ class BridgeInput:
 
 
 @dataclass
+class QFormerSpec:
+    """SALMONN's window-level Q-Former: BERT layers with cross-attention (BERT-base sizes)."""
+
+    hidden_size: int = 768
+    layers: int = 2
+    heads: int = 12
+    intermediate_size: int = 3072
+    queries: int = 1  # query tokens per window
+    window: int = 17  # encoder frames per window: 0.333 s at 50 Hz (SALMONN)
+    stride: int = 17
+    segment: int = 1500  # frames per 30 s encoder window; no Q-Former window straddles two
+    layer_norm_eps: float = 1e-12
+
+
+@dataclass
 class BridgeSpec:
     """The trainable part between encoders and the LLM."""
 
     type: str = "linear"
     out_dim: int = 0  # must equal the LLM hidden size
     inputs: dict[str, BridgeInput] = field(default_factory=dict)
+    qformer: QFormerSpec | None = None  # type "qformer" (SALMONN); None = the defaults
 
 
 @dataclass
@@ -162,6 +179,8 @@ class CheckpointSpec:
             _at_least(inp.in_dim, 1, f"{key}.in_dim", source)
             _at_least(inp.rate, 1, f"{key}.rate", source)
             _at_least(inp.hidden_dim, 0, f"{key}.hidden_dim", source)
+        if self.bridge.type == "qformer":
+            _check_qformer(self.bridge.qformer or QFormerSpec(), self.encoders, source)
         _check_llm(self.llm, source)
         if self.llm.hidden_size and self.bridge.out_dim != self.llm.hidden_size:
             raise SpeechkitError(f"{source}: bridge.out_dim {self.bridge.out_dim} != LLM hidden "
@@ -188,6 +207,21 @@ def _check_encoder(enc: EncoderSpec, key: str, source: str) -> None:
     if enc.source == "random" and not enc.config:
         raise SpeechkitError(f"{source}: {key}.source is \"random\" but {key}.config is empty; "
                              "give the encoder's transformers config there")
+
+
+def _check_qformer(q: QFormerSpec, encoders: list[EncoderSpec], source: str) -> None:
+    for key in ("hidden_size", "layers", "heads", "intermediate_size", "queries", "window",
+                "stride"):
+        _at_least(getattr(q, key), 1, f"bridge.qformer.{key}", source)
+    _at_least(q.segment, q.window, "bridge.qformer.segment", source)
+    if q.hidden_size % q.heads:
+        raise SpeechkitError(f"{source}: bridge.qformer.hidden_size {q.hidden_size} is not a "
+                             f"multiple of bridge.qformer.heads {q.heads}; fix one of them")
+    for enc in encoders:  # the streams are joined frame by frame, window by window (50 Hz)
+        if round(enc.window_s * FRAME_RATE) != q.segment:
+            raise SpeechkitError(f"{source}: encoder {enc.modality!r} window_s {enc.window_s:g} "
+                                 f"is not bridge.qformer.segment {q.segment} frames at 50 Hz; "
+                                 "give every encoder the same window_s = segment / 50")
 
 
 def _check_llm(llm: LLMSpec, source: str) -> None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 from speechkit.models.speechllm.bridges.base import Bridge, Features
 from speechkit.models.speechllm.bridges.conv1d import Conv1dBridge
 from speechkit.models.speechllm.bridges.linear import LinearBridge
+from speechkit.models.speechllm.bridges.qformer import WindowQFormer
 from speechkit.models.speechllm.checkpoint import BridgeSpec
 
-BRIDGES: dict[str, type[Bridge]] = {"linear": LinearBridge, "conv1d": Conv1dBridge}
+BRIDGES: dict[str, type[Bridge]] = {"linear": LinearBridge, "conv1d": Conv1dBridge,
+                                     "qformer": WindowQFormer}
 
 
 def build_bridge(spec: BridgeSpec) -> Bridge:
