@@ -62,14 +62,16 @@ def read_beats_checkpoint(file: str | Path) -> tuple[dict[str, Any], dict[str, t
 
 
 def write_beats_dir(directory: Path, cfg: dict[str, Any], state: dict[str, torch.Tensor]) -> None:
-    """BEATs as a safe directory: its cfg as JSON and its tensors as safetensors."""
+    """BEATs as a safe directory: its cfg as JSON and the tensors it uses as safetensors (the
+    position conv's weight norm folded, the predictor head and shared-bias copies left out)."""
     from safetensors.torch import save_file
 
     directory.mkdir(parents=True, exist_ok=True)
     plain = {k: v for k, v in cfg.items() if isinstance(v, (int, float, str, bool)) or v is None}
     (directory / CONFIG_FILE).write_text(json.dumps({"model_type": "beats", "cfg": plain},
                                                     indent=2) + "\n")
-    save_file({k: v.contiguous() for k, v in state.items()}, str(directory / WEIGHTS_FILE))
+    used, _ = official_state(state)
+    save_file({k: v.clone().contiguous() for k, v in used.items()}, str(directory / WEIGHTS_FILE))
 
 
 def beats_config(spec: EncoderSpec, directory: Path | None) -> BeatsConfig:
