@@ -34,6 +34,14 @@ def _quant(value: str | None) -> str | None:
     return check_quant(value)
 
 
+def _lora_scale(value: float | None) -> float | None:
+    from speechkit.errors import SpeechkitError
+
+    if value is not None and not value > 0:
+        raise SpeechkitError(f"--lora-scale must be > 0, got {value:g} (SALMONN trains with 4)")
+    return value
+
+
 def _engine(value: str) -> str:
     from speechkit.models.registry import check_engine
 
@@ -68,7 +76,7 @@ Threads = Annotated[int, typer.Option(min=0, envvar="SPEECHKIT_THREADS", help=(
     "else the cores, at most 8)."))]
 Quant = Annotated[str | None, typer.Option(callback=_quant, help=(
     "Speech-LLM weights: 4bit (default on GPU), 8bit, bf16, fp16 or fp32."))]
-LoraScale = Annotated[float | None, typer.Option(min=0.0, min_open=True, help=(
+LoraScale = Annotated[float | None, typer.Option(callback=_lora_scale, help=(
     "Speech LLMs: set the LoRA scaling (alpha / r as trained; SALMONN 4) when the LLM loads. "
     "SALMONN's activation tuning lowers it (e.g. 2) to follow instructions beyond its training "
     "tasks. Recorded in the results."), show_default=False)]
