@@ -67,8 +67,7 @@ def bench(
     dtype: Dtype = "auto",
     quant: Quant = None,
     engine: Engine = "auto",
-    threads: Threads = 0,
-    lora_scale: LoraScale = None,
+    threads: Threads = 0, lora_scale: LoraScale = None,
     overwrite: Overwrite = False,
     progress: Progress = True,
 ) -> None:
