@@ -130,3 +130,11 @@ class WindowQFormer(Bridge):
         for i, piece in enumerate(torch.split(y, counts.tolist())):
             out[i, :len(piece)] = piece
         return {next(iter(self.spec.inputs)): (out, counts.to(lengths.device))}
+
+
+def summary(spec: BridgeSpec) -> str:
+    """One line for `speechkit models show`."""
+    q = spec.qformer or QFormerSpec()
+    joined = " + ".join(f"{m} {inp.in_dim}" for m, inp in spec.inputs.items())
+    return (f"qformer: {joined} -> {q.layers} BERT layers ({q.hidden_size}-d), {q.queries} "
+            f"query per {q.window} frames (stride {q.stride}) -> {spec.out_dim}")
