@@ -23,6 +23,7 @@ FORMAT_VERSION = 1
 TEMPLATES = ("salmonn", "llama-avsr", "wavllm", "chat")
 POOLINGS = ("stack", "mean")
 FRAME_RATE = 50  # Hz: Whisper encoder frames, the grid the Q-Former's streams share
+WHISPER_WINDOW_S = 30.0  # the longest window Whisper's encoder reads
 STREAMS = ("audio", "video")  # the input streams an encoder can read
 
 
@@ -218,6 +219,9 @@ def _check_qformer(q: QFormerSpec, encoders: list[EncoderSpec], source: str) -> 
         raise SpeechkitError(f"{source}: bridge.qformer.hidden_size {q.hidden_size} is not a "
                              f"multiple of bridge.qformer.heads {q.heads}; fix one of them")
     for enc in encoders:  # the streams are joined frame by frame, window by window (50 Hz)
+        if enc.window_s > WHISPER_WINDOW_S:
+            raise SpeechkitError(f"{source}: encoder {enc.modality!r} window_s {enc.window_s:g} "
+                                 f"is longer than Whisper's {WHISPER_WINDOW_S:g} s; use at most that")
         if round(enc.window_s * FRAME_RATE) != q.segment:
             raise SpeechkitError(f"{source}: encoder {enc.modality!r} window_s {enc.window_s:g} "
                                  f"is not bridge.qformer.segment {q.segment} frames at 50 Hz; "

@@ -32,6 +32,7 @@ GRID_SAMPLES = 320  # samples per 50 Hz frame: Whisper's encoder rate, which BEA
 CONFIG_FILE = "config.json"  # {"model_type": "beats", "cfg": BEATs cfg}
 WEIGHTS_FILE = "model.safetensors"
 RANDOM_SEED = 0  # source "random": the same weights on every load
+BEATS_BATCH = 4  # 30 s windows per forward: 1,496 tokens attend to each other in every layer
 
 
 def fbank(wave: np.ndarray) -> np.ndarray:
@@ -115,8 +116,13 @@ class BeatsAudioEncoder(Encoder):
         banks = [fbank(w) for w in windows]
         patch = self.model.cfg.input_patch_size
         run = [i for i, b in enumerate(banks) if len(b) >= patch]  # shorter: no token at all
-        if not run:
-            return out
+        for start in range(0, len(run), BEATS_BATCH):
+            self._encode(banks, run[start:start + BEATS_BATCH], out)
+        return out
+
+    def _encode(self, banks: list[np.ndarray], run: list[int], out: list[torch.Tensor]) -> None:
+        """BEATs over the fbanks `run` names (zero-padded to the longest); tokens into `out`."""
+        patch = self.model.cfg.input_patch_size
         longest = max(len(banks[i]) for i in run)
         x = torch.zeros(len(run), longest - longest % patch, FBANK_BINS)
         for row, i in enumerate(run):
@@ -127,4 +133,3 @@ class BeatsAudioEncoder(Encoder):
         for row, i in enumerate(run):
             n = min(int(lengths[row]), len(out[i]))
             out[i][:n] = tokens[row, :n]
-        return out

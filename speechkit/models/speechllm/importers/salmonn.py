@@ -29,18 +29,13 @@ from speechkit.models.speechllm.checkpoint import (
     PromptSpec,
     QFormerSpec,
 )
+from speechkit.models.speechllm.prompts import DEFAULT_TASK_PROMPTS
 
 SPEECH, AUDIO_EVENTS = "audio", "beats"  # the two encoders' names (bridge inputs)
-# SALMONN's test prompts (bytedance/SALMONN prompts/test_prompt.json, cli_inference.py);
-# translation is to German there, the target language here.
-SALMONN_PROMPTS = {
-    "asr": "Recognize the speech and give me the transcription.",
-    "st": "Listen to the speech and translate it into {target_language}.",
-    "aac": "Please describe the audio.",
-    "er": "Describe the emotion of the speaker in one word.",
-    "sv": "Do you only hear the same person talking? Answer yes or no.",
-    "sqa": "{question}",
-}
+# The task registry's prompts are SALMONN's test prompts (bytedance/SALMONN
+# prompts/test_prompt.json; translation is into German there, the target language here).
+# The checkpoint records them, so it keeps them whatever speechkit's defaults become.
+SALMONN_TASKS = ("asr", "st", "aac", "er", "sv", "sqa")
 SALMONN_DECODE = DecodeDefaults(beam_size=4, max_new_tokens=200)  # cli_inference.py / configs
 SALMONN_LORA_ALPHA = 32.0  # configs/decode_config.yaml: lora_rank 8, lora_alpha 32
 BERT_BASE_HEADS = 12  # the Q-Former is bert-base-uncased's config with 2 layers
@@ -158,7 +153,7 @@ def salmonn_spec(bridge: dict[str, torch.Tensor], lora: LoraSpec, *, whisper: st
                           inputs={SPEECH: BridgeInput(in_dim=whisper_dim),
                                   AUDIO_EVENTS: BridgeInput(in_dim=beats_dim)}),
         llm=LLMSpec(source=llm, hidden_size=hidden, vocab_size=vocab, lora=lora),
-        prompt=PromptSpec(template="salmonn", tasks=dict(SALMONN_PROMPTS)),
+        prompt=PromptSpec(template="salmonn", tasks={t: DEFAULT_TASK_PROMPTS[t] for t in SALMONN_TASKS}),
         decode=SALMONN_DECODE)
 
 
