@@ -45,6 +45,25 @@ def test_fbank_is_kaldi_framed_and_normalized_as_beats():
     assert 40 < peak < 70  # 1 kHz sits in the lower middle of 128 mel bins up to 8 kHz
 
 
+@pytest.mark.parametrize("bins", [23, 80])
+def test_kaldi_fbank_equals_kaldi_native_fbank_where_it_takes_the_bins(bins):
+    import kaldi_native_fbank as knf
+
+    from speechkit.models.speechllm.encoders.kaldi_fbank import kaldi_fbank
+
+    wave = (noise(2.0, 9) * 2 ** 15).astype(np.float32)
+    opts = knf.FbankOptions()
+    opts.frame_opts.dither = 0.0
+    opts.mel_opts.num_bins = bins
+    bank = knf.OnlineFbank(opts)
+    bank.accept_waveform(16000, wave.tolist())
+    bank.input_finished()
+    want = np.stack([bank.get_frame(i) for i in range(bank.num_frames_ready)])
+    got = kaldi_fbank(wave, bins=bins, rate=16000, frame_ms=25.0, shift_ms=10.0)
+    assert got.shape == want.shape
+    assert np.abs(got - want).max() < 1e-3  # log energies: 0.1 %; kaldi-native-fbank is float32
+
+
 def test_official_checkpoint_matches_the_reference_forward(beats_dir):
     cfg, state = read_beats_checkpoint(beats_dir / "beats.pt")
     wave = noise(2.0, 7)

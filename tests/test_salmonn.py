@@ -238,3 +238,15 @@ def test_lora_scale_is_applied_and_recorded_by_transcribe(converted, dev_dir, tm
     res = cli("transcribe", str(clip), "--model", str(converted), "--lora-scale", "0")
     assert isinstance(res.exception, SpeechkitError)
     assert "--lora-scale must be > 0" in str(res.exception)
+
+
+@torch.inference_mode()
+def test_clip_shorter_than_one_window_gets_one_masked_window(model, dev_dir):
+    wave = _clip(dev_dir)
+    short = wave[:3200]  # 0.2 s: 10 frames, fewer than a window's 17
+    out, n = model.encode(audio_inputs([short, wave]))["audio"]
+    alone, k = model.encode(audio_inputs([short]))["audio"]
+    assert int(n[0]) == int(k[0]) == 1
+    assert torch.allclose(out[0, :1], alone[0, :1], atol=1e-5)
+    frames = -(-len(wave) // 320)
+    assert int(n[1]) == (frames - 17) // 17 + 1  # SALMONN's F.unfold: the leftover frames drop
