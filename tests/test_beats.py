@@ -29,8 +29,9 @@ def beats_dir(tmp_path_factory):
     return root
 
 
-def _encoder(directory, window_s=30.0):
-    spec = EncoderSpec(modality="beats", type="beats", source=str(directory), window_s=window_s)
+def _encoder(directory, window_s=30.0, pad_window=False):
+    spec = EncoderSpec(modality="beats", type="beats", source=str(directory), window_s=window_s,
+                       pad_window=pad_window)
     return BeatsAudioEncoder(directory, spec, "cpu", torch.float32)
 
 
@@ -83,6 +84,9 @@ def test_tokens_sit_on_whispers_frame_grid_window_by_window(beats_dir):
     alone, _ = encoder([noise(7.5, 1)[48000:96000]])  # the second window encoded by itself
     assert torch.allclose(feats[0, 150:300], alone[0], atol=1e-5)
     assert not feats[1].any()  # 0.1 s: shorter than one 16-frame patch, no token
+    padded, lengths = _encoder(beats_dir / "dir", window_s=3.0, pad_window=True)([noise(7.5, 1)])
+    assert lengths.tolist() == [450]  # SALMONN: every window whole, zero rows after the audio
+    assert torch.equal(padded[0, :375], feats[0]) and not padded[0, 375:].any()
 
 
 def test_batch_equals_one_at_a_time(beats_dir):

@@ -84,10 +84,9 @@ def _reference_logits(parts, model, wave, scaling):
     mel = WhisperFeatureExtractor(feature_size=80)(wave, sampling_rate=16000,
                                                    return_tensors="pt").input_features
     speech = WhisperModel.from_pretrained(parts["whisper"]).encoder(mel).last_hidden_state
-    tokens, n = model.encoders[1]([wave])
-    audio = tokens[:, :int(n[0])]
-    audio = audio[:, :int((audio != 0).any(-1).sum())]  # BEATs' own 1,496 tokens, unpadded
-    assert audio.shape[1] == 1496
+    tokens, _ = model.encoders[1]([wave])
+    audio = tokens[:, :int((tokens[0] != 0).any(-1).sum())]  # BEATs' own tokens, unpadded
+    assert audio.shape[1] == (len(wave) // 160 - 1) // 16 * 8  # 8 per 16 fbank frames
     embeds = salmonn_speech_embeds(parts["state"], speech, audio)
     assert embeds.shape[1] == 88  # 1,500 frames in windows of 17
     prompt = f"USER: <Speech><SpeechHere></Speech> {ASR_PROMPT}\nASSISTANT:"
@@ -107,10 +106,12 @@ def _speechkit_logits(model, wave):
     return model.llm(inputs_embeds=embeds[None]).logits
 
 
-@pytest.mark.parametrize("scale", [None, 2.0])
+@pytest.mark.parametrize(("scale", "seconds"), [(None, 30.0), (2.0, None)])
 @torch.inference_mode()
-def test_converted_logits_match_the_official_layout(parts, converted, dev_dir, scale):
-    wave = np.resize(_clip(dev_dir), 30 * 16000)  # a 30 s input: SALMONN's whole window
+def test_converted_logits_match_the_official_layout(parts, converted, dev_dir, scale, seconds):
+    wave = _clip(dev_dir)  # 2.9 s; SALMONN encodes it as 30 s (88 windows) as speechkit does here
+    if seconds:
+        wave = np.resize(wave, int(seconds * 16000))
     model = load_speechllm(str(converted), device="cpu", lora_scale=scale)
     want = _reference_logits(parts, model, wave, scaling=scale or 32 / 4)
     got = _speechkit_logits(model, wave)
@@ -200,24 +201,28 @@ def test_every_task_runs_and_a_batch_decodes_like_one_at_a_time(model, dev_dir):
         assert all(h.extras["windows"] == 1 and h.extras["window_s"] == 30.0 for h in hyps)
 
 
-@pytest.fixture(scope="module")
-def short_windows(converted, tmp_path_factory):
-    """The converted checkpoint with 3 s encoder windows (150 frames), to test long audio."""
-    out = tmp_path_factory.mktemp("short") / "ck"
+def _variant(converted, out, window_s=30.0, pad_window=True):
+    """The converted checkpoint with other encoder windows."""
     shutil.copytree(converted, out)
     spec = json.loads((out / SPEC_FILE).read_text())
     for enc in spec["encoders"]:
-        enc["window_s"] = 3.0
-    spec["bridge"]["qformer"]["segment"] = 150
+        enc["window_s"], enc["pad_window"] = window_s, pad_window
+    spec["bridge"]["qformer"]["segment"] = round(window_s * 50)
     (out / SPEC_FILE).write_text(json.dumps(spec))
     return load_speechllm(str(out), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def short_windows(converted, tmp_path_factory):
+    """3 s encoder windows (150 frames), to test long audio on short clips."""
+    return _variant(converted, tmp_path_factory.mktemp("short") / "ck", window_s=3.0)
 
 
 @torch.inference_mode()
 def test_long_audio_is_windowed_through_both_encoders_in_step(short_windows, dev_dir):
     wave = _clip(dev_dir, "asr_en/wenet_librispeech-1995-1837-0001.wav")[:int(7.5 * 16000)]
     out, n = short_windows.encode(audio_inputs([wave]))["audio"]
-    assert int(n[0]) == 8 + 8 + 4  # per 3 s window: 150 frames -> 8 windows of 17; 75 -> 4
+    assert int(n[0]) == 8 + 8 + 8  # per 3 s window (the last padded as SALMONN): 150 frames -> 8
     chunks = [wave[i:i + 48000] for i in range(0, len(wave), 48000)]
     alone = [short_windows.encode(audio_inputs([c]))["audio"] for c in chunks]
     joined = torch.cat([x[0, :int(k[0])] for x, k in alone])
@@ -241,7 +246,8 @@ def test_lora_scale_is_applied_and_recorded_by_transcribe(converted, dev_dir, tm
 
 
 @torch.inference_mode()
-def test_clip_shorter_than_one_window_gets_one_masked_window(model, dev_dir):
+def test_without_window_padding_only_frames_with_audio_reach_the_llm(converted, dev_dir, tmp_path):
+    model = _variant(converted, tmp_path / "ck", pad_window=False)
     wave = _clip(dev_dir)
     short = wave[:3200]  # 0.2 s: 10 frames, fewer than a window's 17
     out, n = model.encode(audio_inputs([short, wave]))["audio"]

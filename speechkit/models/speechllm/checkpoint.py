@@ -24,6 +24,7 @@ TEMPLATES = ("salmonn", "llama-avsr", "wavllm", "chat")
 POOLINGS = ("stack", "mean")
 FRAME_RATE = 50  # Hz: Whisper encoder frames, the grid the Q-Former's streams share
 WHISPER_WINDOW_S = 30.0  # the longest window Whisper's encoder reads
+PAD_WINDOW_TYPES = ("whisper", "beats")  # encoders that can yield whole windows (pad_window)
 STREAMS = ("audio", "video")  # the input streams an encoder can read
 
 
@@ -38,6 +39,9 @@ class EncoderSpec:
     dim: int = 0  # output feature size; checked against the loaded encoder and the bridge
     layer_weights: bool = False  # SpeechVerse: learnable softmax-weighted sum of all layers
     window_s: float = 30.0  # longer audio is encoded in windows of this length and concatenated
+    # SALMONN: every window yields its whole window of frames (Whisper's output over the
+    # padding; BEATs zeros), as SALMONN always feeds 30 s; whisper and beats encoders only
+    pad_window: bool = False
     config: dict[str, Any] | None = None  # transformers config for source "random"
 
 
@@ -205,6 +209,9 @@ def _check_encoder(enc: EncoderSpec, key: str, source: str) -> None:
     _nonempty([enc.source], f"{key}.source", source)
     _at_least(enc.dim, 0, f"{key}.dim", source)
     _at_least(enc.window_s, 0, f"{key}.window_s", source, strict=True)
+    if enc.pad_window and enc.type not in PAD_WINDOW_TYPES:
+        raise SpeechkitError(f"{source}: {key}.pad_window is for {' and '.join(PAD_WINDOW_TYPES)} "
+                             f"encoders, not {enc.type!r}; set it to false")
     if enc.source == "random" and not enc.config:
         raise SpeechkitError(f"{source}: {key}.source is \"random\" but {key}.config is empty; "
                              "give the encoder's transformers config there")

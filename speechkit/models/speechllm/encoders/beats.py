@@ -101,6 +101,7 @@ class BeatsAudioEncoder(Encoder):
         self.modality, self.dim = spec.modality, cfg.encoder_embed_dim
         self.window_samples = int(spec.window_s * SAMPLE_RATE)
         self.window_frames = grid_frames(self.window_samples)
+        self.pad_window = spec.pad_window  # SALMONN: zero rows up to the whole window
         if directory is None:
             torch.manual_seed(RANDOM_SEED)
         self.model = Beats(cfg)
@@ -111,7 +112,8 @@ class BeatsAudioEncoder(Encoder):
         self.device_, self.dtype_ = device, dtype
 
     def encode_windows(self, windows: list[np.ndarray]) -> list[torch.Tensor]:
-        out = [torch.zeros(min(self.window_frames, grid_frames(len(w))), self.dim,
+        out = [torch.zeros(self.window_frames if self.pad_window
+                           else min(self.window_frames, grid_frames(len(w))), self.dim,
                            device=self.device_, dtype=self.dtype_) for w in windows]
         banks = [fbank(w) for w in windows]
         patch = self.model.cfg.input_patch_size

@@ -146,9 +146,9 @@ def salmonn_spec(bridge: dict[str, torch.Tensor], lora: LoraSpec, *, whisper: st
     q.segment = round(window_s * 50)  # 50 Hz frames per encoder window
     return CheckpointSpec(
         encoders=[EncoderSpec(modality=SPEECH, type="whisper", source=whisper, dim=whisper_dim,
-                              window_s=window_s),
+                              window_s=window_s, pad_window=True),
                   EncoderSpec(modality=AUDIO_EVENTS, type="beats", source=beats, dim=beats_dim,
-                              window_s=window_s)],
+                              window_s=window_s, pad_window=True)],
         bridge=BridgeSpec(type="qformer", out_dim=hidden, qformer=q,
                           inputs={SPEECH: BridgeInput(in_dim=whisper_dim),
                                   AUDIO_EVENTS: BridgeInput(in_dim=beats_dim)}),
