@@ -240,6 +240,10 @@ def test_lora_scale_is_applied_and_recorded_by_transcribe(converted, dev_dir, tm
     line = json.loads(out.read_text().splitlines()[0])
     assert line["status"] == "ok" and line["model"]["lora_scaling"] == 2.0
     assert line["extras"]["windows"] == 1
+    res = cli("transcribe", str(clip), "--model", str(converted), "--device", "cpu",
+              "--lora-scale", "3", "--max-new-tokens", "3", "--beam-size", "1", "--out", str(out))
+    assert isinstance(res.exception, SpeechkitError)  # resume never mixes two scalings
+    assert "finished item(s) were made with" in str(res.exception)
     res = cli("transcribe", str(clip), "--model", str(converted), "--lora-scale", "0")
     assert isinstance(res.exception, SpeechkitError)
     assert "--lora-scale must be > 0" in str(res.exception)
