@@ -33,11 +33,11 @@ def salmonn(
     from speechkit.models.speechllm.importers.salmonn import convert_salmonn
 
     done = convert_salmonn(ckpt, whisper, beats, llm, out_dir, overwrite=force)
-    q = done.spec.bridge.qformer
-    assert q is not None
+    q, lora = done.spec.bridge.qformer, done.spec.llm.lora
+    assert q is not None and lora is not None  # a SALMONN conversion always writes both
     out.print(plain(f"wrote {out_dir}: {done.mapped} tensors placed (Q-Former {q.layers} layers, "
-                    f"{q.queries} query per {q.window} frames; LoRA r={done.spec.llm.lora.r} on "
-                    f"{', '.join(done.spec.llm.lora.target_modules)})"))
+                    f"{q.queries} query per {q.window} frames; LoRA r={lora.r} on "
+                    f"{', '.join(lora.target_modules)})"))
     if done.dropped:
         out.print(plain(f"dropped {len(done.dropped)} keys that are not weights:"))
         for key, why in done.dropped.items():

@@ -36,7 +36,7 @@ SPEECH, AUDIO_EVENTS = "audio", "beats"  # the two encoders' names (bridge input
 # prompts/test_prompt.json; translation is into German there, the target language here).
 # The checkpoint records them, so it keeps them whatever speechkit's defaults become.
 SALMONN_TASKS = ("asr", "st", "aac", "er", "sv", "sqa")
-SALMONN_DECODE = DecodeDefaults(beam_size=4, max_new_tokens=200)  # cli_inference.py / configs
+SALMONN_BEAM, SALMONN_MAX_NEW_TOKENS = 4, 200  # configs/decode_config.yaml generate settings
 SALMONN_LORA_ALPHA = 32.0  # configs/decode_config.yaml: lora_rank 8, lora_alpha 32
 BERT_BASE_HEADS = 12  # the Q-Former is bert-base-uncased's config with 2 layers
 WINDOW_FRAMES = 17  # second_per_window 0.333333 x 1500 / 30 s (SALMONN's kernel and stride)
@@ -154,7 +154,7 @@ def salmonn_spec(bridge: dict[str, torch.Tensor], lora: LoraSpec, *, whisper: st
                                   AUDIO_EVENTS: BridgeInput(in_dim=beats_dim)}),
         llm=LLMSpec(source=llm, hidden_size=hidden, vocab_size=vocab, lora=lora),
         prompt=PromptSpec(template="salmonn", tasks={t: DEFAULT_TASK_PROMPTS[t] for t in SALMONN_TASKS}),
-        decode=SALMONN_DECODE)
+        decode=DecodeDefaults(beam_size=SALMONN_BEAM, max_new_tokens=SALMONN_MAX_NEW_TOKENS))
 
 
 def check_shapes(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor]) -> None:
@@ -245,12 +245,12 @@ def _checked_beats(cfg: dict, state: dict[str, torch.Tensor], file: str | Path) 
 
 def _whisper(source: str) -> tuple[str, int]:
     """The Whisper source as the spec records it, and its encoder width."""
+    from transformers import AutoConfig
+
     from speechkit.models.safe_load import pretrained
     from speechkit.models.speechllm.sources import builtin_encoders, resolve_source
 
     directory = resolve_source(source, builtin_encoders(), "Whisper")
-    from transformers import AutoConfig
-
     config = pretrained(AutoConfig, directory)
     if config.model_type != "whisper":
         raise SpeechkitError(f"--whisper {source} is a {config.model_type!r} model; pass the "
