@@ -50,6 +50,8 @@ def grid_frames(samples: int) -> int:
 def read_beats_checkpoint(file: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """`cfg` and `model` of an official BEATs `.pt`, read with torch's weights-only loader;
     anything else (other objects, no cfg/model) is refused."""
+    if not Path(file).is_file():
+        raise SpeechkitError(f"BEATs checkpoint {file}: no such file; pass the BEATs .pt file")
     obj = load_plain_pickle(file)
     if not (isinstance(obj, dict) and isinstance(obj.get("cfg"), dict)
             and isinstance(obj.get("model"), dict)):

@@ -175,6 +175,8 @@ def read_salmonn_state(file: str | Path) -> dict[str, torch.Tensor]:
     """The state dict of a SALMONN `.pth` (torch's weights-only loader; pickled code refused)."""
     from speechkit.models.safe_load import load_plain_pickle
 
+    if not Path(file).is_file():
+        raise SpeechkitError(f"--ckpt {file}: no such file; pass salmonn_v1.pth or salmonn_7b_v0.pth")
     obj = load_plain_pickle(file)
     state = obj.get("model", obj) if isinstance(obj, dict) else None
     if not isinstance(state, dict) or not state or not all(
