@@ -24,6 +24,7 @@ from speechkit.commands.options import (
     Engine,
     Language,
     LoraGate,
+    LoraScale,
     MaxNewTokens,
     Model,
     Overwrite,
@@ -107,7 +108,8 @@ def transcribe(
     beam_size: BeamSize = None, max_new_tokens: MaxNewTokens = None,
     word_timestamps: WordTimestamps = False, batch_size: BatchSize = 0, device: Device = "auto",
     dtype: Dtype = "auto", quant: Quant = None, engine: Engine = "auto", threads: Threads = 0,
-    out: Out = None, output_dir: OutputDir = None, fmt: OutputFormat = None,
+    lora_scale: LoraScale = None, out: Out = None, output_dir: OutputDir = None,
+    fmt: OutputFormat = None,
     overwrite: Overwrite = False, audio_stream: AudioStream = None, progress: Progress = True,
     lora_gate: LoraGate = None,
 ) -> None:
@@ -124,7 +126,7 @@ def transcribe(
     from speechkit.settings import check_task, unused_option_warnings
     from speechkit.transcribe import transcribe_to_jsonl
 
-    runtime = runtime_options(device, dtype, quant, engine, threads, lora_gate=lora_gate)
+    runtime = runtime_options(device, dtype, quant, engine, threads, lora_scale, lora_gate=lora_gate)
     formats = parse_formats(fmt)
     items = expand_inputs(inputs)
     check_inputs(items)

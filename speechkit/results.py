@@ -147,8 +147,11 @@ def same_model(recorded: dict[str, Any] | None, current: dict[str, Any] | None) 
         return False  # a hub model has no hash before it is downloaded: its source decides
     # Engines round differently: a result made by one is not reused by another. Results
     # written before engines were recorded came from torch.
+    # A speech LLM's LoRA scaling (--lora-scale) changes its output; lines from before it
+    # was recorded match any.
     return (recorded.get("quant") == current.get("quant")
-            and recorded.get("engine", "torch") == current.get("engine", "torch"))
+            and recorded.get("engine", "torch") == current.get("engine", "torch")
+            and recorded.get("lora_scaling", current.get("lora_scaling")) == current.get("lora_scaling"))
 
 
 def _model_label(d: dict[str, Any] | None) -> str:

@@ -51,6 +51,7 @@ _IGNORED_BECAUSE = {
     "engine": "only Whisper models have a choice of engine",
     "threads": "it sets no math threads",
     "lora_gate": "it has no prompt-aware LoRA",
+    "lora_scale": "it has no LoRA adapter",
 }
 
 
@@ -62,6 +63,7 @@ def given_options(runtime: RuntimeOptions, options: DecodeOptions,
              "quant": runtime.quant, "batch_size": batch_size,
              "engine": runtime.engine if runtime.engine != "auto" else None,
              "threads": runtime.threads, "lora_gate": runtime.lora_gate,
+             "lora_scale": runtime.lora_scale,
              "word_timestamps": options.word_timestamps or None}
     for key in ("beam_size", "max_new_tokens", "prompt", "target_language", "language"):
         given[key] = getattr(options, key)

@@ -96,6 +96,7 @@ def test_a_speech_llm_records_its_quantization(testdata, tmp_path):
                         out_dir=tmp_path / "o", progress=False,
                         decode=DecodeOptions(max_new_tokens=2)).summary
     assert summary["run"]["runtime"] == {"device": "cpu", "dtype": "float32", "quant": "fp32",
+                                         "lora_scaling": 4.0,  # alpha 32 / r 8, as trained
                                          "batch_size": 2, "beam_size": model.spec.decode.beam_size}
 
 

@@ -17,6 +17,7 @@ from speechkit.commands.options import (
     Engine,
     Language,
     LoraGate,
+    LoraScale,
     MaxNewTokens,
     Model,
     Normalizer,
@@ -67,7 +68,7 @@ def bench(
     dtype: Dtype = "auto",
     quant: Quant = None,
     engine: Engine = "auto",
-    threads: Threads = 0,
+    threads: Threads = 0, lora_scale: LoraScale = None,
     overwrite: Overwrite = False,
     progress: Progress = True, lora_gate: LoraGate = None,
 ) -> None:
@@ -83,7 +84,7 @@ def bench(
     from speechkit.models.base import DecodeOptions
     from speechkit.settings import unused_option_warnings
 
-    runtime = runtime_options(device, dtype, quant, engine, threads, lora_gate=lora_gate)
+    runtime = runtime_options(device, dtype, quant, engine, threads, lora_scale, lora_gate=lora_gate)
     decode = DecodeOptions(language=language, beam_size=beam_size, max_new_tokens=max_new_tokens,
                            prompt=prompt)
     for line in unused_option_warnings(model, runtime, decode, batch_size or None):

@@ -122,7 +122,11 @@ def show(
         extra = ", weighted layer sum" if e.layer_weights else ""
         table.add_row(f"encoder ({e.modality})", f"{e.type} {e.source} ({e.dim}-d, "
                       f"{e.window_s:g} s windows{extra})")
-    for m, inp in spec.bridge.inputs.items():
+    if spec.bridge.type == "qformer":  # one bridge over every stream
+        from speechkit.models.speechllm.bridges.qformer import summary
+
+        table.add_row("bridge", summary(spec.bridge))
+    for m, inp in spec.bridge.inputs.items() if spec.bridge.type != "qformer" else ():
         table.add_row(f"bridge ({m})", f"{spec.bridge.type}: {inp.in_dim} -> {spec.bridge.out_dim},"
                       f" {inp.pooling} x{inp.rate}, hidden {inp.hidden_dim or '-'}")
     table.add_row("trainable weights", f"{n_params:,} in {WEIGHTS_FILE}")

@@ -40,6 +40,14 @@ def _lora_gate(value: str | None) -> str | None:
     return None if value is None else str(check_gate_mode(value))
 
 
+def _lora_scale(value: float | None) -> float | None:
+    from speechkit.errors import SpeechkitError
+
+    if value is not None and not value > 0:
+        raise SpeechkitError(f"--lora-scale must be > 0, got {value:g} (SALMONN trains with 4)")
+    return value
+
+
 def _engine(value: str) -> str:
     from speechkit.models.registry import check_engine
 
@@ -47,14 +55,15 @@ def _engine(value: str) -> str:
 
 
 def runtime_options(device: str, dtype: str, quant: str | None, engine: str = "auto",
-                    threads: int = 0, lora_gate: str | None = None):
+                    threads: int = 0, lora_scale: float | None = None,
+                    lora_gate: str | None = None):
     """`RuntimeOptions` from the command line, the combination checked (e.g. int8 on a GPU,
     cuda without a GPU) before any model loads."""
     from speechkit.models.registry import RuntimeOptions
     from speechkit.settings import check_runtime
 
     return check_runtime(RuntimeOptions(device, dtype, quant, engine=engine, threads=threads or None,
-                                        lora_gate=lora_gate))
+                                        lora_scale=lora_scale, lora_gate=lora_gate))
 
 
 Model = Annotated[str, typer.Option("--model", "-m", help=(
@@ -78,6 +87,10 @@ LoraGate = Annotated[str | None, typer.Option(callback=_lora_gate, help=(
     "Speech LLMs with prompt-aware LoRA (WavLLM): prompt (default: the gate computed from the "
     "task prompt), off (no LoRA), or a number used as the gate of every channel. Recorded in "
     "the results."), show_default=False)]
+LoraScale = Annotated[float | None, typer.Option(callback=_lora_scale, help=(
+    "Speech LLMs: set the LoRA scaling (alpha / r as trained; SALMONN 4) when the LLM loads. "
+    "SALMONN's activation tuning lowers it (e.g. 2) to follow instructions beyond its training "
+    "tasks. Recorded in the results."), show_default=False)]
 BatchSize = Annotated[int, typer.Option(
     min=0, help="Segments per forward pass; 0 = auto (8 on CPU, 32 on GPU).")]
 BeamSize = Annotated[int | None, typer.Option(min=1, help=(

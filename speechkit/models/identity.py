@@ -131,12 +131,14 @@ def _speechllm_card(name: str, path: Path, runtime: RuntimeOptions) -> ModelCard
     from speechkit.models.registry import resolve_device
     from speechkit.models.speechllm import read_spec
     from speechkit.models.speechllm.llm import default_quant
+    from speechkit.models.speechllm.lora_scale import lora_scaling, scaled_lora
     from speechkit.models.speechllm.sources import anchor_sources, checkpoint_sha256, part_directories
 
     spec = anchor_sources(read_spec(path), path)
     quant = runtime.quant or default_quant(resolve_device(runtime.device))
     sha256, _ = checkpoint_sha256(path, part_directories(spec))  # as load_speechllm hashes it
-    identity = {"name": name, "type": "speechllm", "sha256": sha256, "quant": quant}
+    identity = {"name": name, "type": "speechllm", "sha256": sha256, "quant": quant,
+                "lora_scaling": lora_scaling(scaled_lora(spec.llm.lora, runtime.lora_scale, name))}
     return ModelCard(name, identity, "speechllm", default_beam_size=spec.decode.beam_size,
                      default_max_new_tokens=spec.decode.max_new_tokens, local=True,
                      modalities=tuple(sorted({e.stream for e in spec.encoders})), runtime=runtime)

@@ -28,6 +28,7 @@ class RuntimeOptions:
     engine: str = "auto"  # Whisper: auto | torch | ctranslate2 (see whisper_engine)
     threads: int | None = None  # CPU math threads; None = $SPEECHKIT_THREADS or by the machine
     lora_gate: str | None = None  # prompt-aware LoRA (WavLLM): prompt | off | a number; None = prompt
+    lora_scale: float | None = None  # speech LLMs: LoRA scaling override (None = trained)
 
 
 ENGINES = ("auto", "torch", "ctranslate2")
@@ -131,7 +132,7 @@ def load_model(name: str = DEFAULT_MODEL, runtime: RuntimeOptions = RuntimeOptio
         if is_speechllm_checkpoint(path):
             return load_speechllm(str(path), device=device, quant=runtime.quant,
                                   dtype=None if runtime.dtype == "auto" else runtime.dtype,
-                                  lora_gate=runtime.lora_gate)
+                                  lora_scale=runtime.lora_scale, lora_gate=runtime.lora_gate)
         if _is_whisper_dir(path):
             return WhisperModel(path, name=str(path), device=device, dtype=dtype, int8=int8,
                                 describe={"sha256": dir_sha256(path, MODEL_SUFFIXES)})

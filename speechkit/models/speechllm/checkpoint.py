@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import math
-import types
-import typing
-from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -14,6 +11,7 @@ import torch
 from safetensors.torch import save_file
 
 from speechkit.errors import SpeechkitError
+from speechkit.models.speechllm.typed_json import describe_json, typed_dataclass, typed_value
 
 SPEC_FILE = "speechkit.json"
 WEIGHTS_FILE = "bridge.safetensors"  # bridge + learnable layer weights + added-token embeddings
@@ -22,6 +20,9 @@ FORMAT = "speechkit-speechllm"
 FORMAT_VERSION = 1
 TEMPLATES = ("salmonn", "llama-avsr", "wavllm", "chat")
 POOLINGS = ("stack", "mean")
+FRAME_RATE = 50  # Hz: Whisper encoder frames, the grid the Q-Former's streams share
+WHISPER_WINDOW_S = 30.0  # the longest window Whisper's encoder reads
+PAD_WINDOW_TYPES = ("whisper", "beats")  # encoders that can yield whole windows (pad_window)
 STREAMS = ("audio", "video")  # the input streams an encoder can read
 
 
@@ -36,6 +37,9 @@ class EncoderSpec:
     dim: int = 0  # output feature size; checked against the loaded encoder and the bridge
     layer_weights: bool = False  # SpeechVerse: learnable softmax-weighted sum of all layers
     window_s: float = 30.0  # longer audio is encoded in windows of this length and concatenated
+    # SALMONN: every window yields its whole window of frames (Whisper's output over the
+    # padding; BEATs zeros), as SALMONN always feeds 30 s; whisper and beats encoders only
+    pad_window: bool = False
     config: dict[str, Any] | None = None  # transformers config for source "random"
 
 
@@ -52,12 +56,28 @@ class BridgeInput:
 
 
 @dataclass
+class QFormerSpec:
+    """SALMONN's window-level Q-Former: BERT layers with cross-attention (BERT-base sizes)."""
+
+    hidden_size: int = 768
+    layers: int = 2
+    heads: int = 12
+    intermediate_size: int = 3072
+    queries: int = 1  # query tokens per window
+    window: int = 17  # encoder frames per window: 0.333 s at 50 Hz (SALMONN)
+    stride: int = 17
+    segment: int = 1500  # frames per 30 s encoder window; no Q-Former window straddles two
+    layer_norm_eps: float = 1e-12
+
+
+@dataclass
 class BridgeSpec:
     """The trainable part between encoders and the LLM."""
 
     type: str = "linear"
     out_dim: int = 0  # must equal the LLM hidden size
     inputs: dict[str, BridgeInput] = field(default_factory=dict)
+    qformer: QFormerSpec | None = None  # type "qformer" (SALMONN); None = the defaults
 
 
 @dataclass
@@ -137,15 +157,15 @@ class CheckpointSpec:
     def from_dict(cls, data: Any, source: str = SPEC_FILE) -> CheckpointSpec:
         """Parse and check a spec dict; a wrong key or value names its place and the fix."""
         if not isinstance(data, dict):
-            raise SpeechkitError(f"{source}: expected a JSON object, got {_kind(data)}")
+            raise SpeechkitError(f"{source}: expected a JSON object, got {describe_json(data)}")
         if data.get("format") != FORMAT:
             raise SpeechkitError(f"{source}: not a speechkit speech-LLM spec (format "
                                  f"{data.get('format')!r}, expected {FORMAT!r})")
-        version = _value(data.get("version", FORMAT_VERSION), int, "version", source)
+        version = typed_value(data.get("version", FORMAT_VERSION), int, "version", source)
         if version > FORMAT_VERSION:
             raise SpeechkitError(f"{source}: spec version {version} is newer than this "
                                  f"speechkit understands ({FORMAT_VERSION}); upgrade speechkit")
-        spec = _make(cls, data, "", source)
+        spec = typed_dataclass(cls, data, "", source)
         spec.validate(source)
         return spec
 
@@ -178,6 +198,8 @@ class CheckpointSpec:
             _at_least(inp.in_dim, 1, f"{key}.in_dim", source)
             _at_least(inp.rate, 1, f"{key}.rate", source)
             _at_least(inp.hidden_dim, 0, f"{key}.hidden_dim", source)
+        if self.bridge.type == "qformer":
+            _check_qformer(self.bridge.qformer or QFormerSpec(), self.encoders, source)
         _check_llm(self.llm, source)
         if self.llm.hidden_size and self.bridge.out_dim != self.llm.hidden_size:
             raise SpeechkitError(f"{source}: bridge.out_dim {self.bridge.out_dim} != LLM hidden "
@@ -201,9 +223,30 @@ def _check_encoder(enc: EncoderSpec, key: str, source: str) -> None:
     _nonempty([enc.source], f"{key}.source", source)
     _at_least(enc.dim, 0, f"{key}.dim", source)
     _at_least(enc.window_s, 0, f"{key}.window_s", source, strict=True)
+    if enc.pad_window and enc.type not in PAD_WINDOW_TYPES:
+        raise SpeechkitError(f"{source}: {key}.pad_window is for {' and '.join(PAD_WINDOW_TYPES)} "
+                             f"encoders, not {enc.type!r}; set it to false")
     if enc.source == "random" and not enc.config:
         raise SpeechkitError(f"{source}: {key}.source is \"random\" but {key}.config is empty; "
                              "give the encoder's transformers config there")
+
+
+def _check_qformer(q: QFormerSpec, encoders: list[EncoderSpec], source: str) -> None:
+    for key in ("hidden_size", "layers", "heads", "intermediate_size", "queries", "window",
+                "stride"):
+        _at_least(getattr(q, key), 1, f"bridge.qformer.{key}", source)
+    _at_least(q.segment, q.window, "bridge.qformer.segment", source)
+    if q.hidden_size % q.heads:
+        raise SpeechkitError(f"{source}: bridge.qformer.hidden_size {q.hidden_size} is not a "
+                             f"multiple of bridge.qformer.heads {q.heads}; fix one of them")
+    for enc in encoders:  # the streams are joined frame by frame, window by window (50 Hz)
+        if enc.window_s > WHISPER_WINDOW_S:
+            raise SpeechkitError(f"{source}: encoder {enc.modality!r} window_s {enc.window_s:g} "
+                                 f"is longer than Whisper's {WHISPER_WINDOW_S:g} s; use at most that")
+        if round(enc.window_s * FRAME_RATE) != q.segment:
+            raise SpeechkitError(f"{source}: encoder {enc.modality!r} window_s {enc.window_s:g} "
+                                 f"is not bridge.qformer.segment {q.segment} frames at 50 Hz; "
+                                 "give every encoder the same window_s = segment / 50")
 
 
 def _check_llm(llm: LLMSpec, source: str) -> None:
@@ -240,70 +283,6 @@ def _nonempty(values: list[str], key: str, source: str) -> None:
     for v in values:
         if not v.strip():
             raise SpeechkitError(f"{source}: {key} holds an empty string; remove it or fill it in")
-
-
-def _make(cls: type, data: Any, key: str, source: str) -> Any:
-    """A spec dataclass from a JSON object: no unknown or missing keys, every value typed."""
-    if not isinstance(data, dict):
-        raise SpeechkitError(f"{source}: {key} must be an object (a mapping), not {_kind(data)}")
-    known = {f.name: f for f in fields(cls)}
-    prefix = f"{key}." if key else ""
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        raise SpeechkitError(f"{source}: unknown key {prefix}{unknown[0]} (known: "
-                             f"{', '.join(sorted(known))}); remove or rename it")
-    missing = [n for n, f in known.items() if n not in data
-               and f.default is MISSING and f.default_factory is MISSING]
-    if missing:
-        raise SpeechkitError(f"{source}: missing required key {prefix}{missing[0]}; add it")
-    hints = typing.get_type_hints(cls)
-    return cls(**{k: _value(v, hints[k], f"{prefix}{k}", source) for k, v in data.items()})
-
-
-def _value(value: Any, hint: Any, key: str, source: str) -> Any:
-    """`value` checked against a type hint (str, int, float, bool, X | None, list, dict,
-    a spec dataclass); a mismatch names the key and the type it must have."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if hint is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _value(value, inner, key, source)
-    if is_dataclass(hint):
-        return _make(hint, value, key, source)
-    if origin is list:
-        if not isinstance(value, list):
-            _wrong(value, "a list", key, source)
-        return [_value(v, args[0], f"{key}[{i}]", source) for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            _wrong(value, "an object (a mapping)", key, source)
-        return {k: _value(v, args[1], f"{key}.{k}", source) for k, v in value.items()}
-    if hint is bool and not isinstance(value, bool):
-        _wrong(value, "true or false", key, source)
-    if hint is int and (isinstance(value, bool) or not isinstance(value, int)):
-        _wrong(value, "a whole number", key, source)
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            _wrong(value, "a finite number", key, source)
-        return float(value)
-    if hint is str and not isinstance(value, str):
-        _wrong(value, "a string", key, source)
-    return value
-
-
-def _wrong(value: Any, expected: str, key: str, source: str) -> typing.NoReturn:
-    raise SpeechkitError(f"{source}: {key} must be {expected}, not {_kind(value)}")
-
-
-def _kind(value: Any) -> str:
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
-             int: "a number", float: "a number", type(None): "null"}
-    return f"{names.get(type(value), type(value).__name__)} ({json.dumps(value)[:40]})"
 
 
 def _at_least(value: float, low: float, key: str, source: str, strict: bool = False) -> None:

@@ -42,6 +42,7 @@ from speechkit.models.speechllm.llm import (
     load_tokenizer,
     lora_config,
 )
+from speechkit.models.speechllm.lora_scale import lora_scaling, scaled_lora
 from speechkit.models.speechllm.prompt_lora import PromptLoRA, attach_prompt_lora, check_gate_mode
 from speechkit.models.speechllm.prompts import render, split_ids
 from speechkit.models.speechllm.prompts import task_prompt as make_prompt
@@ -62,7 +63,7 @@ class SpeechLLM(SpeechModel):
     kind = "speech-LLM"
     tasks = frozenset()  # any: asr, st, sv, er, sqa, aac, and others with a custom --prompt
     uses = SpeechModel.uses | {"quant", "dtype", "language", "target_language", "prompt",
-                               "lora_gate"}
+                               "lora_gate", "lora_scale"}
 
     def __init__(self, spec: CheckpointSpec, encoders: list[Encoder], bridge: Bridge, llm: Any,
                  tokenizer: Any, *, name: str, device: str, quant: str,
@@ -80,6 +81,7 @@ class SpeechLLM(SpeechModel):
         self.sha256: str | None = None  # checkpoint dir + every part dir (set by load_speechllm)
         self.part_sha256: dict[str, str] = {}  # the digest of each of those
         self.prompt_lora: PromptLoRA | None = None  # WavLLM: LoRA gated by the prompt
+        self.lora_scaling = lora_scaling(spec.llm.lora)  # what the LoRA layers apply
 
     @property
     def device(self) -> str:
@@ -180,21 +182,30 @@ class SpeechLLM(SpeechModel):
         probs = (gen.yes_probabilities(out.first_logits, self.yes_ids, self.no_ids)
                  if out.first_logits is not None else [{} for _ in batch])
         hyps = []
-        for ids, p in zip(out.tokens, probs, strict=True):
+        for x, ids, p in zip(batch, out.tokens, probs, strict=True):
             text = self.tokenizer.decode([t for t in ids if t < len(self.tokenizer)],
                                          skip_special_tokens=True)
             hyps.append(Hypothesis(text=gen.stop_text(text, settings.stop).strip(),
                                    language=options.target_language if task == "st" else None,
-                                   extras={"n_tokens": len(ids), **p}))
+                                   extras={"n_tokens": len(ids), **p, **self.windowing(x)}))
         self.stats["audio_s"] += sum(_seconds(x) for x in batch)
         self.stats["tokens"] += sum(len(t) for t in out.tokens)
         self.stats["seconds"] += time.perf_counter() - start
         return hyps
 
+    def windowing(self, x: Inputs) -> dict[str, Any]:
+        """How the audio went through the encoders: in `windows` windows of `window_s` seconds,
+        each encoded alone and joined in time (never cut); every encoder uses the same ones."""
+        sizes = [e.window_samples for e in self.encoders if e.stream == AUDIO]
+        if AUDIO not in x or not sizes:
+            return {}
+        size = min(sizes)
+        return {"window_s": size / SAMPLE_RATE, "windows": max(1, -(-len(x[AUDIO]) // size))}
+
     def used_settings(self) -> dict[str, Any]:
         gate = {"lora_gate": self.prompt_lora.mode} if self.prompt_lora else {}
         return {"device": self._device, "dtype": str(self.dtype).replace("torch.", ""),
-                "quant": self.quant, **gate}
+                "quant": self.quant, "lora_scaling": self.lora_scaling, **gate}
 
     def describe(self) -> dict[str, Any]:
         """Checkpoint identity and every setting that shapes the output."""
@@ -205,6 +216,7 @@ class SpeechLLM(SpeechModel):
                 "encoders": [f"{e.type}:{e.source}" for e in s.encoders],
                 "bridge": s.bridge.type, "llm": s.llm.source, "template": s.prompt.template,
                 **({"prompt_lora": self.prompt_lora.describe()} if self.prompt_lora else {}),
+                "lora_scaling": self.lora_scaling,
                 "generation": {k: v for k, v in gen.GenerationSettings(
                     stop=tuple(s.decode.stop)).to_dict().items()
                     if k not in ("beam_size", "max_new_tokens")}}  # those two: in `decode`
@@ -232,13 +244,16 @@ def _is_yes_no(text: str) -> bool:
 
 
 def load_speechllm(path: str, device: str = "cpu", quant: str | None = None,
-                   dtype: str | None = None, lora_gate: str | float | None = None) -> SpeechLLM:
+                   dtype: str | None = None, lora_gate: str | float | None = None,
+                   lora_scale: float | None = None) -> SpeechLLM:
     """Assemble a checkpoint dir: encoders, bridge weights, LLM (quantized) and LoRA adapter.
 
     Everything is checked before any weights load: the spec, every component directory
-    (custom code is refused), the files inside the checkpoint and the bridge tensors."""
+    (custom code is refused), the files inside the checkpoint and the bridge tensors.
+    `lora_scale` overrides the LoRA scaling (SALMONN's activation tuning)."""
     root = Path(path)
     spec = anchor_sources(read_spec(root), root)
+    spec = replace(spec, llm=replace(spec.llm, lora=scaled_lora(spec.llm.lora, lora_scale, path)))
     parts = part_directories(spec)
     state, adapter_dir = _checked_files(root, spec)
     quant = quant or default_quant(device)

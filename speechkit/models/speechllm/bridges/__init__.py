@@ -7,10 +7,12 @@ from speechkit.models.speechllm.bridges.conv1d import Conv1dBridge
 from speechkit.models.speechllm.bridges.dual import DualBridge
 from speechkit.models.speechllm.bridges.linear import LinearBridge
 from speechkit.models.speechllm.bridges.llama_avsr import LlamaAVSRBridge
+from speechkit.models.speechllm.bridges.qformer import WindowQFormer
 from speechkit.models.speechllm.checkpoint import BridgeSpec
 
 BRIDGES: dict[str, type[Bridge]] = {"linear": LinearBridge, "conv1d": Conv1dBridge,
-                                    "llama-avsr": LlamaAVSRBridge, "dual": DualBridge}
+                                    "llama-avsr": LlamaAVSRBridge, "dual": DualBridge,
+                                    "qformer": WindowQFormer}
 
 
 def build_bridge(spec: BridgeSpec) -> Bridge:

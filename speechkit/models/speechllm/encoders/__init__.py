@@ -13,6 +13,7 @@ from speechkit.models.speechllm.encoders.base import (
     encoder_directory,
     encoder_type,
 )
+from speechkit.models.speechllm.encoders.beats import BeatsAudioEncoder
 from speechkit.models.speechllm.encoders.ssl import SSL_PREFIXES, SSLAudioEncoder
 from speechkit.models.speechllm.encoders.video import VideoEncoder
 from speechkit.models.speechllm.encoders.whisper import WhisperAudioEncoder
@@ -20,7 +21,8 @@ from speechkit.models.speechllm.encoders.whisper import WhisperAudioEncoder
 # Encoder type (speechkit.json `encoders[].type`, the transformers model_type) -> class.
 ENCODERS: dict[str, type[Encoder]] = {"whisper": WhisperAudioEncoder,
                                       **dict.fromkeys(SSL_PREFIXES, SSLAudioEncoder),
-                                      "avhubert": VideoEncoder, "auto_avsr": VideoEncoder}  # lips
+                                      "avhubert": VideoEncoder, "auto_avsr": VideoEncoder,  # lips
+                                      "beats": BeatsAudioEncoder}
 
 
 def load_encoder(spec: EncoderSpec, device: str = "cpu",

@@ -31,6 +31,7 @@ class WhisperAudioEncoder(Encoder):
         self.max_frames = config.max_source_positions  # 1500 encoder frames = 30 s
         full = self.max_frames * WHISPER_STRIDE * WHISPER_HOP
         self.window_samples = min(full, int(spec.window_s * SAMPLE_RATE))
+        self.pad_window = spec.pad_window  # SALMONN: keep the frames over the padding too
         self.features = WhisperFeatureExtractor(
             feature_size=config.num_mel_bins, chunk_length=full // SAMPLE_RATE)
         self.encoder = WhisperEncoder(config)
@@ -46,6 +47,7 @@ class WhisperAudioEncoder(Encoder):
         out = self.encoder(mels.to(self.device_, self.dtype_),
                            output_hidden_states=self.layer_weights is not None)
         hidden = self._pick(out)
-        frames = [min(self.max_frames, max(1, math.ceil(len(w) / (WHISPER_HOP * WHISPER_STRIDE))))
-                  for w in windows]
+        per_frame = WHISPER_HOP * WHISPER_STRIDE
+        frames = [min(self.max_frames, max(1, math.ceil(
+            (self.window_samples if self.pad_window else len(w)) / per_frame))) for w in windows]
         return [hidden[i, :n] for i, n in enumerate(frames)]
