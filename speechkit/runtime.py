@@ -40,6 +40,9 @@ DECODE_WORKERS = 2  # ffmpeg processes running at once
 
 
 def default_batch_size(model: SpeechModel) -> int:
+    """The model's own default when it has one, else by device."""
+    if model.default_batch:
+        return model.default_batch
     return DEFAULT_BATCH_CUDA if model.device.startswith("cuda") else DEFAULT_BATCH_CPU
 
 

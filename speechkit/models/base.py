@@ -59,6 +59,7 @@ class SpeechModel(ABC):
     kind: str = "speech"  # what it is, in messages: "whisper-base is a Whisper model"
     modalities: frozenset[str] = frozenset({AUDIO})  # the streams this model reads
     tasks: frozenset[str] = frozenset()  # the tasks it accepts (speechkit task names); empty: any
+    default_batch: int | None = None  # its own default --batch-size (None: the runner's, by device)
     # The options that change what this model does; others given by the user are reported
     # as ignored (a warning line), never dropped silently.
     uses: frozenset[str] = frozenset({"device", "batch_size", "beam_size", "max_new_tokens", "threads"})
