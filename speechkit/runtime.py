@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from speechkit.data import Item, Result, Segment
-from speechkit.errors import SpeechkitError, first_line
+from speechkit.errors import SpeechkitError, decode_failure, first_line
 from speechkit.formats import output_stems, write_formats
 from speechkit.media.ffmpeg import decode_audio
 from speechkit.media.reuse import DecodedRecordings
@@ -116,11 +116,16 @@ def _prepare(item: Item, model: SpeechModel, task: str, recordings: DecodedRecor
         inputs = {AUDIO: audio}
         if trial:
             inputs[ENROLL] = recordings.get(item.enroll)
-    except SpeechkitError as e:
-        return _Prepared(item, error=str(e))
     except Exception as e:  # an unforeseen failure must not stop the batch
         log.debug("decode failed", exc_info=True)
-        return _Prepared(item, error=f"{item.path}: could not decode ({type(e).__name__}: {e})")
+        return _Prepared(item, error=decode_failure(item.path, e))
+    return cut_inputs(item, inputs, model)
+
+
+def cut_inputs(item: Item, inputs: Inputs, model: SpeechModel) -> _Prepared:
+    """An item whose streams are decoded, its audio cut into model-sized spans (silence and
+    long files handled here; a trial's recordings are never cut)."""
+    audio = inputs[AUDIO]
     duration = sum(len(x) for x in inputs.values()) / SAMPLE_RATE
     if len(inputs) > 1:  # a trial: the model reads its recordings together, never cut
         return _Prepared(item, duration, [(0.0, len(audio) / SAMPLE_RATE)], inputs)

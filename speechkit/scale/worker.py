@@ -1,0 +1,61 @@
+"""The model actor: one model per worker, loaded once, running windows of decoded items
+through the local runner's batch loop and returning their result lines."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from speechkit.data import Item, Result, dumps_line
+from speechkit.models.base import AUDIO, ENROLL, DecodeOptions
+from speechkit.models.identity import ModelCard
+from speechkit.runtime import Transcriber, _Prepared, check_item, cut_inputs
+
+
+class _Collected:
+    """Where the worker's runner puts its results: kept for the driver, which writes them."""
+
+    def __init__(self) -> None:
+        self.results: list[Result] = []
+
+    def write(self, result: Result) -> None:
+        self.results.append(result)
+
+
+class ModelWorker:
+    """One model, loaded once per actor; each call runs a window of decoded items through the
+    same batch loop as the local runner and returns their result lines."""
+
+    def __init__(self, card: ModelCard, options: DecodeOptions, batch_size: int | None,
+                 threads: int | None, settings: dict[str, Any]):
+        t0 = time.perf_counter()
+        if threads:
+            card = replace(card, runtime=replace(card.runtime, threads=threads))
+        self.model = card.load()
+        self.sink = _Collected()
+        self.runner = Transcriber(self.model, options, self.sink, batch_size=batch_size)
+        self.runner.settings.update(settings)  # results record the runner and its workers
+        self.task = self.runner.options.task
+        self.load_s = time.perf_counter() - t0
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[str]]:
+        prepared = [self._prepared(*row) for row in zip(batch["item"], batch["audio"],
+                                                         batch["enroll"], batch["error"], strict=True)]
+        self.sink.results.clear()
+        self.runner._run_window(prepared)  # the local runner's loop: same batches, same results
+        return {"result": [dumps_line(r.to_dict()) for r in self.sink.results]}
+
+    def _prepared(self, line: str, audio: bytes, enroll: bytes, error: str) -> _Prepared:
+        item = Item.from_dict(json.loads(line))
+        if (why := check_item(item, self.model, self.task)) is not None:
+            return _Prepared(item, error=why)
+        if error:
+            return _Prepared(item, error=error)
+        inputs = {AUDIO: np.frombuffer(audio, dtype=np.float32).copy()}
+        if ENROLL in self.model.streams(self.task):
+            inputs[ENROLL] = np.frombuffer(enroll, dtype=np.float32).copy()
+        return cut_inputs(item, inputs, self.model)
