@@ -17,11 +17,13 @@ from rich.logging import RichHandler
 
 from speechkit import __version__
 from speechkit.commands.options import (
+    Address,
     BatchSize,
     BeamSize,
     Device,
     Dtype,
     Engine,
+    GpusPerWorker,
     Language,
     MaxNewTokens,
     Model,
@@ -29,8 +31,10 @@ from speechkit.commands.options import (
     Progress,
     Prompt,
     Quant,
+    Runner,
     TargetLanguage,
     Threads,
+    Workers,
 )
 from speechkit.errors import SpeechkitError
 from speechkit.terminal import safe
@@ -108,13 +112,15 @@ def transcribe(
     dtype: Dtype = "auto", quant: Quant = None, engine: Engine = "auto", threads: Threads = 0,
     out: Out = None, output_dir: OutputDir = None, fmt: OutputFormat = None,
     overwrite: Overwrite = False, audio_stream: AudioStream = None, progress: Progress = True,
+    runner: Runner = "local", address: Address = None, workers: Workers = None,
+    gpus_per_worker: GpusPerWorker = None,
 ) -> None:
     """Transcribe (or translate) media files in length-sorted batches; results go to JSONL.
 
     Resumes by default: items already "ok" in the results file are skipped. Exit code 0 when
     every item succeeded, 1 when some failed (their lines say why), 2 for usage errors.
     """
-    from speechkit.commands.options import runtime_options
+    from speechkit.commands.options import runtime_options, scale_options
     from speechkit.formats import parse_formats
     from speechkit.inputs import expand_inputs
     from speechkit.models.base import DecodeOptions
@@ -123,6 +129,7 @@ def transcribe(
     from speechkit.transcribe import transcribe_to_jsonl
 
     runtime = runtime_options(device, dtype, quant, engine, threads)
+    scale = scale_options(runner, address, workers, gpus_per_worker)
     formats = parse_formats(fmt)
     items = expand_inputs(inputs)
     check_inputs(items)
@@ -133,7 +140,8 @@ def transcribe(
     options = DecodeOptions(task=task, language=language, target_language=target_language,
                             beam_size=beam_size, max_new_tokens=max_new_tokens, prompt=prompt,
                             word_timestamps=word_timestamps)
-    for line in unused_option_warnings(model, runtime, options, batch_size or None):
+    for line in [*unused_option_warnings(model, runtime, options, batch_size or None),
+                 *scale.unused_warnings()]:
         warn(line)
     results_path = out or (output_dir or Path(".")) / "transcripts.jsonl"
     output_dir = output_dir or results_path.parent
@@ -141,14 +149,15 @@ def transcribe(
         items, model, options, results_path, runtime=runtime,
         batch_size=batch_size or None, formats=formats, format_dir=output_dir,
         overwrite=overwrite, console=err, progress=progress,
-        echo=len(items) == 1 and out is None)
+        echo=len(items) == 1 and out is None, scale=scale)
     raise typer.Exit(0 if summary.failed == 0 else 1)
 
 
 def _register_subcommands() -> None:
-    from speechkit.commands import bench, checkpoint, evaluation
+    from speechkit.commands import bench, checkpoint, evaluation, merge
 
     bench.register(app)
+    merge.register(app)
     evaluation.register(app)
     checkpoint.register(app)
 

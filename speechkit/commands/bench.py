@@ -10,11 +10,13 @@ from rich.console import Console
 from rich.text import Text
 
 from speechkit.commands.options import (
+    Address,
     BatchSize,
     BeamSize,
     Device,
     Dtype,
     Engine,
+    GpusPerWorker,
     Language,
     MaxNewTokens,
     Model,
@@ -23,7 +25,9 @@ from speechkit.commands.options import (
     Progress,
     Prompt,
     Quant,
+    Runner,
     Threads,
+    Workers,
 )
 from speechkit.terminal import plain, safe
 
@@ -69,6 +73,10 @@ def bench(
     threads: Threads = 0,
     overwrite: Overwrite = False,
     progress: Progress = True,
+    runner: Runner = "local",
+    address: Address = None,
+    workers: Workers = None,
+    gpus_per_worker: GpusPerWorker = None,
 ) -> None:
     """Run MODEL on a suite; write predictions, scores.json and Markdown/CSV tables.
 
@@ -77,21 +85,23 @@ def bench(
     some failed or are missing (the counts say which), 2 for usage errors.
     """
     from speechkit.cli import warn
-    from speechkit.commands.options import runtime_options
+    from speechkit.commands.options import runtime_options, scale_options
     from speechkit.evaluation.bench import run_bench
     from speechkit.models.base import DecodeOptions
     from speechkit.settings import unused_option_warnings
 
     runtime = runtime_options(device, dtype, quant, engine, threads)
+    scale = scale_options(runner, address, workers, gpus_per_worker)
     decode = DecodeOptions(language=language, beam_size=beam_size, max_new_tokens=max_new_tokens,
                            prompt=prompt)
-    for line in unused_option_warnings(model, runtime, decode, batch_size or None):
+    for line in [*unused_option_warnings(model, runtime, decode, batch_size or None),
+                 *scale.unused_warnings()]:
         warn(line)
     run = run_bench(
         suite, model, data_root=data_root, split=split, modality=modality, limit=limit,
         shard=shard, out_dir=out_dir, decode=decode, runtime=runtime, batch_size=batch_size or None,
         overwrite=overwrite, normalizer=normalizer, task=task, progress=progress,
-        notify=_notify, console=err)
+        notify=_notify, console=err, scale=scale)
     _draw(run)
     raise typer.Exit(0 if run.summary["complete"] else 1)
 

@@ -38,10 +38,11 @@ def connect(address: str | None) -> tuple[bool, float]:
         _quiet_data(quiet)
         return False, 0.0
     t0 = time.perf_counter()
+    if quiet:  # the core workers' own log lines stay in the session's log files
+        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
     try:
         ray.init(address=address, include_dashboard=False, log_to_driver=not quiet,
-                 logging_level=logging.WARNING if quiet else logging.INFO,
-                 configure_logging=quiet)
+                 logging_level=logging.ERROR if quiet else logging.INFO, configure_logging=True)
     except ConnectionError as e:
         raise SpeechkitError(f"no Ray cluster at --address {address or os.environ.get('RAY_ADDRESS')} "
                              f"({e}); start one with `ray start --head`, or leave --address out to "
@@ -57,7 +58,7 @@ def _quiet_data(quiet: bool) -> None:
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = not quiet
     if quiet:
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
 
 
 def plan_workers(scale: ScaleOptions, threads: int | None, device: str) -> WorkerPlan:

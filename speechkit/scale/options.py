@@ -34,8 +34,11 @@ class ScaleOptions:
     def distributed(self) -> bool:
         return self.runner == "ray"
 
-    def ray_only_options(self) -> list[str]:
-        """The Ray options given to a local run (they change nothing there)."""
+    def unused_warnings(self) -> list[str]:
+        """One line per Ray option given to a local run (it changes nothing there)."""
+        if self.distributed:
+            return []
         given = {"--address": self.address, "--workers": self.workers,
                  "--gpus-per-worker": self.gpus_per_worker}
-        return [name for name, value in given.items() if value is not None]
+        return [f"{name} is ignored: it sets up --runner ray, and this run is local"
+                for name, value in given.items() if value is not None]

@@ -38,6 +38,9 @@ class RayRunner:
                  formats: tuple[str, ...] = (), format_dir: Path | None = None,
                  on_result: Callable[[Result, RunStats], None] | None = None,
                  on_progress: Callable[[RunStats], None] | None = None):
+        if card.model is not None:
+            raise SpeechkitError(f"{card.name}: the Ray runner loads the model on each worker; "
+                                 "pass the model by name or path, not loaded")
         self.card, self.scale, self.writer = card, scale, writer
         self.options = card.resolve(options)
         self.batch_size = batch_size
