@@ -44,7 +44,7 @@ def _read_shard(path: Path) -> list[Result]:
     for lineno, obj, err in read_jsonl(path):
         result = parse_result(obj) if obj is not None else None
         if result is None:
-            raise SpeechkitError(f"{path}:{lineno} is not a result line ({err or 'no id'}); pass "
+            raise SpeechkitError(f"{path}:{lineno} is not a result line ({err or 'no id and path'}); pass "
                                  "the results files that transcribe or bench wrote")
         out.append(result)
     return out

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ from speechkit.results import ResultWriter
 from speechkit.scale import ScaleOptions
 from speechkit.scale.runner import RayRunner
 from speechkit.transcribe import transcribe_to_jsonl
-from tests.test_cli import librivox_clips
+from tests.test_cli import librivox_clips, speechkit
 
 CPU = RuntimeOptions(device="cpu")
 
@@ -94,7 +95,7 @@ def _worker_pids() -> set[int]:
 @pytest.mark.slow
 def test_a_worker_killed_mid_run_loses_no_item_and_duplicates_none(ray_cluster, items, tmp_path):
     clips = [it for it in items if it.id != "not-audio"]
-    many = [Item(id=f"{it.id}-{k}", path=it.path) for k in range(2) for it in clips]  # 3 windows
+    many = [Item(id=f"{it.id}-{k}", path=it.path) for k in range(2) for it in clips[:3]]  # 2 windows
     killed: list[int] = []
 
     def kill_after_first(result, stats) -> None:
@@ -114,7 +115,7 @@ def test_a_worker_killed_mid_run_loses_no_item_and_duplicates_none(ray_cluster, 
     assert sorted(ids) == sorted(it.id for it in many)  # each once
     assert (stats.ok, stats.failed) == (len(many), 0)
     texts = {r["id"]: r["text"] for r in _lines(results)}
-    assert all(texts[f"{it.id}-0"] == texts[f"{it.id}-1"] for it in clips)
+    assert all(texts[f"{it.id}-0"] == texts[f"{it.id}-1"] for it in clips[:3])
 
 
 def test_workers_are_sized_to_the_cluster(ray_cluster):
@@ -135,3 +136,24 @@ def test_the_ray_runner_refuses_a_model_loaded_in_this_process(ray_cluster, whis
     with pytest.raises(SpeechkitError, match="loads the model on each worker"):
         transcribe_to_jsonl([Item(id="a", path="a.wav")], whisper_base, DecodeOptions(),
                             tmp_path / "r.jsonl", progress=False, scale=ScaleOptions("ray"))
+
+
+def test_without_ray_installed_the_error_says_how_to_install_it(monkeypatch):
+    from speechkit.scale import require_ray
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # what an environment without ray imports
+    with pytest.raises(SpeechkitError, match=r"pip install 'speechkit\[ray\]'"):
+        require_ray()
+
+
+def test_ray_options_on_a_local_run_are_reported_as_ignored():
+    assert ScaleOptions(workers=2, address="auto").unused_warnings() == [
+        "--address is ignored: it sets up --runner ray, and this run is local",
+        "--workers is ignored: it sets up --runner ray, and this run is local"]
+    assert ScaleOptions("ray", workers=2).unused_warnings() == []
+
+
+def test_an_unknown_runner_is_a_usage_error_before_anything_loads(tmp_path):
+    r = speechkit("transcribe", tmp_path / "a.wav", "--runner", "spark")
+    assert r.returncode == 2
+    assert "unknown --runner 'spark'; use one of local, ray" in r.stderr
