@@ -101,6 +101,10 @@ OutputFormat = Annotated[str | None, typer.Option(
     "it: comma list of srt, vtt, txt, tsv, json, or all.")]
 AudioStream = Annotated[int | None, typer.Option(
     min=0, help="Which audio stream of each file to use (0 = first).")]
+Shard = Annotated[str | None, typer.Option(help=(
+    "Run shard K/N of the inputs (K from 0; by id, every N-th) for schedulers without Ray "
+    "(a Slurm array, a Kubernetes indexed job); default output transcripts.shard-K-of-N.jsonl; "
+    "`speechkit merge` joins the shards' outputs."), show_default=False)]
 
 
 @app.command()
@@ -113,7 +117,7 @@ def transcribe(
     out: Out = None, output_dir: OutputDir = None, fmt: OutputFormat = None,
     overwrite: Overwrite = False, audio_stream: AudioStream = None, progress: Progress = True,
     runner: Runner = "local", address: Address = None, workers: Workers = None,
-    gpus_per_worker: GpusPerWorker = None,
+    gpus: GpusPerWorker = None, shard: Shard = None,
 ) -> None:
     """Transcribe (or translate) media files in length-sorted batches; results go to JSONL.
 
@@ -121,17 +125,19 @@ def transcribe(
     every item succeeded, 1 when some failed (their lines say why), 2 for usage errors.
     """
     from speechkit.commands.options import runtime_options, scale_options
+    from speechkit.evaluation.suites import parse_shard
     from speechkit.formats import parse_formats
     from speechkit.inputs import expand_inputs
+    from speechkit.merge import shard_items
     from speechkit.models.base import DecodeOptions
     from speechkit.preflight import check_inputs
     from speechkit.settings import check_task, unused_option_warnings
     from speechkit.transcribe import transcribe_to_jsonl
 
     runtime = runtime_options(device, dtype, quant, engine, threads)
-    scale = scale_options(runner, address, workers, gpus_per_worker)
+    scale = scale_options(runner, address, workers, gpus)
     formats = parse_formats(fmt)
-    items = expand_inputs(inputs)
+    items = shard_items(expand_inputs(inputs), shard)
     check_inputs(items)
     check_task(model, task)
     if audio_stream is not None:
@@ -140,10 +146,10 @@ def transcribe(
     options = DecodeOptions(task=task, language=language, target_language=target_language,
                             beam_size=beam_size, max_new_tokens=max_new_tokens, prompt=prompt,
                             word_timestamps=word_timestamps)
-    for line in [*unused_option_warnings(model, runtime, options, batch_size or None),
-                 *scale.unused_warnings()]:
+    for line in unused_option_warnings(model, runtime, options, batch_size or None):
         warn(line)
-    results_path = out or (output_dir or Path(".")) / "transcripts.jsonl"
+    name = "transcripts.shard-{}-of-{}.jsonl".format(*parse_shard(shard)) if shard else "transcripts.jsonl"
+    results_path = out or (output_dir or Path(".")) / name
     output_dir = output_dir or results_path.parent
     summary = transcribe_to_jsonl(
         items, model, options, results_path, runtime=runtime,

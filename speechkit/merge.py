@@ -1,5 +1,6 @@
-"""`speechkit merge`: shard outputs (`--shard K/N` runs, Slurm arrays, Kubernetes jobs) into
-one results file, with the ids found twice and the ids no shard has reported.
+"""Splitting a job for schedulers without Ray (`transcribe --shard K/N`: a Slurm array, a
+Kubernetes indexed job) and `speechkit merge`: the shards' outputs into one results file,
+with the ids found twice and the ids no shard has reported.
 
 Where an id has several lines, an "ok" line wins over an error line, and among lines of the
 same status the one read last (shards in the order given, a file's later lines after its
@@ -16,6 +17,22 @@ from pathlib import Path
 from speechkit.data import Item, Result, dumps_line, parse_result, read_jsonl, require_regular_file
 from speechkit.errors import SpeechkitError
 from speechkit.results import output_file
+
+
+def shard_items(items: Sequence[Item], shard: str | None) -> list[Item]:
+    """Shard K of N (`"K/N"`, K from 0) of the items: by id, every N-th from the K-th, as
+    `bench --shard` takes them, so the shards are balanced and together hold every item once."""
+    from speechkit.evaluation.suites import parse_shard
+
+    k_n = parse_shard(shard)
+    if k_n is None:
+        return list(items)
+    k, n = k_n
+    part = sorted(items, key=lambda it: it.id)[k::n]
+    if items and not part:
+        raise SpeechkitError(f"--shard {k}/{n}: this shard holds no items (the inputs have "
+                             f"{len(items)}); use at most {len(items)} shards")
+    return part
 
 
 @dataclass

@@ -88,3 +88,25 @@ def test_the_merge_command_reports_duplicates_and_missing_ids_and_exits_1(tmp_pa
     assert r.returncode == 1, r.stderr
     assert "duplicate: 2" in r.stderr and "missing: 3" in r.stderr
     assert list(read_results(tmp_path / "all.jsonl")) == ["1", "2"]
+
+
+def test_shards_hold_every_item_once_and_merge_back_whole(tmp_path):
+    from speechkit.merge import shard_items
+
+    items = [Item(id=f"clip-{i:02d}", path=f"{i}.wav") for i in range(7)]
+    parts = [shard_items(items, f"{k}/3") for k in range(3)]
+    assert sorted(it.id for part in parts for it in part) == [it.id for it in items]
+    assert [len(p) for p in parts] == [3, 2, 2]
+    files = [_shard(tmp_path / f"s{k}.jsonl", *(_ok(it.id) for it in part))
+             for k, part in enumerate(parts)]
+
+    report = merge_results(tmp_path / "all.jsonl", files, items)
+
+    assert report.complete and report.written == 7 and not report.duplicates
+
+
+def test_a_shard_with_no_items_is_a_usage_error():
+    from speechkit.merge import shard_items
+
+    with pytest.raises(SpeechkitError, match="holds no items"):
+        shard_items([Item(id="a", path="a.wav")], "1/2")

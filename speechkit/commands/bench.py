@@ -73,10 +73,7 @@ def bench(
     threads: Threads = 0,
     overwrite: Overwrite = False,
     progress: Progress = True,
-    runner: Runner = "local",
-    address: Address = None,
-    workers: Workers = None,
-    gpus_per_worker: GpusPerWorker = None,
+    runner: Runner = "local", address: Address = None, workers: Workers = None, gpus: GpusPerWorker = None,
 ) -> None:
     """Run MODEL on a suite; write predictions, scores.json and Markdown/CSV tables.
 
@@ -91,19 +88,16 @@ def bench(
     from speechkit.settings import unused_option_warnings
 
     runtime = runtime_options(device, dtype, quant, engine, threads)
-    scale = scale_options(runner, address, workers, gpus_per_worker)
     decode = DecodeOptions(language=language, beam_size=beam_size, max_new_tokens=max_new_tokens,
                            prompt=prompt)
-    for line in [*unused_option_warnings(model, runtime, decode, batch_size or None),
-                 *scale.unused_warnings()]:
+    for line in unused_option_warnings(model, runtime, decode, batch_size or None):
         warn(line)
     run = run_bench(
         suite, model, data_root=data_root, split=split, modality=modality, limit=limit,
         shard=shard, out_dir=out_dir, decode=decode, runtime=runtime, batch_size=batch_size or None,
         overwrite=overwrite, normalizer=normalizer, task=task, progress=progress,
-        notify=_notify, console=err, scale=scale)
-    _draw(run)
-    raise typer.Exit(0 if run.summary["complete"] else 1)
+        notify=_notify, console=err, scale=scale_options(runner, address, workers, gpus))
+    raise typer.Exit(_draw(run))
 
 
 def _notify(level: str, message: str) -> None:
@@ -113,8 +107,9 @@ def _notify(level: str, message: str) -> None:
         err.print(plain(message))
 
 
-def _draw(run: BenchRun) -> None:
-    """The table (this run beside the published numbers), warnings and where the files are."""
+def _draw(run: BenchRun) -> int:
+    """The table (this run beside the published numbers), warnings and where the files are;
+    returns the exit code (1: incomplete)."""
     from speechkit.commands.tables import rich_table
 
     out.print(rich_table(run.rows, title=f"{run.plan.what}: {run.system}"))
@@ -124,6 +119,7 @@ def _draw(run: BenchRun) -> None:
     err.print(plain(f"scores: {run.plan.scores}; tables: {tables['markdown']}, {tables['csv']}"))
     if not run.summary["complete"]:
         err.print(Text.assemble(("incomplete: ", "bold yellow"), "; ".join(run.summary["incomplete"])))
+    return 0 if run.summary["complete"] else 1
 
 
 def register(app: typer.Typer) -> None:

@@ -104,14 +104,19 @@ Address = Annotated[str | None, typer.Option(help=(
 Workers = Annotated[int | None, typer.Option(min=1, help=(
     "--runner ray: model workers, each loading the model once; default: one per GPU (by "
     "--gpus-per-worker), else one per 2 CPUs."), show_default=False)]
-GpusPerWorker = Annotated[float | None, typer.Option(min=0, help=(
+GpusPerWorker = Annotated[float | None, typer.Option("--gpus-per-worker", min=0, metavar="GPUS", help=(
     "--runner ray: GPUs each model worker takes (fractions share a GPU); default: 1 where "
     "the cluster has GPUs, else 0 (CPU workers)."), show_default=False)]
 
 
 def scale_options(runner: str, address: str | None, workers: int | None,
                   gpus_per_worker: float | None):
-    """`ScaleOptions` from the command line (checked: an unknown runner is a usage error)."""
+    """`ScaleOptions` from the command line, checked (an unknown runner is a usage error); a
+    Ray option given to a local run prints a warning line."""
+    from speechkit.cli import warn
     from speechkit.scale.options import ScaleOptions
 
-    return ScaleOptions(runner, address, workers, gpus_per_worker)
+    scale = ScaleOptions(runner, address, workers, gpus_per_worker)
+    for line in scale.unused_warnings():
+        warn(line)
+    return scale
