@@ -16,7 +16,7 @@ from speechkit.media.ffmpeg import decode_audio
 
 
 def item_row(item: Item) -> dict[str, str]:
-    return {"item": json.dumps(item.to_dict(), ensure_ascii=False)}
+    return {"item": json.dumps(item.to_dict())}  # ASCII: a non-UTF-8 file name travels escaped
 
 
 def decode_row(row: dict[str, Any], task: str) -> dict[str, Any]:

@@ -11,9 +11,23 @@ from typing import Any
 import numpy as np
 
 from speechkit.data import Item, Result, dumps_line
-from speechkit.models.base import AUDIO, ENROLL, DecodeOptions
+from speechkit.errors import SpeechkitError
+from speechkit.models.base import AUDIO, ENROLL, DecodeOptions, SpeechModel
 from speechkit.models.identity import ModelCard
+from speechkit.models.registry import RuntimeOptions, load_model
 from speechkit.runtime import Transcriber, _Prepared, check_item, cut_inputs
+
+
+def _load_same(card: ModelCard, runtime: RuntimeOptions) -> SpeechModel:
+    """The model on this worker's device (the engine and quantization follow it, as locally),
+    refused when its weights are not the ones the driver identified."""
+    model = load_model(card.name, runtime)
+    want, got = card.identity.get("sha256"), model.describe().get("sha256")
+    if want and got and want != got:
+        raise SpeechkitError(f"{card.name}: this worker's model files differ from the ones the "
+                             f"run identified (sha256 {got[:12]} here, {want[:12]} there); give "
+                             "every node the same model files (shared storage)")
+    return model
 
 
 class _Collected:
@@ -33,9 +47,8 @@ class ModelWorker:
     def __init__(self, card: ModelCard, options: DecodeOptions, batch_size: int | None,
                  threads: int | None, settings: dict[str, Any]):
         t0 = time.perf_counter()
-        if threads:
-            card = replace(card, runtime=replace(card.runtime, threads=threads))
-        self.model = card.load()
+        runtime = replace(card.runtime, threads=threads) if threads else card.runtime
+        self.model = _load_same(card, runtime)
         self.sink = _Collected()
         self.runner = Transcriber(self.model, options, self.sink, batch_size=batch_size)
         self.runner.settings.update(settings)  # results record the runner and its workers
