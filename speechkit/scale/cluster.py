@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 
 from speechkit.errors import SpeechkitError
-from speechkit.scale import require_ray
+from speechkit.scale import INSTALL_HINT, require_ray
 from speechkit.scale.options import ScaleOptions
 
 DECODE_CPUS = 0.25  # logical CPUs a decode task asks for: one ffmpeg process, mostly waiting on I/O
@@ -47,6 +47,12 @@ def connect(address: str | None) -> tuple[bool, float]:
         raise SpeechkitError(f"no Ray cluster at --address {address or os.environ.get('RAY_ADDRESS')} "
                              f"({e}); start one with `ray start --head`, or leave --address out to "
                              "run a local one") from None
+    except ValueError as e:
+        if "ray[client]" not in str(e):
+            raise
+        raise SpeechkitError(f"--address {address or os.environ.get('RAY_ADDRESS')}: a ray:// address "
+                             "needs the Ray Client, which is "
+                             f"not installed; install it with: {INSTALL_HINT}") from None
     _quiet_data(quiet)
     return True, time.perf_counter() - t0
 
