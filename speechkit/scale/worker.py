@@ -12,7 +12,7 @@ import numpy as np
 
 from speechkit.data import Item, Result, dumps_line
 from speechkit.errors import SpeechkitError
-from speechkit.models.base import AUDIO, ENROLL, DecodeOptions, SpeechModel
+from speechkit.models.base import AUDIO, ENROLL, VIDEO, DecodeOptions, SpeechModel
 from speechkit.models.identity import ModelCard
 from speechkit.models.registry import RuntimeOptions, load_model
 from speechkit.runtime import Transcriber, _Prepared, check_item, cut_inputs
@@ -68,6 +68,9 @@ class ModelWorker:
             return _Prepared(item, error=why)
         if error:
             return _Prepared(item, error=error)
+        if VIDEO in self.model.streams(self.task):  # decode_row makes audio streams only
+            return _Prepared(item, error=f"{item.path}: {self.model.name} reads lip crops, which "
+                             "--runner ray does not produce yet; run it with --runner local")
         inputs = {AUDIO: np.frombuffer(audio, dtype=np.float32).copy()}
         if ENROLL in self.model.streams(self.task):
             inputs[ENROLL] = np.frombuffer(enroll, dtype=np.float32).copy()
