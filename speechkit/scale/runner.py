@@ -10,6 +10,7 @@ whichever runner wrote them.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -26,6 +27,7 @@ from speechkit.scale.cluster import DECODE_CPUS, WorkerPlan, connect, plan_worke
 from speechkit.scale.decode import decode_row, item_row
 from speechkit.scale.options import ScaleOptions
 
+WORKER_ERROR = re.compile(r"^speechkit\.errors\.\w*Error: (.+)$", re.MULTILINE)
 LOST = ("was not returned by the Ray workers (lost with a node that left the cluster); rerun "
         "the same command to retry it")
 
@@ -141,4 +143,7 @@ def _user_error(e: Exception) -> Exception:
         if isinstance(seen, SpeechkitError) and not isinstance(cause, SpeechkitError):
             return SpeechkitError(first_line(seen, 500))
         seen = cause
-    return e
+    # A worker that failed while starting (the model did not load) reaches here only as the
+    # text of its traceback, which ends with the error's own line.
+    found = WORKER_ERROR.findall(str(e))
+    return SpeechkitError(found[-1]) if found else e

@@ -4,7 +4,6 @@ through the local runner's batch loop and returning their result lines."""
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import replace
 from typing import Any
 
@@ -46,14 +45,12 @@ class ModelWorker:
 
     def __init__(self, card: ModelCard, options: DecodeOptions, batch_size: int | None,
                  threads: int | None, settings: dict[str, Any]):
-        t0 = time.perf_counter()
         runtime = replace(card.runtime, threads=threads) if threads else card.runtime
         self.model = _load_same(card, runtime)
         self.sink = _Collected()
         self.runner = Transcriber(self.model, options, self.sink, batch_size=batch_size)
         self.runner.settings.update(settings)  # results record the runner and its workers
         self.task = self.runner.options.task
-        self.load_s = time.perf_counter() - t0
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[str]]:
         prepared = [self._prepared(*row) for row in zip(batch["item"], batch["audio"],
