@@ -8,6 +8,8 @@ import json
 import os
 import signal
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -78,18 +80,22 @@ def test_a_ray_run_writes_what_the_local_run_writes_and_resumes_its_lines(
     assert {r["model"]["runtime"]["runner"] for r in ran} == {"ray"}
 
 
-def _worker_pids() -> set[int]:
-    """This test's own Ray model actors: processes under this one running the ModelWorker."""
+def _kill_a_busy_worker(killed: list[int], done: threading.Event) -> None:
+    """kill -9 this test's own Ray model actor once it is running a window: Ray titles the
+    process `ray::MapWorker(MapBatches(ModelWorker)).submit` while it executes a task."""
     import psutil
 
-    found = set()
-    for p in psutil.Process().children(recursive=True):
-        try:
-            if "ModelWorker" in " ".join(p.cmdline()):
-                found.add(p.pid)
-        except psutil.Error:
-            continue
-    return found
+    while not done.is_set():
+        for p in psutil.Process().children(recursive=True):
+            try:
+                title = " ".join(p.cmdline())
+            except psutil.Error:
+                continue
+            if "ModelWorker" in title and ".submit" in title:
+                os.kill(p.pid, signal.SIGKILL)
+                killed.append(p.pid)
+                return
+        time.sleep(0.05)
 
 
 @pytest.mark.slow
@@ -97,20 +103,19 @@ def test_a_worker_killed_mid_run_loses_no_item_and_duplicates_none(ray_cluster, 
     clips = [it for it in items if it.id != "not-audio"]
     many = [Item(id=f"{it.id}-{k}", path=it.path) for k in range(2) for it in clips[:3]]  # 2 windows
     killed: list[int] = []
-
-    def kill_after_first(result, stats) -> None:
-        if not killed:
-            for pid in _worker_pids():
-                os.kill(pid, signal.SIGKILL)
-                killed.append(pid)
-
+    done = threading.Event()
+    killer = threading.Thread(target=_kill_a_busy_worker, args=(killed, done), daemon=True)
     results = tmp_path / "killed.jsonl"
     with ResultWriter(results) as writer:
         runner = RayRunner(model_card("whisper-base", CPU), DecodeOptions(), writer,
-                           ScaleOptions("ray", workers=1), batch_size=1, on_result=kill_after_first)
-        stats = runner.run(many)
+                           ScaleOptions("ray", workers=1), batch_size=1)
+        killer.start()
+        try:
+            stats = runner.run(many)
+        finally:
+            done.set()
 
-    assert killed, "no model worker process was found to kill"
+    assert killed, "the model worker was never seen running a window"
     ids = [r["id"] for r in _lines(results)]
     assert sorted(ids) == sorted(it.id for it in many)  # each once
     assert (stats.ok, stats.failed) == (len(many), 0)
