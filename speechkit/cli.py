@@ -17,11 +17,13 @@ from rich.logging import RichHandler
 
 from speechkit import __version__
 from speechkit.commands.options import (
+    Address,
     BatchSize,
     BeamSize,
     Device,
     Dtype,
     Engine,
+    GpusPerWorker,
     Language,
     LoraGate,
     LoraScale,
@@ -31,8 +33,10 @@ from speechkit.commands.options import (
     Progress,
     Prompt,
     Quant,
+    Runner,
     TargetLanguage,
     Threads,
+    Workers,
 )
 from speechkit.errors import SpeechkitError
 from speechkit.terminal import safe
@@ -99,6 +103,10 @@ OutputFormat = Annotated[str | None, typer.Option(
     "it: comma list of srt, vtt, txt, tsv, json, or all.")]
 AudioStream = Annotated[int | None, typer.Option(
     min=0, help="Which audio stream of each file to use (0 = first).")]
+Shard = Annotated[str | None, typer.Option(help=(
+    "Run shard K/N of the inputs (K from 0; by id, every N-th) for schedulers without Ray "
+    "(a Slurm array, a Kubernetes indexed job); default output transcripts.shard-K-of-N.jsonl; "
+    "`speechkit merge` joins the shards' outputs."), show_default=False)]
 
 
 @app.command()
@@ -112,23 +120,28 @@ def transcribe(
     fmt: OutputFormat = None,
     overwrite: Overwrite = False, audio_stream: AudioStream = None, progress: Progress = True,
     lora_gate: LoraGate = None,
+    runner: Runner = "local", address: Address = None, workers: Workers = None,
+    gpus: GpusPerWorker = None, shard: Shard = None,
 ) -> None:
     """Transcribe (or translate) media files in length-sorted batches; results go to JSONL.
 
     Resumes by default: items already "ok" in the results file are skipped. Exit code 0 when
     every item succeeded, 1 when some failed (their lines say why), 2 for usage errors.
     """
-    from speechkit.commands.options import runtime_options
+    from speechkit.commands.options import runtime_options, scale_options
+    from speechkit.evaluation.suites import parse_shard
     from speechkit.formats import parse_formats
     from speechkit.inputs import expand_inputs
+    from speechkit.merge import shard_items
     from speechkit.models.base import DecodeOptions
     from speechkit.preflight import check_inputs
     from speechkit.settings import check_task, unused_option_warnings
     from speechkit.transcribe import transcribe_to_jsonl
 
     runtime = runtime_options(device, dtype, quant, engine, threads, lora_scale, lora_gate=lora_gate)
+    scale = scale_options(runner, address, workers, gpus)
     formats = parse_formats(fmt)
-    items = expand_inputs(inputs)
+    items = shard_items(expand_inputs(inputs), shard)
     check_inputs(items)
     check_task(model, task)
     if audio_stream is not None:
@@ -139,20 +152,22 @@ def transcribe(
                             word_timestamps=word_timestamps)
     for line in unused_option_warnings(model, runtime, options, batch_size or None):
         warn(line)
-    results_path = out or (output_dir or Path(".")) / "transcripts.jsonl"
+    name = "transcripts.shard-{}-of-{}.jsonl".format(*parse_shard(shard)) if shard else "transcripts.jsonl"
+    results_path = out or (output_dir or Path(".")) / name
     output_dir = output_dir or results_path.parent
     summary = transcribe_to_jsonl(
         items, model, options, results_path, runtime=runtime,
         batch_size=batch_size or None, formats=formats, format_dir=output_dir,
         overwrite=overwrite, console=err, progress=progress,
-        echo=len(items) == 1 and out is None)
+        echo=len(items) == 1 and out is None, scale=scale)
     raise typer.Exit(0 if summary.failed == 0 else 1)
 
 
 def _register_subcommands() -> None:
-    from speechkit.commands import bench, checkpoint, convert, evaluation
+    from speechkit.commands import bench, checkpoint, convert, evaluation, merge
 
     bench.register(app)
+    merge.register(app)
     evaluation.register(app)
     checkpoint.register(app)
     convert.register(app)

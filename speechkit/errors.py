@@ -13,6 +13,14 @@ def first_line(e: BaseException, limit: int | None = None) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[0][:limit]
 
 
+def decode_failure(path: str, e: Exception) -> str:
+    """The error line of an item whose media could not be decoded: a SpeechkitError's own
+    message, else what failed."""
+    if isinstance(e, SpeechkitError):
+        return str(e)
+    return f"{path}: could not decode ({type(e).__name__}: {e})"
+
+
 class ItemError(SpeechkitError):
     """A problem with one input item: recorded in its result line, the batch goes on."""
 

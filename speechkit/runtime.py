@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from speechkit.data import Item, Result, Segment
-from speechkit.errors import ItemError, SpeechkitError, first_line
+from speechkit.errors import ItemError, SpeechkitError, decode_failure, first_line
 from speechkit.formats import output_stems, write_formats
 from speechkit.media.ffmpeg import decode_audio
 from speechkit.media.reuse import DecodedRecordings
@@ -114,12 +114,19 @@ def _prepare(item: Item, model: SpeechModel, task: str, recordings: DecodedRecor
     need = model.streams(task)
     try:
         inputs = _decode_audio_streams(item, need, recordings)
-        extras = _add_lips(item, task, inputs, lips) if VIDEO in need else {}
-    except SpeechkitError as e:
-        return _Prepared(item, error=str(e))
+        extras = add_lips(item, task, inputs, lips) if VIDEO in need else {}
     except Exception as e:  # an unforeseen failure must not stop the batch
         log.debug("decode failed", exc_info=True)
-        return _Prepared(item, error=f"{item.path}: could not decode ({type(e).__name__}: {e})")
+        return _Prepared(item, error=decode_failure(item.path, e))
+    return cut_inputs(item, inputs, model, extras)
+
+
+def cut_inputs(item: Item, inputs: Inputs, model: SpeechModel,
+               extras: dict[str, Any] | None = None) -> _Prepared:
+    """An item whose streams are decoded, its audio cut into model-sized spans (silence and
+    long files handled here; lips and a trial's recordings are read whole, never cut).
+    `extras` (what the lip crops recorded) go into the result."""
+    extras = dict(extras or {})
     note = extras.pop("note", None)
     audio = inputs.get(AUDIO)
     if audio is None or len(inputs) > 1:  # lips, or a trial: the model reads it whole, never cut
@@ -160,7 +167,7 @@ def _duration(inputs: Inputs) -> float:
     return audio / SAMPLE_RATE if audio else len(inputs.get(VIDEO, ())) / FPS
 
 
-def _add_lips(item: Item, task: str, inputs: Inputs, lips: CropPool | None) -> dict[str, Any]:
+def add_lips(item: Item, task: str, inputs: Inputs, lips: CropPool | None) -> dict[str, Any]:
     """Put the item's lip crops in inputs[VIDEO], on its audio's clock; returns what the result
     records. Without a face, vsr fails the item and avsr goes on with the audio alone."""
     from speechkit.media.lips import lip_stream

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -18,6 +19,7 @@ from speechkit.models.identity import ModelCard, model_card
 from speechkit.models.registry import RuntimeOptions
 from speechkit.results import ResultWriter
 from speechkit.runtime import RunStats, Transcriber, peak_memory_mb
+from speechkit.scale.options import ScaleOptions
 from speechkit.terminal import plain, safe
 from speechkit.threads import resolve_threads
 
@@ -130,12 +132,14 @@ def transcribe_to_jsonl(items: Sequence[Item], model_name: str | SpeechModel | M
                         format_dir: Path | None = None, overwrite: bool = False,
                         console: Console | None = None, progress: bool = True,
                         echo: bool = False, label: str = "transcribing", load_s: float = 0.0,
-                        title: str = "speechkit transcribe") -> Summary:
+                        title: str = "speechkit transcribe",
+                        scale: ScaleOptions = ScaleOptions()) -> Summary:
     """Check the results file, load the model if any item is left to do (or take a loaded
     one), run the items with a progress bar, print failures and a summary.
 
     The results file is locked for the whole run; finished lines made by another model or
-    other settings stop the run before the model loads.
+    other settings stop the run before the model loads. `scale` picks the runner: this
+    process, or a Ray cluster whose workers load the model.
     """
     console = console or Console(stderr=True)
     if not isinstance(results, ResultWriter):
@@ -144,16 +148,15 @@ def transcribe_to_jsonl(items: Sequence[Item], model_name: str | SpeechModel | M
             return transcribe_to_jsonl(
                 items, card, options, writer, runtime=runtime, batch_size=batch_size,
                 formats=formats, format_dir=format_dir, console=console, progress=progress,
-                echo=echo, label=label, load_s=load_s, title=title)
+                echo=echo, label=label, load_s=load_s, title=title, scale=scale)
     writer, card = results, model_card(model_name, runtime)
     options = card.resolve(options)
     writer.check_reuse([it.id for it in items], card.identity, options.to_dict())
     pending = [it for it in items if not writer.done(it.id)]
     if not pending:
         return _already_done(items, writer, console, echo, title)
-    card, runtime = _sized_to(len(pending), card, runtime)
-    model, seconds = load_with_status(card, runtime, console, progress)
-    load_s += seconds
+    if not scale.distributed:  # workers elsewhere size their own threads
+        card, runtime = _sized_to(len(pending), card, runtime)
     bar, lines = _progress_display(console, label, len(items), progress)
     failures: list[Result] = []
     echoed: list[Result] = []
@@ -172,16 +175,32 @@ def transcribe_to_jsonl(items: Sequence[Item], model_name: str | SpeechModel | M
         if lines:
             lines.update(stats)
 
+    runner, seconds = _runner(card, options, writer, scale, console, progress,
+                              batch_size=batch_size, formats=formats, format_dir=format_dir,
+                              on_result=on_result, on_progress=on_progress)
     with bar:
         task_id = bar.add_task("transcribe", total=len(items), audio="0:00:00", rtfx="-")
-        stats = transcribe_items(items, model, options, writer, batch_size=batch_size,
-                                 formats=formats, format_dir=format_dir, on_result=on_result,
-                                 on_progress=on_progress)
+        stats = runner.run(items)
+    load_s += seconds + getattr(runner, "start_s", 0.0)  # Ray: starting or joining the cluster
     for r in echoed:
         print(r.text)
     summary = _summary(stats, load_s, writer)
     console.print(summary_table(summary, title=title))
     return summary
+
+
+def _runner(card: ModelCard, options: DecodeOptions, writer: ResultWriter, scale: ScaleOptions,
+            console: Console, progress: bool, **kw) -> tuple[Transcriber | Any, float]:
+    """The runner of this run and the seconds spent loading the model here: the local runner
+    loads it in this process, the Ray runner on each of its workers."""
+    if kw.get("formats") and kw.get("format_dir") is not None:
+        Path(kw["format_dir"]).mkdir(parents=True, exist_ok=True)
+    if scale.distributed:
+        from speechkit.scale.runner import RayRunner
+
+        return RayRunner(card, options, writer, scale, **kw), 0.0
+    model, seconds = load_with_status(card, card.runtime, console, progress)
+    return Transcriber(model, options, writer, **kw), seconds
 
 
 def _progress_display(console: Console, label: str, total: int,

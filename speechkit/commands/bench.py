@@ -10,11 +10,13 @@ from rich.console import Console
 from rich.text import Text
 
 from speechkit.commands.options import (
+    Address,
     BatchSize,
     BeamSize,
     Device,
     Dtype,
     Engine,
+    GpusPerWorker,
     Language,
     LoraGate,
     LoraScale,
@@ -25,7 +27,9 @@ from speechkit.commands.options import (
     Progress,
     Prompt,
     Quant,
+    Runner,
     Threads,
+    Workers,
 )
 from speechkit.terminal import plain, safe
 
@@ -71,6 +75,7 @@ def bench(
     threads: Threads = 0, lora_scale: LoraScale = None,
     overwrite: Overwrite = False,
     progress: Progress = True, lora_gate: LoraGate = None,
+    runner: Runner = "local", address: Address = None, workers: Workers = None, gpus: GpusPerWorker = None,
 ) -> None:
     """Run MODEL on a suite; write predictions, scores.json and Markdown/CSV tables.
 
@@ -79,7 +84,7 @@ def bench(
     some failed or are missing (the counts say which), 2 for usage errors.
     """
     from speechkit.cli import warn
-    from speechkit.commands.options import runtime_options
+    from speechkit.commands.options import runtime_options, scale_options
     from speechkit.evaluation.bench import run_bench
     from speechkit.models.base import DecodeOptions
     from speechkit.settings import unused_option_warnings
@@ -93,9 +98,8 @@ def bench(
         suite, model, data_root=data_root, split=split, modality=modality, limit=limit,
         shard=shard, out_dir=out_dir, decode=decode, runtime=runtime, batch_size=batch_size or None,
         overwrite=overwrite, normalizer=normalizer, task=task, progress=progress,
-        notify=_notify, console=err)
-    _draw(run)
-    raise typer.Exit(0 if run.summary["complete"] else 1)
+        notify=_notify, console=err, scale=scale_options(runner, address, workers, gpus))
+    raise typer.Exit(_draw(run))
 
 
 def _notify(level: str, message: str) -> None:
@@ -105,8 +109,9 @@ def _notify(level: str, message: str) -> None:
         err.print(plain(message))
 
 
-def _draw(run: BenchRun) -> None:
-    """The table (this run beside the published numbers), warnings and where the files are."""
+def _draw(run: BenchRun) -> int:
+    """The table (this run beside the published numbers), warnings and where the files are;
+    returns the exit code (1: incomplete)."""
     from speechkit.commands.tables import rich_table
 
     out.print(rich_table(run.rows, title=f"{run.plan.what}: {run.system}"))
@@ -116,6 +121,7 @@ def _draw(run: BenchRun) -> None:
     err.print(plain(f"scores: {run.plan.scores}; tables: {tables['markdown']}, {tables['csv']}"))
     if not run.summary["complete"]:
         err.print(Text.assemble(("incomplete: ", "bold yellow"), "; ".join(run.summary["incomplete"])))
+    return 0 if run.summary["complete"] else 1
 
 
 def register(app: typer.Typer) -> None:

@@ -118,3 +118,30 @@ Normalizer = Annotated[str | None, typer.Option(help=(
 Overwrite = Annotated[bool, typer.Option(
     help="Redo the items given even when the results file has them (default: resume, skipping "
          "items already done).")]
+Runner = Annotated[str, typer.Option(help=(
+    "Where the items run: local (this process) or ray (a Ray cluster: `pip install "
+    "'speechkit[ray]'`; decoding in CPU tasks, the model in a pool of workers). Not to be "
+    "confused with --engine, the Whisper engine each worker runs."))]
+Address = Annotated[str | None, typer.Option(help=(
+    "--runner ray: the cluster, `auto` (one started here with `ray start`) or "
+    "ray://HOST:10001 (Ray Client, e.g. a KubeRay head); default: $RAY_ADDRESS, else a new "
+    "local cluster sized to this machine."), show_default=False)]
+Workers = Annotated[int | None, typer.Option(min=1, help=(
+    "--runner ray: model workers, each loading the model once; default: one per GPU (by "
+    "--gpus-per-worker), else one per 2 CPUs."), show_default=False)]
+GpusPerWorker = Annotated[float | None, typer.Option("--gpus-per-worker", min=0, metavar="GPUS", help=(
+    "--runner ray: GPUs each model worker takes (fractions share a GPU); default: 1 where "
+    "the cluster has GPUs, else 0 (CPU workers)."), show_default=False)]
+
+
+def scale_options(runner: str, address: str | None, workers: int | None,
+                  gpus_per_worker: float | None):
+    """`ScaleOptions` from the command line, checked (an unknown runner is a usage error); a
+    Ray option given to a local run prints a warning line."""
+    from speechkit.cli import warn
+    from speechkit.scale.options import ScaleOptions
+
+    scale = ScaleOptions(runner, address, workers, gpus_per_worker)
+    for line in scale.unused_warnings():
+        warn(line)
+    return scale

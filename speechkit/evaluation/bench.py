@@ -48,6 +48,7 @@ from speechkit.models.base import AUDIO, VIDEO, DecodeOptions, SpeechModel
 from speechkit.models.identity import ModelCard, model_card
 from speechkit.models.registry import RuntimeOptions
 from speechkit.results import ResultWriter
+from speechkit.scale.options import ScaleOptions
 from speechkit.settings import model_class, model_task
 from speechkit.tasks import get_task
 
@@ -311,11 +312,12 @@ def run_bench(suite_name: str | Path | Suite,
               runtime: RuntimeOptions = RuntimeOptions(), batch_size: int | None = None,
               overwrite: bool = False, progress: bool = True, normalizer: str | None = None,
               task: str | None = None, notify: Notify = _quiet,
-              console: Console | None = None) -> BenchRun:
+              console: Console | None = None, scale: ScaleOptions = ScaleOptions()) -> BenchRun:
     """The whole `speechkit bench` run: predictions, scores.json and the tables.
 
     `notify(level, message)` hears what the run decides ("info", "warning"); `console` is
-    where the runner draws its progress and failures (speechkit.transcribe)."""
+    where the runner draws its progress and failures (speechkit.transcribe); `scale` runs the
+    items in this process or on a Ray cluster."""
     from speechkit.transcribe import transcribe_to_jsonl
 
     suite = resolve_suite(suite_name, task)
@@ -343,7 +345,7 @@ def run_bench(suite_name: str | Path | Suite,
         summary_run = transcribe_to_jsonl(p.items, model, p.options, writer, runtime=runtime,
                                           batch_size=batch_size, console=console,
                                           progress=progress, label="benchmarking",
-                                          title=f"speechkit bench {p.what}")
+                                          title=f"speechkit bench {p.what}", scale=scale)
     summary = score_plan(p, model, summary_run, runtime, batch_size)
     rows = result_rows(p, summary, system=model.name)
     paths = write_tables(rows, p.out_dir, stem=f"results.{p.stem}" if p.shard else "results")
