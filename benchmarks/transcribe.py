@@ -123,26 +123,31 @@ def machine() -> str:
     except OSError:
         pass
     return (f"{model}; {os.cpu_count()} cores ({available_cores()} usable); speechkit threads "
-            f"{resolve_threads()}; load average {os.getloadavg()[0]:.1f} at the start")
+            f"{resolve_threads()} (a one-file run: {resolve_threads(inputs=1)}); load average "
+            f"{os.getloadavg()[0]:.1f} at the start")
 
 
 def run_speechkit(cfg: dict, items: list[dict], batch_size: int) -> dict:
+    """What `speechkit transcribe` does (threads sized to the run, model loaded in the run)."""
+    from rich.console import Console
+
     from speechkit.data import Item, read_results
     from speechkit.models.base import DecodeOptions
-    from speechkit.models.registry import RuntimeOptions, load_model
-    from speechkit.transcribe import transcribe_items
+    from speechkit.models.registry import RuntimeOptions
+    from speechkit.transcribe import transcribe_to_jsonl
 
     runtime = RuntimeOptions(device="cpu", dtype=cfg.get("dtype", "auto"),
                              engine=cfg.get("engine", "auto"), threads=cfg.get("threads"))
-    model = load_model("whisper-base", runtime)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "r.jsonl"
-        transcribe_items([Item(id=it["path"], path=it["path"]) for it in items], model,
-                         DecodeOptions(beam_size=cfg.get("beam_size")), out,
-                         batch_size=batch_size or None)
+        quiet = Console(file=open(os.devnull, "w"))  # noqa: SIM115
+        transcribe_to_jsonl([Item(id=it["path"], path=it["path"]) for it in items], "whisper-base",
+                            DecodeOptions(beam_size=cfg.get("beam_size")), out, runtime=runtime,
+                            batch_size=batch_size or None, console=quiet, progress=False)
         res = read_results(out)
     return {"texts": {k: r.text for k, r in res.items()},
-            "audio_s": sum(r.duration_s or 0 for r in res.values())}
+            "audio_s": sum(r.duration_s or 0 for r in res.values()),
+            "threads": next(iter(res.values())).model["runtime"]["threads"]}
 
 
 def run_faster_whisper(cfg: dict, items: list[dict], batch_size: int) -> dict:

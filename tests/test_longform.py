@@ -137,14 +137,21 @@ def _read_speech(testdata, with_dev_set: bool = False):
 def test_long_recording_same_words_with_and_without_language(whisper_base, testdata, ffmpeg, tmp_path):
     """LibriVox and development-set clips twice over (about 100 s, four VAD pieces):
     detecting the language gives the same transcript as naming it, every sentence once, at
-    the clips' own WER."""
+    the clips' own WER; the piece the language is detected on is encoded once, not twice."""
     clips = _read_speech(testdata, with_dev_set=True)
     path, reference = _long_recording(ffmpeg, clips, tmp_path, times=2)
     items = expand_inputs([str(path)])
-    texts = {}
+    texts, encoded = {}, {}
+    encode = whisper_base.decoder.encode
     for lang in (None, "en"):
         out = tmp_path / f"{lang}.jsonl"
-        stats = transcribe_items(items, whisper_base, DecodeOptions(language=lang), out)
+        windows = []
+        whisper_base.decoder.encode = lambda f, windows=windows: windows.append(len(f)) or encode(f)
+        try:
+            stats = transcribe_items(items, whisper_base, DecodeOptions(language=lang), out)
+        finally:
+            whisper_base.decoder.encode = encode
+        encoded[lang] = sum(windows)
         assert stats.ok == 1
         r = next(iter(read_results(out).values()))
         texts[lang] = r.text
@@ -152,6 +159,7 @@ def test_long_recording_same_words_with_and_without_language(whisper_base, testd
         assert len(r.segments) >= 12  # sentences, not one line per VAD piece
         assert all(a.start <= b.start for a, b in zip(r.segments, r.segments[1:], strict=False))
     assert texts[None] == texts["en"]
+    assert encoded[None] == encoded["en"]
     hyp = words(texts[None])
     assert len(hyp.split()) == pytest.approx(len(words(reference).split()), rel=0.1)
     assert hyp.count("he might even have been made amiable himself") == 2

@@ -171,3 +171,20 @@ def test_an_unknown_runner_is_a_usage_error_before_anything_loads(tmp_path):
     r = speechkit("transcribe", tmp_path / "a.wav", "--runner", "spark")
     assert r.returncode == 2
     assert "unknown --runner 'spark'; use one of local, ray" in r.stderr
+
+
+@pytest.mark.slow
+def test_a_lip_reading_model_on_ray_writes_what_the_local_run_writes(ray_cluster, dev_dir, tmp_path):
+    from tests.llama_avsr_parts import tiny_llama_avsr
+
+    checkpoint = str(tiny_llama_avsr(tmp_path))
+    clips = [Item(id=p.stem, path=str(p)) for p in sorted((dev_dir / "avsr").iterdir())]
+    options = DecodeOptions(task="vsr", max_new_tokens=4)
+    runs = {}
+    for name, scale in (("local", ScaleOptions()), ("ray", ScaleOptions("ray", workers=1))):
+        out = tmp_path / f"{name}.jsonl"
+        transcribe_to_jsonl(clips, checkpoint, options, out, runtime=CPU, batch_size=1,
+                            progress=False, scale=scale)
+        runs[name] = {r["id"]: (r["status"], r["text"], r["extras"].get("lips")) for r in _lines(out)}
+    assert runs["ray"] == runs["local"]
+    assert all(status == "ok" and lips["frames"] > 0 for status, _, lips in runs["ray"].values())

@@ -11,6 +11,7 @@ fixed seed, so batched output equals one-at-a-time output.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,7 @@ DEFAULT_COMPUTE_TYPE = "int8"  # as faster-whisper on CPU; --dtype float32 for f
 MAX_TARGET_POSITIONS = 448  # decoder context in tokens, every Whisper size
 MEL_FRAMES_PER_SECOND = 100  # log-mel frames (10 ms hop); the encoder halves them
 N_MEL_FRAMES = 3000  # one 30 s window
+HELD_ENCODINGS = 16  # first pieces held between language detection and decoding (3 MB each, base)
 
 
 def whisper_tokens(config: dict, tokenizer: Any, vocab_size: int) -> WhisperTokens:
@@ -167,6 +169,7 @@ class Ct2WhisperModel(WhisperModel):
         self.processor = _Processor(features, tokenizer)  # WhisperProcessor's import costs 2 s
         self.multilingual = self.model.is_multilingual
         self.decoder = Ct2Decoder(self.model, tokenizer, whisper_tokens(config, tokenizer, vocab))
+        self._held: dict[tuple[int, bytes], np.ndarray] = {}  # content key -> encoder output
         self._describe = {"name": name, "family": "whisper", "source": str(directory),
                           **(describe or {}), "engine": "ctranslate2", "dtype": compute_type,
                           "threads": threads}
@@ -174,7 +177,16 @@ class Ct2WhisperModel(WhisperModel):
             self._describe["quant"] = "int8"
 
     def _encode(self, audios: list[np.ndarray]) -> np.ndarray:
-        return self.decoder.encode(self.features(audios).numpy())
+        """Encoder outputs, one row per audio. A long file's first piece is encoded once: its
+        language is detected on it (`detect_language` holds the row) and then it is decoded."""
+        keys = [_content_key(a) for a in audios]
+        rows = [self._held.pop(k, None) for k in keys]
+        todo = [i for i, r in enumerate(rows) if r is None]
+        if todo:
+            fresh = self.decoder.encode(self.features([audios[i] for i in todo]).numpy())
+            for i, row in zip(todo, fresh, strict=True):
+                rows[i] = row
+        return np.stack(rows)  # type: ignore[arg-type]
 
     def _align(self, states: np.ndarray, prompt: list[int], text_tokens: list[int], clip_s: float,
                language: str) -> list[TimedWord]:
@@ -193,4 +205,14 @@ class Ct2WhisperModel(WhisperModel):
         audios = audios_of(batch)
         if not self.multilingual or not audios:
             return [None] * len(audios)
-        return [lang for lang, _ in self.decoder.detect_language(self._encode(audios))]
+        enc = self._encode(audios)
+        for audio, row in zip(audios, enc, strict=True):  # decoded next: kept until then
+            self._held[_content_key(audio)] = row
+        while len(self._held) > HELD_ENCODINGS:
+            self._held.pop(next(iter(self._held)))
+        return [lang for lang, _ in self.decoder.detect_language(enc)]
+
+
+def _content_key(audio: np.ndarray) -> tuple[int, bytes]:
+    """Identifies a waveform by its content (length and a 128-bit digest)."""
+    return len(audio), hashlib.blake2b(np.ascontiguousarray(audio).tobytes(), digest_size=16).digest()
