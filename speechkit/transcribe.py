@@ -117,9 +117,11 @@ class _ProgressLines:
                            markup=False, highlight=False)
 
 
-def _sized_to(inputs: int, card: ModelCard, runtime: RuntimeOptions) -> tuple[ModelCard, RuntimeOptions]:
-    """Threads sized to the work when the user gave none: one file gets every core."""
-    if runtime.threads:
+def _sized_to(inputs: int, card: ModelCard, runtime: RuntimeOptions,
+              scale: ScaleOptions) -> tuple[ModelCard, RuntimeOptions]:
+    """Threads sized to the work when the user gave none: one file gets every core (Ray
+    workers, elsewhere, size their own)."""
+    if runtime.threads or scale.distributed:
         return card, runtime
     runtime = replace(runtime, threads=resolve_threads(None, inputs=inputs))
     return replace(card, runtime=runtime), runtime
@@ -152,11 +154,9 @@ def transcribe_to_jsonl(items: Sequence[Item], model_name: str | SpeechModel | M
     writer, card = results, model_card(model_name, runtime)
     options = card.resolve(options)
     writer.check_reuse([it.id for it in items], card.identity, options.to_dict())
-    pending = [it for it in items if not writer.done(it.id)]
-    if not pending:
+    if not (pending := [it for it in items if not writer.done(it.id)]):
         return _already_done(items, writer, console, echo, title)
-    if not scale.distributed:  # workers elsewhere size their own threads
-        card, runtime = _sized_to(len(pending), card, runtime)
+    card, runtime = _sized_to(len(pending), card, runtime, scale)
     bar, lines = _progress_display(console, label, len(items), progress)
     failures: list[Result] = []
     echoed: list[Result] = []
