@@ -92,8 +92,8 @@ LoraScale = Annotated[float | None, typer.Option(callback=_lora_scale, help=(
     "SALMONN's activation tuning lowers it (e.g. 2) to follow instructions beyond its training "
     "tasks. Recorded in the results."), show_default=False)]
 BatchSize = Annotated[int, typer.Option(
-    min=0, help="Segments per forward pass; 0 = auto (2 for Whisper on CTranslate2, else 8 on "
-                "CPU and 32 on GPU).")]
+    min=0, help="Segments per forward pass; 0 = auto (Whisper on CTranslate2: 2 with one math "
+                "thread, 8 with more; else 8 on CPU and 32 on GPU).")]
 BeamSize = Annotated[int | None, typer.Option(min=1, help=(
     "1 = greedy; >1 = beam search; Whisper falls back to sampling either way when the text "
     "loops or is unlikely. Default: the model's (Whisper 1: on a 2-core CPU beam 5 took "
