@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -313,6 +318,27 @@ def read_spec(path: str | Path) -> CheckpointSpec:
     return CheckpointSpec.from_dict(data, str(file))
 
 
+def check_new_output(out: Path, overwrite: bool) -> None:
+    """Refuse to write a checkpoint over a non-empty directory unless asked to."""
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise SpeechkitError(f"{out} exists and is not empty; pick a new --out or pass --force")
+
+
+@contextlib.contextmanager
+def staged_directory(out: Path) -> Iterator[Path]:
+    """A staging folder beside `out` to write a checkpoint into; when the block finishes, it
+    replaces `out` (one rename), and when it fails, it is removed and `out` is left as it was."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        yield tmp
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def write_spec(path: str | Path, spec: CheckpointSpec) -> None:
     """Write `speechkit.json` (pretty, stable key order)."""
     spec.validate()
@@ -322,6 +348,20 @@ def write_spec(path: str | Path, spec: CheckpointSpec) -> None:
 def save_weights(file: str | Path, tensors: dict[str, torch.Tensor]) -> None:
     """Save tensors as safetensors (contiguous CPU copies)."""
     save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, str(file))
+
+
+def check_state_fits(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], what: str,
+                     against: str, optional: frozenset[str] | set[str] = frozenset()) -> None:
+    """One error naming every missing, unexpected (beyond `optional`) and misshapen key of a
+    weights file against the tensors it must fill: "`what`: missing ..., shape (file vs
+    `against`) ..."."""
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected) - set(optional))
+    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+             if k in state and state[k].shape != v.shape]
+    if missing or unexpected or wrong:
+        raise SpeechkitError(f"{what}: missing {missing[:6] or 'none'}, unexpected "
+                             f"{unexpected[:6] or 'none'}, shape (file vs {against}) {wrong[:6] or 'ok'}")
 
 
 def load_state_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -24,7 +21,9 @@ from speechkit.models.speechllm.checkpoint import (
     LLMSpec,
     LoraSpec,
     PromptSpec,
+    check_new_output,
     save_weights,
+    staged_directory,
     write_spec,
 )
 from speechkit.models.speechllm.encoders import (
@@ -52,8 +51,7 @@ def new_checkpoint(out: str | Path, *, audio_encoder: str = "whisper-base",
                    tokenizer: str | None = None, overwrite: bool = False) -> CheckpointSpec:
     """Assemble and save a checkpoint dir; an existing `out` is refused unless `overwrite`."""
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise SpeechkitError(f"{out} exists and is not empty; pick a new --out or pass --force")
+    check_new_output(out, overwrite)
     audio_encoder = _checked(audio_encoder, builtin_encoders(), "encoder")
     llm = _checked(llm, builtin_llms(), "LLM")
     tokenizer = _checked(tokenizer, builtin_llms(), "tokenizer") if tokenizer else None
@@ -80,16 +78,9 @@ def new_checkpoint(out: str | Path, *, audio_encoder: str = "whisper-base",
         added_tokens=list(added_tokens or []),
         decode=DecodeDefaults())
     spec.validate(str(out / SPEC_FILE))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with staged_directory(out) as tmp:
         _write_parts(tmp, spec, cfg)
         write_spec(tmp, spec)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return spec
 
 

@@ -29,6 +29,7 @@ from speechkit.models.speechllm.checkpoint import (
     SPEC_FILE,
     WEIGHTS_FILE,
     CheckpointSpec,
+    check_state_fits,
     read_spec,
 )
 from speechkit.models.speechllm.encoders import Encoder, load_encoder
@@ -323,14 +324,8 @@ def _load_trainables(root: Path, spec: CheckpointSpec, state: dict[str, torch.Te
         if enc.layer_weights is not None:
             expected[f"encoders.{enc.modality}.layer_weights"] = enc.layer_weights
     optional = {ADDED_EMBEDDINGS} if spec.added_tokens else set()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected) - optional)
-    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
-             if k in state and state[k].shape != v.shape]
-    if missing or unexpected or wrong:
-        raise SpeechkitError(f"{root / WEIGHTS_FILE} does not fit speechkit.json: missing "
-                             f"{missing[:6] or 'none'}, unexpected {unexpected[:6] or 'none'}, "
-                             f"shape (file vs spec) {wrong[:6] or 'ok'}")
+    check_state_fits(state, expected, f"{root / WEIGHTS_FILE} does not fit speechkit.json", "spec",
+                     optional)
     bridge.load_state_dict({k[len("bridge."):]: v for k, v in state.items()
                             if k.startswith("bridge.")})
     with torch.no_grad():

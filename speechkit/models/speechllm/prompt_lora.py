@@ -21,7 +21,7 @@ from torch import nn
 
 from speechkit.errors import SpeechkitError
 from speechkit.models.safe_load import inside, load_weights
-from speechkit.models.speechllm.checkpoint import PromptLoraSpec
+from speechkit.models.speechllm.checkpoint import PromptLoraSpec, check_state_fits
 
 GATE_PREFIX = "gate."
 ROPE_MODULES = ("q_proj", "k_proj")  # output channels that Meta -> HF conversion permutes
@@ -188,14 +188,7 @@ def _load(owner: PromptLoRA, state: dict[str, torch.Tensor], file: Path) -> None
         name = key.replace("/", ".")
         expected[f"{name}.lora_A.weight"] = layer.lora_A.weight
         expected[f"{name}.lora_B.weight"] = layer.lora_B.weight
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
-             if k in state and state[k].shape != v.shape]
-    if missing or unexpected or wrong:
-        raise SpeechkitError(f"{file} does not fit the LLM and llm.prompt_lora: missing "
-                             f"{missing[:6] or 'none'}, unexpected {unexpected[:6] or 'none'}, "
-                             f"shape (file vs model) {wrong[:6] or 'ok'}")
+    check_state_fits(state, expected, f"{file} does not fit the LLM and llm.prompt_lora", "model")
     with torch.no_grad():
         for key, param in expected.items():
             param.copy_(state[key].to(param.dtype))

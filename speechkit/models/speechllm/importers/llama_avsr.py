@@ -12,9 +12,7 @@ sampling). Every key is mapped or dropped with its reason; anything else stops t
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +31,9 @@ from speechkit.models.speechllm.checkpoint import (
     LLMSpec,
     LoraSpec,
     PromptSpec,
+    check_new_output,
     save_weights,
+    staged_directory,
     write_spec,
 )
 from speechkit.models.speechllm.encoders.video import CONFIG_FILE
@@ -86,13 +86,10 @@ def convert_llama_avsr(ckpt: str | Path, out: str | Path, *, llm: str = DEFAULT_
                        overwrite: bool = False) -> ConversionReport:
     """Convert a Llama-AVSR state dict into a speechkit checkpoint directory at `out`."""
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise SpeechkitError(f"{out} exists and is not empty; pick a new --out or pass --force")
+    check_new_output(out, overwrite)
     ledger = KeyLedger(read_state_dict(Path(ckpt)), str(ckpt))
     llm_dir = resolve_source(llm, builtin_llms(), "LLM")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with staged_directory(out) as tmp:
         encoders, bridge = [], BridgeSpec(type="llama-avsr")
         tensors: dict[str, torch.Tensor] = {}
         if ledger.under("audio_encoder."):
@@ -118,11 +115,6 @@ def convert_llama_avsr(ckpt: str | Path, out: str | Path, *, llm: str = DEFAULT_
                                                     max_new_tokens=MAX_NEW_TOKENS))
         save_weights(tmp / WEIGHTS_FILE, tensors)
         write_spec(tmp, spec)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return ConversionReport(out, spec, len(ledger.used), ledger.dropped_summary())
 
 

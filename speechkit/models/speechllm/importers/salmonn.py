@@ -28,6 +28,7 @@ from speechkit.models.speechllm.checkpoint import (
     LoraSpec,
     PromptSpec,
     QFormerSpec,
+    check_new_output,
 )
 from speechkit.models.speechllm.prompts import DEFAULT_TASK_PROMPTS
 
@@ -205,8 +206,7 @@ def convert_salmonn(ckpt: str | Path, whisper: str, beats: str | Path, llm: str,
     from speechkit.models.speechllm.encoders.beats import BeatsConfig, read_beats_checkpoint
 
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise SpeechkitError(f"{out} exists and is not empty; pick a new --out or pass --force")
+    check_new_output(out, overwrite)
     parts = split_salmonn_state(read_salmonn_state(ckpt))
     if parts.unmapped:
         raise SpeechkitError(f"{ckpt}: {len(parts.unmapped)} keys have no place in a speechkit "
@@ -282,19 +282,20 @@ def _write(out: Path, spec: CheckpointSpec, parts: SalmonnWeights, cfg: dict,
            beats_state: dict[str, torch.Tensor]) -> None:
     """All files into a temporary sibling, then moved into place in one step."""
     import json
-    import os
-    import shutil
-    import tempfile
 
     from peft import LoraConfig
     from safetensors.torch import save_file
 
-    from speechkit.models.speechllm.checkpoint import ADAPTER_DIR, WEIGHTS_FILE, save_weights, write_spec
+    from speechkit.models.speechllm.checkpoint import (
+        ADAPTER_DIR,
+        WEIGHTS_FILE,
+        save_weights,
+        staged_directory,
+        write_spec,
+    )
     from speechkit.models.speechllm.encoders.beats import write_beats_dir
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with staged_directory(out) as tmp:
         write_beats_dir(tmp / BEATS_DIR, cfg, beats_state)
         save_weights(tmp / WEIGHTS_FILE, {f"bridge.{k}": v for k, v in parts.bridge.items()})
         lora = spec.llm.lora
@@ -309,8 +310,3 @@ def _write(out: Path, spec: CheckpointSpec, parts: SalmonnWeights, cfg: dict,
         save_file({k: v.contiguous() for k, v in parts.lora.items()},
                   str(tmp / ADAPTER_DIR / "adapter_model.safetensors"))
         write_spec(tmp, spec)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)

@@ -3,9 +3,6 @@ its Whisper, WavLM and LLM parts, the bridge, the prompt-aware LoRA and the spec
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +11,13 @@ import torch
 from speechkit.errors import SpeechkitError
 from speechkit.models.safe_load import pretrained
 from speechkit.models.speechllm.bridges import build_bridge
-from speechkit.models.speechllm.checkpoint import WEIGHTS_FILE, save_weights, write_spec
+from speechkit.models.speechllm.checkpoint import (
+    WEIGHTS_FILE,
+    check_new_output,
+    save_weights,
+    staged_directory,
+    write_spec,
+)
 from speechkit.models.speechllm.importers.wavllm import (
     RMS_EPS,
     TOKENIZER_FILES,
@@ -35,8 +38,7 @@ def write_checkpoint(ckpt: Path, out: Path, whisper: Path, wavlm: Path, llm: Pat
     """Convert `ckpt` into `out` (refused when anything is unmapped or missing)."""
     from transformers import AutoTokenizer
 
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise SpeechkitError(f"{out} exists and is not empty; pick a new --out or pass --force")
+    check_new_output(out, overwrite)
     configs = load_configs(whisper, wavlm, llm)
     cfg = configs["llm"]
     heads = int(cfg.num_attention_heads)
@@ -56,18 +58,11 @@ def write_checkpoint(ckpt: Path, out: Path, whisper: Path, wavlm: Path, llm: Pat
     tokenizer = pretrained(AutoTokenizer, llm)
     spec = build_spec(mapped, configs, len(tokenizer))
     _check_complete(mapped, configs, spec)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with staged_directory(out) as tmp:
         _write_parts(tmp, mapped, configs, {"whisper": whisper, "wavlm": wavlm, "llm": llm})
         save_weights(tmp / WEIGHTS_FILE, mapped.bridge)
         save_weights(tmp / spec.llm.prompt_lora.path, mapped.lora)  # type: ignore[union-attr]
         write_spec(tmp, spec)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return {"out": str(out), "keys": len(state), "ignored": dict(mapped.ignored),
             "converted": {name: len(getattr(mapped, name)) for name in
                           ("whisper", "wavlm", "llm", "bridge", "lora")}}
