@@ -10,6 +10,7 @@ import shutil
 import stat
 import subprocess
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import ffmpeg
@@ -207,20 +208,32 @@ def _cannot_run(args: list[str | bytes], e: OSError) -> SpeechkitError:
 READ_CHUNK = 1 << 20  # bytes per read from ffmpeg's stdout
 
 
+def spawn(args: list[str | bytes]) -> tuple[subprocess.Popen, Callable[[], bytes]]:
+    """Start ffmpeg with its output on a pipe and its stderr drained by a thread (neither pipe
+    can stall it); returns the process and a function giving all of stderr once it ended."""
+    try:
+        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+    except OSError as e:
+        raise _cannot_run(args, e) from None
+    parts: list[bytes] = []
+    reader = threading.Thread(target=lambda: parts.append(proc.stderr.read()), daemon=True)
+    reader.start()
+
+    def stderr() -> bytes:
+        reader.join()
+        return b"".join(parts)
+
+    return proc, stderr
+
+
 def _run_samples(args: list[str | bytes], sample_rate: int) -> tuple[int, np.ndarray, bytes]:
     """Run ffmpeg writing f32le to stdout; (exit code, samples, stderr).
 
     Samples are read straight into a float32 array that grows as needed (no intermediate
     bytes object), so a three-hour file costs about its decoded size in memory, not 3x.
     """
-    try:
-        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE)
-    except OSError as e:
-        raise _cannot_run(args, e) from None
-    err_parts: list[bytes] = []
-    reader = threading.Thread(target=lambda: err_parts.append(proc.stderr.read()), daemon=True)
-    reader.start()
+    proc, stderr = spawn(args)
     buf = np.empty(sample_rate * 60, dtype=np.float32)  # a minute to start; grows by half
     view = memoryview(buf).cast("B")
     filled = 0
@@ -238,11 +251,10 @@ def _run_samples(args: list[str | bytes], sample_rate: int) -> tuple[int, np.nda
             filled += n
     view.release()
     proc.wait()
-    reader.join()
     audio = buf[:filled // 4]
     if audio.size * 2 < buf.size:  # do not keep a mostly empty buffer alive
         audio = audio.copy()
-    return proc.returncode, audio, b"".join(err_parts)
+    return proc.returncode, audio, stderr()
 
 
 def probe(path: str | bytes | os.PathLike) -> MediaInfo:

@@ -4,18 +4,16 @@ constant rate from any source rate (variable frame rate included), capped in siz
 from __future__ import annotations
 
 import os
-import subprocess
-import threading
 from collections.abc import Iterator
 
 import ffmpeg
 import numpy as np
 
-from speechkit.audio import SAMPLE_RATE
+from speechkit.audio import SAMPLE_RATE, VIDEO_FPS
 from speechkit.errors import ItemError
-from speechkit.media.ffmpeg import _cannot_run, _check_file, _ffmpeg_input, _reason, display_name, ffmpeg_exe
+from speechkit.media.ffmpeg import _check_file, _ffmpeg_input, _reason, display_name, ffmpeg_exe, spawn
 
-FPS = 25  # frames per second: the lip-reading protocol (LRS3, auto_avsr, Llama-AVSR)
+FPS = VIDEO_FPS  # frames per second
 MAX_SIDE = 640  # px; frames are scaled down to this longer side (a face stays > 100 px in 1080p)
 _NO_MATCH = "matches no streams"
 
@@ -77,14 +75,7 @@ def iter_frames(path: str | bytes | os.PathLike, *, rgb: bool = False, offset_s:
     """
     raw = _check_file(path)
     args = _command(raw, rgb, offset_s, duration_s, max_side)
-    try:
-        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE)
-    except OSError as e:
-        raise _cannot_run(args, e) from None
-    err: list[bytes] = []
-    reader = threading.Thread(target=lambda: err.append(proc.stderr.read()), daemon=True)
-    reader.start()
+    proc, read_stderr = spawn(args)
     try:
         while (header := _read_header(proc.stdout)) is not None:
             _, w, h = header
@@ -97,8 +88,8 @@ def iter_frames(path: str | bytes | os.PathLike, *, rgb: bool = False, offset_s:
     finally:
         proc.stdout.close()
         proc.wait()
-        reader.join()
-    stderr = b"".join(err).decode("utf-8", "replace")
+        err = read_stderr()
+    stderr = err.decode("utf-8", "replace")
     if proc.returncode != 0:
         name = display_name(raw)
         if _NO_MATCH in stderr:
