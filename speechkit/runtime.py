@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from speechkit.audio import VIDEO_FPS
 from speechkit.data import Item, Result, Segment
 from speechkit.errors import ItemError, SpeechkitError, decode_failure, first_line
 from speechkit.formats import output_stems, write_formats
@@ -161,10 +162,8 @@ def _decode_audio_streams(item: Item, need: frozenset[str], recordings: DecodedR
 
 def _duration(inputs: Inputs) -> float:
     """Seconds of all the item's recordings, or of its lip crops when it has no audio."""
-    from speechkit.media.lips.frames import FPS
-
     audio = sum(len(x) for k, x in inputs.items() if k != VIDEO)
-    return audio / SAMPLE_RATE if audio else len(inputs.get(VIDEO, ())) / FPS
+    return audio / SAMPLE_RATE if audio else len(inputs.get(VIDEO, ())) / VIDEO_FPS
 
 
 def add_lips(item: Item, task: str, inputs: Inputs, lips: CropPool | None) -> dict[str, Any]:

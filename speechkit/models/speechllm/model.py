@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from speechkit.audio import VIDEO_FPS
 from speechkit.errors import SpeechkitError
 from speechkit.models.base import (
     AUDIO,
@@ -223,7 +224,6 @@ class SpeechLLM(SpeechModel):
                     if k not in ("beam_size", "max_new_tokens")}}  # those two: in `decode`
 
 
-VIDEO_FPS = 25.0  # lip crops per second
 PAIR_GAP_S = 1.0  # s of silence between the two recordings of a verification trial
 
 

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from speechkit.audio import VIDEO_FPS
 from speechkit.errors import SpeechkitError
 from speechkit.models.safe_load import load_weights
 from speechkit.models.speechllm.checkpoint import EncoderSpec, load_state_strict
@@ -28,7 +29,6 @@ from speechkit.models.speechllm.encoders.video_conformer import ConformerBackEnd
 from speechkit.models.speechllm.encoders.video_transformer import TransformerBackEnd
 from speechkit.models.speechllm.encoders.visual_frontend import ACTIVATIONS, VisualFrontEnd
 
-VIDEO_FPS = 25.0  # lip crops per second, and encoder frames per second
 CROP_SIZE = 88  # the model input is the center 88x88 of a 96x96 mouth crop
 CONFIG_FILE = "config.json"
 RANDOM_SEED = 0  # source "random": the same weights on every load
