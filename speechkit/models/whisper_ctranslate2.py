@@ -185,8 +185,9 @@ class Ct2WhisperModel(WhisperModel):
     def _encode(self, audios: list[np.ndarray]) -> np.ndarray:
         """Encoder outputs, one row per audio. A long file's first piece is encoded once: its
         language is detected on it (`detect_language` holds the row) and then it is decoded."""
-        keys = [_content_key(a) for a in audios]
-        rows = [self._held.pop(k, None) for k in keys]
+        if not self._held:  # the common case: nothing held, nothing to hash
+            return self.decoder.encode(self.features(audios).numpy())
+        rows = [self._held.pop(_content_key(a), None) for a in audios]
         todo = [i for i, r in enumerate(rows) if r is None]
         if todo:
             fresh = self.decoder.encode(self.features([audios[i] for i in todo]).numpy())
