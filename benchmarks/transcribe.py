@@ -35,6 +35,7 @@ ALL_CORES = str(os.cpu_count() or 1)
 CONFIGS = {  # speechkit rows: transcribe's options; faster-whisper rows: its defaults but greedy
     "speechkit (defaults)": {"tool": "speechkit"},
     "speechkit --dtype float32": {"tool": "speechkit", "dtype": "float32"},
+    f"speechkit --threads {ALL_CORES}": {"tool": "speechkit", "threads": int(ALL_CORES)},
     "speechkit --engine torch": {"tool": "speechkit", "engine": "torch"},
     f"speechkit --engine torch --threads {ALL_CORES}": {"tool": "speechkit", "engine": "torch",
                                                         "threads": int(ALL_CORES)},

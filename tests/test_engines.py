@@ -26,6 +26,12 @@ def test_one_file_gets_every_core_and_many_files_leave_one_to_decoding():
     assert resolve_threads(3, inputs=1) == 3  # the option wins
 
 
+def test_one_thread_replicas_get_every_core_for_any_run():
+    assert [default_threads(n, inputs=5, replicated=True) for n in (1, 2, 4, 16)] == [1, 2, 4, 8]
+    assert default_threads(2, replicated=True) == 2
+    assert resolve_threads(1, inputs=5, replicated=True) == 1  # the option wins
+
+
 def test_threads_come_from_the_option_then_the_environment(monkeypatch):
     monkeypatch.setenv(THREADS_ENV, "3")
     assert resolve_threads(2) == 2 and resolve_threads(None) == 3
@@ -78,12 +84,15 @@ def test_thread_setting_is_applied_and_recorded(testdata, tmp_path):
     before = torch.get_num_threads()
     try:
         model = load_model("whisper-base", RuntimeOptions(device="cpu", threads=1))
-        assert torch.get_num_threads() == 1
+        assert model.model.num_workers == 1 and model.replicas == 1
         clip = librivox(testdata, 1)[0][0]
         transcribe_items(expand_inputs([str(clip)]), model, DecodeOptions(), tmp_path / "r.jsonl")
         r = next(iter(read_results(tmp_path / "r.jsonl").values()))
         assert r.model["threads"] == 1 and r.model["engine"] == "ctranslate2"
         assert r.model["dtype"] == "int8" and r.model["quant"] == "int8"
+        assert r.model["runtime"]["replicas"] == 1
+        load_model("whisper-base", RuntimeOptions(device="cpu", engine="torch", threads=1))
+        assert torch.get_num_threads() == 1  # the torch engine's math threads
     finally:
         torch.set_num_threads(before)
 
@@ -102,7 +111,7 @@ def test_resume_refuses_results_of_another_engine(whisper_base, testdata, tmp_pa
 
 
 @pytest.mark.slow
-def test_a_one_file_run_sizes_its_threads_to_every_core(testdata, tmp_path, monkeypatch):
+def test_runs_of_one_or_many_files_size_their_threads_to_every_core(testdata, tmp_path, monkeypatch):
     from rich.console import Console
 
     from speechkit.transcribe import transcribe_to_jsonl
@@ -112,10 +121,14 @@ def test_a_one_file_run_sizes_its_threads_to_every_core(testdata, tmp_path, monk
     try:
         clips = [str(p) for p, _ in librivox(testdata, 2)]
         quiet = Console(file=open(tmp_path / "log", "w"))  # noqa: SIM115
-        for files, want in ((clips[:1], default_threads(inputs=1)), (clips, default_threads())):
+        every = default_threads(inputs=1)  # CTranslate2's one-thread replicas do not spin
+        for files, want in ((clips[:1], every), (clips, every)):
             out = tmp_path / f"{len(files)}.jsonl"
             transcribe_to_jsonl(expand_inputs(files), "whisper-base", DecodeOptions(), out,
                                 runtime=RuntimeOptions(device="cpu"), console=quiet, progress=False)
-            assert {r.model["runtime"]["threads"] for r in read_results(out).values()} == {want}
+            runtimes = [r.model["runtime"] for r in read_results(out).values()]
+            assert {r["threads"] for r in runtimes} == {want}
+            # one file: one replica with every thread; many: one one-thread replica per core
+            assert {r["replicas"] for r in runtimes} == {1 if len(files) == 1 else want}
     finally:
         torch.set_num_threads(before)

@@ -71,9 +71,10 @@ def test_results_record_the_settings_the_model_ran_with(whisper_base, testdata, 
     summary = run_bench("librivox-mini", whisper_base, data_root=testdata, limit=2,
                         out_dir=tmp_path / "o", progress=False).summary
     used = {"device": "cpu", "dtype": "int8", "quant": "int8", "engine": "ctranslate2",
-            "threads": whisper_base.describe()["threads"], "batch_size": whisper_base.default_batch,
-            "beam_size": 1}
-    assert used["threads"] >= 1 and used["batch_size"] == (8 if used["threads"] > 1 else 2)
+            "threads": whisper_base.describe()["threads"], "replicas": whisper_base.describe()["replicas"],
+            "batch_size": whisper_base.default_batch, "beam_size": 1}
+    assert used["threads"] == used["replicas"] >= 1 and used["batch_size"] == 2 * used["replicas"]
+    assert whisper_base.describe()["replicas"] == whisper_base.model.num_workers
     assert summary["run"]["runtime"] == used  # the default batch size resolved, not None
     lines = read_results(tmp_path / "o" / "predictions.jsonl").values()
     assert [r.model["runtime"] for r in lines] == [used, used]

@@ -27,6 +27,7 @@ class RuntimeOptions:
     quant: str | None = None  # speech LLMs: 4bit | 8bit | bf16 | fp32 (None = per-device default)
     engine: str = "auto"  # Whisper: auto | torch | ctranslate2 (see whisper_engine)
     threads: int | None = None  # CPU math threads; None = $SPEECHKIT_THREADS or by the machine
+    replicas: int | None = None  # CTranslate2: model replicas run side by side; None = one per thread
     lora_gate: str | None = None  # prompt-aware LoRA (WavLLM): prompt | off | a number; None = prompt
     lora_scale: float | None = None  # speech LLMs: LoRA scaling override (None = trained)
 
@@ -110,19 +111,22 @@ def load_model(name: str = DEFAULT_MODEL, runtime: RuntimeOptions = RuntimeOptio
     device = resolve_device(runtime.device)
     dtype = resolve_dtype(runtime.dtype, device)
     int8 = runtime.dtype == "int8"
-    threads = resolve_threads(runtime.threads)
+    entry = CATALOGUE.get(name)
+    whisper = entry is not None and entry.kind == "whisper"
+    if whisper and whisper_engine(name, runtime, device) == "ctranslate2":
+        from speechkit.models.builtins import ct2_model_dir
+        from speechkit.models.whisper_ctranslate2 import Ct2WhisperModel
+
+        describe = {"source": f"builtin:{name}", "sha256": entry.sha256, "license": entry.license}
+        return Ct2WhisperModel(ct2_model_dir(name), name, compute_type=ct2_compute_type(runtime),
+                               threads=resolve_threads(runtime.threads, replicated=True),
+                               replicas=runtime.replicas, describe=describe)
     if device == "cpu":
-        apply_torch_threads(threads)
-    if (entry := CATALOGUE.get(name)) is not None and entry.kind in MODEL_KINDS:
+        apply_torch_threads(resolve_threads(runtime.threads))
+    if entry is not None and entry.kind in MODEL_KINDS:
         if entry.kind != "whisper":
             return entry.load()
         describe = {"source": f"builtin:{name}", "sha256": entry.sha256, "license": entry.license}
-        if whisper_engine(name, runtime, device) == "ctranslate2":
-            from speechkit.models.builtins import ct2_model_dir
-            from speechkit.models.whisper_ctranslate2 import Ct2WhisperModel
-
-            return Ct2WhisperModel(ct2_model_dir(name), name, compute_type=ct2_compute_type(runtime),
-                                   threads=threads, describe=describe)
         return WhisperModel(entry.load(), name=name, device=device, dtype=dtype, int8=int8,
                             describe=describe)
     path = Path(name).expanduser()

@@ -5,14 +5,26 @@ per window serves language detection and every fallback temperature; greedy or b
 with timestamps at temperature 0, then `BEST_OF` samples at each higher temperature while
 the text is a repetition loop or unlikely; a window that is probably silence keeps no text;
 a window whose decoding stopped early is decoded again from there. CTranslate2 applies
-openai-whisper's timestamp rules itself. Fallback sampling runs one clip at a time with a
-fixed seed, so batched output equals one-at-a-time output.
+openai-whisper's timestamp rules itself.
+
+Batches run on several model replicas at once (CTranslate2's `inter_threads`, the weights
+shared): the windows of a batch are encoded in parallel and its rows decoded in parallel
+slices, each replica on one core. Small Whisper matrices do not spread over threads, but
+independent windows do: on a 2-core CPU, 15 short clips took 13 s on two one-thread replicas
+against 27 s on one and 16-18 s on one two-thread replica.
+
+Fallback sampling runs one clip at a time on a replica of its own, created for that clip:
+CTranslate2 seeds a thread's random generator once, at its first draw, so a long-lived
+replica would give a clip different samples depending on what it sampled before. A fresh
+one, seeded with the fixed seed, gives the same text in any batch, order or rerun.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,23 +80,29 @@ class _Processor:
 
 class Ct2Decoder:
     """`WhisperDecoder`'s interface over a `ctranslate2.models.Whisper`: encoder outputs are
-    float32 arrays (clips, frames, width), so windows can be picked and kept like tensors."""
+    float32 arrays (clips, frames, width), so windows can be picked and kept like tensors.
+    `sampler()` makes the fresh one-replica model that samples one clip's fallback."""
 
-    def __init__(self, model: Any, tokenizer: Any, tokens: WhisperTokens):
+    def __init__(self, model: Any, tokenizer: Any, tokens: WhisperTokens, sampler: Callable[[], Any]):
         self.model = model
         self.tokenizer = tokenizer
         self.tok = tokens
+        self.sampler = sampler
+        self.replicas = max(1, int(model.num_workers))
+        self._pool = ThreadPoolExecutor(self.replicas, "ct2") if self.replicas > 1 else None
         special = range(tokens.eot + 1, tokens.timestamp_begin)  # SOT, languages, tasks, ...
         self._suppress = sorted({*tokens.suppress, *special})  # as the torch engine suppresses
 
-    def encode(self, features: np.ndarray) -> np.ndarray:
-        """Encoder outputs of a batch of log-mel windows, one window per pass: the attention
-        scores of 8 windows at once took 600 MB more peak memory and no less CPU time
-        (whisper-base, 2-core CPU); decoding still runs the whole batch together."""
-        import ctranslate2
+    def _map(self, fn: Callable[[Any], Any], jobs: Iterable[Any]) -> list[Any]:
+        """`fn` over `jobs`, on every replica at once (CTranslate2 releases the GIL)."""
+        return list(self._pool.map(fn, jobs)) if self._pool else [fn(j) for j in jobs]
 
-        rows = [np.asarray(self.model.encode(ctranslate2.StorageView.from_array(
-            np.ascontiguousarray(features[i:i + 1])))) for i in range(len(features))]
+    def encode(self, features: np.ndarray) -> np.ndarray:
+        """Encoder outputs of a batch of log-mel windows, one window per pass, the passes
+        spread over the replicas: the attention scores of 8 windows at once took 600 MB more
+        peak memory and no less CPU time (whisper-base, 2-core CPU)."""
+        rows = self._map(lambda i: np.asarray(self.model.encode(self._view(features[i:i + 1]))),
+                         range(len(features)))
         return np.concatenate(rows) if rows else np.zeros((0, 0, 0), dtype=np.float32)
 
     def _view(self, enc: np.ndarray) -> Any:
@@ -104,24 +122,40 @@ class Ct2Decoder:
         max_new = min(max_new_tokens, MAX_TARGET_POSITIONS // 2 - len(prompts[0]))
         out = self._run(enc, prompts, max_new, beam_size=beam_size)
         for i, d in enumerate(out):
-            for temperature in temperatures[1:]:
-                if not d.needs_fallback():
-                    break
-                d = self._run(enc[i:i + 1], [prompts[i]], max_new, temperature=temperature)[0]
-            out[i] = d
+            if d.needs_fallback() and len(temperatures) > 1:
+                out[i] = self._resample(enc[i:i + 1], prompts[i], max_new, d, temperatures[1:])
         return out
 
+    def _resample(self, enc: np.ndarray, prompt: list[int], max_new: int, d: Decoded,
+                  temperatures: tuple[float, ...]) -> Decoded:
+        """Sample one clip at each temperature in turn until its text passes the checks, on a
+        replica made for it (its generator seeded at its first draw)."""
+        import ctranslate2
+
+        ctranslate2.set_random_seed(SAMPLING_SEED)
+        model = self.sampler()
+        for temperature in temperatures:
+            if not d.needs_fallback():
+                break
+            d = self._run(enc, [prompt], max_new, temperature=temperature, model=model)[0]
+        return d
+
     def _run(self, enc: np.ndarray, prompts: list[list[int]], max_new: int, beam_size: int = 1,
-             temperature: float = 0.0) -> list[Decoded]:
+             temperature: float = 0.0, model: Any = None) -> list[Decoded]:
+        """Decode at one temperature: at 0 (search) the rows in one slice per replica, all at
+        once; above 0 (sampling) on `model`."""
+        if model is None:
+            n, k = len(enc), self.replicas
+            slices = [slice(n * j // k, n * (j + 1) // k) for j in range(k) if n * j // k < n * (j + 1) // k]
+            parts = self._map(lambda s: self._run(enc[s], prompts[s], max_new, beam_size, temperature,
+                                                  self.model), slices)
+            return [d for part in parts for d in part]
         if temperature == 0.0:
             kwargs: dict[str, Any] = {"beam_size": beam_size, "patience": 1}
         else:
-            import ctranslate2
-
-            ctranslate2.set_random_seed(SAMPLING_SEED)  # reruns give the same text
             kwargs = {"beam_size": 1, "num_hypotheses": BEST_OF, "sampling_topk": 0,
                       "sampling_temperature": temperature}
-        results = self.model.generate(
+        results = model.generate(
             self._view(enc), prompts, max_length=len(prompts[0]) + max_new, return_scores=True,
             return_no_speech_prob=True, suppress_blank=True, suppress_tokens=self._suppress,
             max_initial_timestamp_index=MAX_INITIAL_TIMESTAMP_INDEX, **kwargs)
@@ -144,15 +178,18 @@ class Ct2WhisperModel(WhisperModel):
 
     @property
     def default_batch(self) -> int:  # type: ignore[override]
-        """2 with one math thread, 8 with more. Measured on a 2-core CPU: with one thread,
-        batches of 1, 2 and 8 took the same CPU time on 15 short clips and 8 held 850 MB RSS
-        against 550 MB; with two threads (a one-file run) a 184 s file decoded in 6 s in
-        batches of 8 against 11-16 s in batches of 2 (small matrices do not spread over
-        threads)."""
-        return 8 if self.threads > 1 else 2
+        """Two windows per one-thread replica; 8 on one replica with more threads. Measured on
+        a 2-core CPU: with one thread, batches of 1, 2 and 8 took the same CPU time on 15
+        short clips and 8 held 850 MB RSS against 550 MB; with two threads a 184 s file's
+        pieces decoded in 6 s in batches of 8 against 11-16 s in batches of 2 (small
+        matrices do not spread over threads)."""
+        return 8 if self.replicas == 1 and self.threads > 1 else 2 * self.replicas
+
+    def used_settings(self) -> dict[str, Any]:
+        return {**super().used_settings(), "replicas": self.replicas}
 
     def __init__(self, directory: str | Path, name: str, compute_type: str = DEFAULT_COMPUTE_TYPE,
-                 threads: int = 1, describe: dict[str, Any] | None = None):
+                 threads: int = 1, describe: dict[str, Any] | None = None, replicas: int | None = None):
         import ctranslate2
         from transformers import WhisperFeatureExtractor
 
@@ -165,19 +202,26 @@ class Ct2WhisperModel(WhisperModel):
         self.name = name
         self._device = "cpu"
         self.dtype = None
-        self.model = ctranslate2.models.Whisper(str(directory), device="cpu",
-                                                compute_type=compute_type, intra_threads=threads)
+        self.replicas = max(1, min(threads, replicas or threads))  # default: one per thread
+        intra = max(1, threads // self.replicas)
+
+        def load(inter: int) -> Any:
+            return ctranslate2.models.Whisper(str(directory), device="cpu", compute_type=compute_type,
+                                              inter_threads=inter, intra_threads=intra)
+
+        self.model = load(self.replicas)
         config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
         vocab = sum(1 for _ in (directory / "vocabulary.txt").open(encoding="utf-8"))
         tokenizer = whisper_tokenizer(directory / "tokenizer.json", vocab)
         features = WhisperFeatureExtractor(feature_size=self.model.n_mels)
         self.processor = _Processor(features, tokenizer)  # WhisperProcessor's import costs 2 s
         self.multilingual = self.model.is_multilingual
-        self.decoder = Ct2Decoder(self.model, tokenizer, whisper_tokens(config, tokenizer, vocab))
+        self.decoder = Ct2Decoder(self.model, tokenizer, whisper_tokens(config, tokenizer, vocab),
+                                  sampler=lambda: load(1))
         self._held: dict[tuple[int, bytes], np.ndarray] = {}  # content key -> encoder output
         self._describe = {"name": name, "family": "whisper", "source": str(directory),
                           **(describe or {}), "engine": "ctranslate2", "dtype": compute_type,
-                          "threads": threads}
+                          "threads": threads, "replicas": self.replicas}
         self.threads = threads
         if compute_type == "int8":  # int8 changes the output: resume and merges keep it apart
             self._describe["quant"] = "int8"
