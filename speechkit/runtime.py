@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import resource
+import sys
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
@@ -15,8 +16,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import torch
 
 from speechkit.audio import VIDEO_FPS
 from speechkit.data import Item, Result, Segment
@@ -74,9 +73,11 @@ class RunStats:
 
 
 def peak_memory_mb() -> dict[str, float]:
-    """Peak resident memory of this process, and peak CUDA memory when a GPU was used."""
+    """Peak resident memory of this process, and peak CUDA memory when a GPU was used (only
+    torch uses one: a run that never imported it is not made to)."""
     out = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
         out["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return out
 

@@ -22,9 +22,11 @@ from speechkit.models.registry import (
 
 
 def check_quant(value: str | None) -> str | None:
+    if value is None:  # the default: nothing to check, and no speech-LLM (torch) import
+        return None
     from speechkit.models.speechllm.llm import QUANTS
 
-    if value is not None and value not in QUANTS:
+    if value not in QUANTS:
         raise SpeechkitError(f"unknown --quant {value!r}; use one of {', '.join(QUANTS)}")
     return value
 

@@ -139,12 +139,12 @@ def test_loader_failure_falls_back_to_fixed_windows_with_a_warning(
 
 
 def test_vad_failure_while_running_falls_back_to_fixed_windows(monkeypatch, caplog):
-    import silero_vad
+    from speechkit.media import silero
 
     def broken(*args, **kwargs):
         raise RuntimeError("bad state")
 
-    monkeypatch.setattr(silero_vad, "get_speech_timestamps", broken)
+    monkeypatch.setattr(silero.SileroVad, "probabilities", broken)
     with caplog.at_level(logging.WARNING, logger="speechkit"):
         spans = split_long_audio(np.zeros(40 * SR, np.float32), max_s=30.0)
     assert spans == fixed_windows(40.0, 30.0)
@@ -217,3 +217,57 @@ def test_is_silent_is_false_on_real_speech_even_recorded_quietly(speech_with_gap
         quiet = clip * 10 ** (QUIET_SPEECH_DBFS / 20) / np.sqrt(np.mean(clip**2))
         assert not is_silent(quiet.astype(np.float32)), c
         assert is_silent(np.zeros_like(clip, dtype=np.float32))  # digital silence, same length
+
+
+VAD_SETTINGS = {"threshold": vad.VAD_THRESHOLD, "min_speech_duration_ms": 250,
+                "min_silence_duration_ms": 100, "speech_pad_ms": 400}  # as split_long_audio
+
+
+@pytest.mark.parametrize("rate", [16000, 8000, 32000])
+def test_vad_without_torch_finds_silero_vads_own_regions(speech_with_gaps, rate):
+    """The onnxruntime-only port gives silero-vad's regions to the sample (16 kHz speech; 8 kHz
+    taken every other sample; 32 kHz repeated, which silero-vad decimates back)."""
+    import torch
+    from silero_vad import get_speech_timestamps, load_silero_vad
+
+    from speechkit.media.silero import SileroVad
+
+    audio = speech_with_gaps[0]
+    audio = {16000: audio, 8000: audio[::2].copy(), 32000: np.repeat(audio, 2)}[rate]
+    max_s = 5.0  # shorter than some clips: over-long speech is cut at its pauses too
+    theirs = get_speech_timestamps(torch.from_numpy(audio), load_silero_vad(onnx=True),
+                                   sampling_rate=rate, max_speech_duration_s=max_s, **VAD_SETTINGS)
+    ours = SileroVad().speech_timestamps(audio, rate, max_speech_duration_s=max_s, **VAD_SETTINGS)
+    assert len(ours) > len(CLIPS)
+    assert ours == [(t["start"], t["end"]) for t in theirs]
+
+
+def test_speech_region_rules_match_silero_vad_on_varied_probabilities():
+    """Every branch of the ported state machine (hysteresis, cuts of over-long speech at the
+    longest pause or in place, dropped short regions, shared padding) against silero-vad's."""
+    from silero_vad import get_speech_timestamps_from_probs
+
+    from speechkit.media.silero import speech_regions
+
+    rng = np.random.default_rng(3)
+    for trial in range(600):
+        n = int(rng.integers(1, 300))
+        kind = trial % 3  # noise, a few levels around the thresholds, slow waves
+        if kind == 0:
+            probs = rng.random(n)
+        elif kind == 1:
+            probs = rng.choice([0.05, 0.4, 0.45, 0.6, 0.95], n)
+        else:
+            probs = np.clip(0.5 + 0.5 * np.sin(np.arange(n) / rng.uniform(1, 20))
+                            + rng.uniform(-0.3, 0.3, n), 0, 1)
+        rate = int(rng.choice([16000, 8000]))
+        samples = n * (512 if rate == 16000 else 256) - int(rng.integers(0, 200))
+        settings = {"threshold": float(rng.choice([0.3, 0.5, 0.7])),
+                    "min_speech_duration_ms": int(rng.choice([0, 250, 1000])),
+                    "max_speech_duration_s": float(rng.choice([0.5, 1.0, 2.0, 5.0, np.inf])),
+                    "min_silence_duration_ms": int(rng.choice([0, 100, 300])),
+                    "speech_pad_ms": int(rng.choice([0, 30, 400]))}
+        theirs = get_speech_timestamps_from_probs([float(p) for p in probs], sampling_rate=rate,
+                                                  audio_length_samples=samples, **settings)
+        ours = speech_regions([float(p) for p in probs], rate, samples, **settings)
+        assert ours == [(t["start"], t["end"]) for t in theirs], (trial, settings)

@@ -35,9 +35,11 @@ def _quant(value: str | None) -> str | None:
 
 
 def _lora_gate(value: str | None) -> str | None:
+    if value is None:  # the default: no speech-LLM (torch) import to check it
+        return None
     from speechkit.models.speechllm.prompt_lora import check_gate_mode
 
-    return None if value is None else str(check_gate_mode(value))
+    return str(check_gate_mode(value))
 
 
 def _lora_scale(value: float | None) -> float | None:

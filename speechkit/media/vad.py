@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import functools
-import importlib.util
 import logging
 import threading
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +24,7 @@ VAD_PAD_S = 0.4  # s; added to both edges of speech so word edges are kept (fast
 MAX_GAP_S = 2.0  # s; silence longer than this between regions starts a new span (and is dropped)
 VAD_RATES = (8000, 16000)  # Hz; Silero also takes multiples of 16 kHz (it decimates them)
 
-_vad_lock = threading.Lock()  # the Silero model keeps recurrent state: one caller at a time
+_vad_lock = threading.Lock()  # one Silero pass at a time, and the model loaded once
 
 
 @dataclass(frozen=True)
@@ -125,17 +123,11 @@ def _speech_regions(audio: np.ndarray, sample_rate: int, max_s: float) -> list[S
     if model is None:
         return None
     try:
-        import torch
-        from silero_vad import get_speech_timestamps
-
-        if not audio.flags.writeable:  # torch wants writable memory
-            audio = audio.copy()
-        with _vad_lock, torch.inference_mode():
-            found = get_speech_timestamps(
-                torch.from_numpy(audio),
-                model,
+        with _vad_lock:
+            found = model.speech_timestamps(
+                audio,
+                sample_rate,
                 threshold=VAD_THRESHOLD,
-                sampling_rate=sample_rate,
                 min_speech_duration_ms=int(VAD_MIN_SPEECH_S * 1000),
                 max_speech_duration_s=max_s,  # Silero splits longer speech at its best pause
                 min_silence_duration_ms=int(VAD_MIN_SILENCE_S * 1000),
@@ -145,7 +137,7 @@ def _speech_regions(audio: np.ndarray, sample_rate: int, max_s: float) -> list[S
         log.warning("Silero VAD failed (%s: %s); cutting fixed windows", type(e).__name__, e)
         return None
     # Timestamps are in samples at sample_rate (Silero maps decimated rates back).
-    return [Span(t["start"] / sample_rate, t["end"] / sample_rate) for t in found]
+    return [Span(start / sample_rate, end / sample_rate) for start, end in found]
 
 
 def _vad_model() -> Any | None:
@@ -161,7 +153,7 @@ def _cached_model() -> Any | None:
     except Exception as e:
         log.warning(
             "Silero VAD unavailable (%s: %s); long audio is cut into fixed windows instead. "
-            "Install it with `pip install silero-vad`.",
+            "Install it with `pip install silero-vad onnxruntime`.",
             type(e).__name__,
             e,
         )
@@ -171,10 +163,7 @@ def _cached_model() -> Any | None:
 def _load_silero() -> Any:
     """Load the Silero VAD that ships inside the silero-vad wheel (no download): its ONNX
     export on onnxruntime, one thread (measured on a 184 s file: 2.5 s CPU against 4.5 s for
-    the TorchScript one, the same speech regions), else the TorchScript model."""
-    from silero_vad import load_silero_vad
+    the TorchScript one, the same speech regions), run without torch (see silero.py)."""
+    from speechkit.media.silero import SileroVad
 
-    onnx = importlib.util.find_spec("onnxruntime") is not None
-    with warnings.catch_warnings():  # its importlib.resources and torch.jit.load deprecations
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return load_silero_vad(onnx=onnx)
+    return SileroVad()

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
 
 from speechkit.errors import SpeechkitError
 from speechkit.hashing import MODEL_SUFFIXES, dir_sha256
@@ -14,8 +13,11 @@ from speechkit.models.base import SpeechModel
 from speechkit.threads import apply_torch_threads, resolve_threads
 
 DEFAULT_MODEL = "whisper-base"
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
-          "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16",
+          "bfloat16": "bfloat16", "bf16": "bfloat16"}  # --dtype -> torch's name for it
+# Device files of a GPU driver torch could use (NVIDIA, WSL's GPU bridge, AMD ROCm, Jetson):
+# with none of them there is no CUDA device, known without importing torch (2 s).
+GPU_DEVICE_FILES = ("/dev/nvidiactl", "/dev/dxg", "/dev/kfd", "/dev/nvhost-ctrl-gpu")
 
 
 @dataclass(frozen=True)
@@ -65,10 +67,28 @@ def whisper_engine(name: str, runtime: RuntimeOptions, device: str) -> str:
     return runtime.engine
 
 
+def cuda_available() -> bool:
+    """torch.cuda.is_available(), asked only where a GPU driver may be: a CPU-only machine
+    answers without importing torch."""
+    if "torch" not in sys.modules and not _gpu_driver_present():
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _gpu_driver_present() -> bool:
+    if sys.platform == "darwin":  # torch has no CUDA builds for macOS
+        return False
+    if not sys.platform.startswith("linux"):
+        return True  # no cheap sign elsewhere: ask torch
+    return any(Path(f).exists() for f in GPU_DEVICE_FILES)
+
+
 def resolve_device(device: str) -> str:
     if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
+        return "cuda" if cuda_available() else "cpu"
+    if device.startswith("cuda") and not cuda_available():
         raise SpeechkitError("--device cuda was asked for but no CUDA GPU is visible; "
                              "use --device cpu (or auto)")
     if device.split(":")[0] not in ("cpu", "cuda", "mps"):
@@ -76,15 +96,16 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def resolve_dtype(dtype: str, device: str) -> torch.dtype:
+def resolve_dtype(dtype: str, device: str) -> str:
+    """The torch dtype's name (float32, float16, bfloat16) a --dtype means on `device`."""
     check_dtype(dtype)
     if dtype == "int8":
         if not device.startswith("cpu"):
             raise SpeechkitError("--dtype int8 is the CPU dynamic quantization; on a GPU use "
                                  "--dtype float16 (Whisper) or --quant 4bit (speech LLMs)")
-        return torch.float32
+        return "float32"
     if dtype == "auto":
-        return torch.float16 if device.startswith("cuda") else torch.float32
+        return "float16" if device.startswith("cuda") else "float32"
     return DTYPES[dtype]
 
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import logging
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from speechkit.data import Segment, Word
 from speechkit.errors import SpeechkitError, first_line
@@ -16,13 +15,15 @@ from speechkit.models.base import SAMPLE_RATE, DecodeOptions, Hypothesis, Inputs
 from speechkit.models.whisper_decode import (
     COMPRESSION_RATIO_THRESHOLD,
     Decoded,
-    WhisperDecoder,
     WhisperTokens,
     resume_point,
     split_segments,
 )
 from speechkit.models.whisper_words import TimedWord, align_words
 from speechkit.tasks import WHISPER_TASKS, find_task
+
+if TYPE_CHECKING:  # torch is imported when the torch engine loads: the CTranslate2 one runs without it
+    import torch
 
 log = logging.getLogger("speechkit")
 
@@ -42,7 +43,8 @@ logging.getLogger("transformers.generation.utils").addFilter(_DropLengthAdvice()
 
 
 class WhisperModel(SpeechModel):
-    """A transformers `WhisperForConditionalGeneration` with its processor."""
+    """A transformers `WhisperForConditionalGeneration` with its processor (the torch engine);
+    the decoding flow here is shared with the CTranslate2 engine, which imports no torch."""
 
     max_input_s = CHUNK_S
     default_max_new_tokens = 224  # half the decoder context, as openai-whisper
@@ -51,18 +53,19 @@ class WhisperModel(SpeechModel):
     uses = SpeechModel.uses | {"dtype", "language", "word_timestamps", "engine"}
 
     def __init__(self, source: str | Path, name: str | None = None, device: str = "cpu",
-                 dtype: torch.dtype = torch.float32, int8: bool = False,
-                 describe: dict[str, Any] | None = None):
+                 dtype: str = "float32", int8: bool = False, describe: dict[str, Any] | None = None):
+        import torch
         from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
         from speechkit.models.safe_load import pretrained
+        from speechkit.models.whisper_torch import WhisperDecoder
 
         self.name = name or str(source)
         self._device = device
-        self.dtype = dtype
+        self.dtype = getattr(torch, dtype)
         try:
             self.processor = pretrained(WhisperProcessor, source)
-            self.model = pretrained(WhisperForConditionalGeneration, source, dtype=dtype,
+            self.model = pretrained(WhisperForConditionalGeneration, source, dtype=self.dtype,
                                     attn_implementation="sdpa")
         except OSError as e:
             raise SpeechkitError(f"cannot load Whisper model from {source}: {first_line(e)}; pass a "
@@ -77,7 +80,7 @@ class WhisperModel(SpeechModel):
             gc, self.processor.tokenizer, self.model.config.vocab_size))
         self._describe = {"name": self.name, "family": "whisper", "source": str(source),
                           **(describe or {}), "engine": "torch",
-                          "dtype": "int8" if int8 else str(dtype).split(".")[-1]}
+                          "dtype": "int8" if int8 else dtype}
         if device == "cpu":
             self._describe["threads"] = torch.get_num_threads()
         if int8:  # dynamic int8 changes the output: resume and merges keep it apart
@@ -114,6 +117,8 @@ class WhisperModel(SpeechModel):
         audio padded with digital silence: the latter measured 2.5 WER points worse on short
         clips. Per-clip, so an item's features never depend on its batch.
         """
+        import torch
+
         fe = self.processor.feature_extractor
         out = np.zeros((len(audios), fe.feature_size, fe.nb_max_frames), dtype=np.float32)
         for i, a in enumerate(audios):
@@ -137,17 +142,18 @@ class WhisperModel(SpeechModel):
 
     def _encode(self, audios: list[np.ndarray]) -> torch.Tensor:
         """Encoder output of each clip (its first 30 s)."""
-        return self.decoder.encode(self.features(audios).to(self._device, dtype=self.dtype))
+        import torch
+
+        with torch.inference_mode():
+            return self.decoder.encode(self.features(audios).to(self._device, dtype=self.dtype))
 
     def detect_language(self, batch: list[Inputs]) -> list[str | None]:
         """The spoken language of each clip (from its first 30 s); None for English-only models."""
         audios = audios_of(batch)
         if not self.multilingual or not audios:
             return [None] * len(audios)
-        with torch.inference_mode():
-            return [lang for lang, _ in self.decoder.detect_language(self._encode(audios))]
+        return [lang for lang, _ in self.decoder.detect_language(self._encode(audios))]
 
-    @torch.inference_mode()
     def generate(self, batch: list[Inputs], options: DecodeOptions,
                  prompts: list[str | None] | None = None,
                  languages: list[str | None] | None = None) -> list[Hypothesis]:
@@ -261,6 +267,7 @@ class WhisperModel(SpeechModel):
 
 def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
     """Dynamic int8 quantization of every Linear layer (CPU): weights int8, activations float."""
+    import torch
     from torch.ao.quantization import quantize_dynamic
 
     with warnings.catch_warnings():

@@ -17,6 +17,9 @@ Fallback sampling runs one clip at a time on a replica of its own, created for t
 CTranslate2 seeds a thread's random generator once, at its first draw, so a long-lived
 replica would give a clip different samples depending on what it sampled before. A fresh
 one, seeded with the fixed seed, gives the same text in any batch, order or rerun.
+
+Neither torch nor transformers is imported: features (whisper_mel.py) and text
+(whisper_tokenizer.py) are computed without them.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ from speechkit.models.whisper_decode import (
     WhisperTokens,
     compression_ratio,
 )
+from speechkit.models.whisper_mel import window_features
+from speechkit.models.whisper_tokenizer import WhisperTokenizer
 from speechkit.models.whisper_words import MEDIAN_FILTER_WIDTH, TimedWord, split_words, timed_words
 
 CT2_COMPUTE_TYPES = ("int8", "float32")  # CPU compute types offered (int8: weights int8)
@@ -53,14 +58,10 @@ N_MEL_FRAMES = 3000  # one 30 s window
 HELD_ENCODINGS = 16  # first pieces held between language detection and decoding (3 MB each, base)
 
 
-def whisper_tokens(config: dict, tokenizer: Any, vocab_size: int) -> WhisperTokens:
+def whisper_tokens(config: dict, tokenizer: WhisperTokenizer, vocab_size: int) -> WhisperTokens:
     """The special token ids, from a CTranslate2 Whisper dir's config.json and tokenizer."""
-    def tid(name: str) -> int | None:
-        t = tokenizer.convert_tokens_to_ids(name)
-        # An unknown token maps to the unknown id (<|endoftext|> for Whisper): not there.
-        return t if t is not None and (t != tokenizer.unk_token_id or name == "<|endoftext|>") else None
-
-    langs = {tokenizer.convert_ids_to_tokens(i).strip("<|>"): i for i in config.get("lang_ids", [])}
+    tid = tokenizer.token_id
+    langs = {tokenizer.token(i).strip("<|>"): i for i in config.get("lang_ids", [])}
     tasks = {"transcribe": tid("<|transcribe|>"), "translate": tid("<|translate|>")} if langs else {}
     no_ts = tid("<|notimestamps|>")
     return WhisperTokens(
@@ -72,10 +73,9 @@ def whisper_tokens(config: dict, tokenizer: Any, vocab_size: int) -> WhisperToke
 
 @dataclass(frozen=True)
 class _Processor:
-    """The two parts of a `WhisperProcessor` that decoding uses."""
+    """The part of a `WhisperProcessor` that decoding uses (features: `Ct2WhisperModel.features`)."""
 
-    feature_extractor: Any
-    tokenizer: Any
+    tokenizer: WhisperTokenizer
 
 
 class Ct2Decoder:
@@ -191,9 +191,6 @@ class Ct2WhisperModel(WhisperModel):
     def __init__(self, directory: str | Path, name: str, compute_type: str = DEFAULT_COMPUTE_TYPE,
                  threads: int = 1, describe: dict[str, Any] | None = None, replicas: int | None = None):
         import ctranslate2
-        from transformers import WhisperFeatureExtractor
-
-        from speechkit.models.importers.ct2_whisper import whisper_tokenizer
 
         if compute_type not in CT2_COMPUTE_TYPES:
             raise SpeechkitError(f"--dtype {compute_type} is not offered by the ctranslate2 engine; "
@@ -212,9 +209,8 @@ class Ct2WhisperModel(WhisperModel):
         self.model = load(self.replicas)
         config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
         vocab = sum(1 for _ in (directory / "vocabulary.txt").open(encoding="utf-8"))
-        tokenizer = whisper_tokenizer(directory / "tokenizer.json", vocab)
-        features = WhisperFeatureExtractor(feature_size=self.model.n_mels)
-        self.processor = _Processor(features, tokenizer)  # WhisperProcessor's import costs 2 s
+        tokenizer = WhisperTokenizer(directory / "tokenizer.json", vocab)
+        self.processor = _Processor(tokenizer)  # transformers' WhisperProcessor: 2 s to import
         self.multilingual = self.model.is_multilingual
         self.decoder = Ct2Decoder(self.model, tokenizer, whisper_tokens(config, tokenizer, vocab),
                                   sampler=lambda: load(1))
@@ -230,14 +226,18 @@ class Ct2WhisperModel(WhisperModel):
         """Encoder outputs, one row per audio. A long file's first piece is encoded once: its
         language is detected on it (`detect_language` holds the row) and then it is decoded."""
         if not self._held:  # the common case: nothing held, nothing to hash
-            return self.decoder.encode(self.features(audios).numpy())
+            return self.decoder.encode(self.features(audios))
         rows = [self._held.pop(_content_key(a), None) for a in audios]
         todo = [i for i, r in enumerate(rows) if r is None]
         if todo:
-            fresh = self.decoder.encode(self.features([audios[i] for i in todo]).numpy())
+            fresh = self.decoder.encode(self.features([audios[i] for i in todo]))
             for i, row in zip(todo, fresh, strict=True):
                 rows[i] = row
         return np.stack(rows)  # type: ignore[arg-type]
+
+    def features(self, audios: list[np.ndarray]) -> np.ndarray:  # type: ignore[override]
+        """The torch engine's features (per clip, zero-padded to 30 s), computed in numpy."""
+        return window_features(audios, self.model.n_mels)
 
     def _align(self, states: np.ndarray, prompt: list[int], text_tokens: list[int], clip_s: float,
                language: str) -> list[TimedWord]:

@@ -1,14 +1,17 @@
 """Word timestamps for Whisper: dynamic time warping over the cross-attention of the model's
-alignment heads, as openai-whisper does (`--word-timestamps`)."""
+alignment heads, as openai-whisper does (`--word-timestamps`). The CTranslate2 engine aligns
+in CTranslate2 and uses only the torch-free parts here (words, times from a path); torch is
+imported by the torch engine's `align_words`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    import torch
 
 FRAMES_PER_SECOND = 50  # encoder output frames per second of audio (20 ms each)
 MEDIAN_FILTER_WIDTH = 7  # frames; openai-whisper's smoothing of the attention weights
@@ -25,6 +28,8 @@ class TimedWord:
 
 def _median_filter(x: torch.Tensor, width: int) -> torch.Tensor:
     """Median over a sliding window of the last dimension (reflect-padded)."""
+    import torch.nn.functional as F
+
     pad = width // 2
     if x.shape[-1] <= pad:
         return x
@@ -83,6 +88,8 @@ def align_words(model: Any, tokenizer: Any, encoder_states: torch.Tensor, prompt
                 no_timestamps: int, eot: int, text_tokens: list[int], duration_s: float,
                 language: str) -> list[TimedWord]:
     """Word start and end times of one window's text, from one decoder pass with attentions."""
+    import torch
+
     words = split_words(tokenizer, text_tokens, language)
     if not words:
         return []

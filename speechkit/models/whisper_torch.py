@@ -1,0 +1,249 @@
+"""Whisper decoding on a transformers model (the torch engine), batched, with the rules of
+whisper_decode.py applied to the logits at each step.
+
+One encoder pass per window serves language detection, every fallback temperature and the
+word-timing pass. Each row of a batch is decoded independently, so batched output equals
+one-at-a-time output.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from speechkit.models.whisper_decode import (
+    BEST_OF,
+    MAX_INITIAL_TIMESTAMP_INDEX,
+    SAMPLING_SEED,
+    TEMPERATURES,
+    Decoded,
+    WhisperTokens,
+    compression_ratio,
+)
+
+NEG_INF = float("-inf")
+
+
+class WhisperDecoder:
+    """Greedy, beam and sampled decoding of Whisper windows from their encoder states."""
+
+    def __init__(self, model: Any, tokenizer: Any, tokens: WhisperTokens):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.tok = tokens
+        bias = torch.zeros(tokens.vocab_size)
+        special = [t for t in range(tokens.eot + 1, tokens.timestamp_begin)]  # SOT, languages, tasks, ...
+        bias[[t for t in (*tokens.suppress, *special) if t < tokens.vocab_size]] = NEG_INF
+        self._suppress = bias.to(model.device)  # added to every step's logits
+
+    # -- model calls ---------------------------------------------------------------------------
+
+    def encode(self, features: torch.Tensor) -> torch.Tensor:
+        return self.model.model.encoder(features).last_hidden_state
+
+    def _step(self, ids: torch.Tensor, enc: torch.Tensor, cache: Any) -> torch.Tensor:
+        out = self.model.model.decoder(input_ids=ids, encoder_hidden_states=enc, cache=cache,
+                                       use_cache=True)
+        return self.model.proj_out(out.last_hidden_state).float()
+
+    def _new_cache(self) -> Any:
+        from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+
+        return EncoderDecoderCache(DynamicCache(), DynamicCache())
+
+    @torch.inference_mode()
+    def detect_language(self, enc: torch.Tensor) -> list[tuple[str, float]]:
+        """(language code, probability) per row from the first decoder step."""
+        ids = torch.full((enc.shape[0], 1), self.tok.sot, dtype=torch.long, device=enc.device)
+        logits = self._step(ids, enc, self._new_cache())[:, -1]
+        codes = list(self.tok.languages)
+        lang_ids = torch.tensor([self.tok.languages[c] for c in codes], device=enc.device)
+        probs = logits[:, lang_ids].softmax(-1)
+        best = probs.argmax(-1).tolist()
+        return [(codes[b], float(probs[i, b])) for i, b in enumerate(best)]
+
+    # -- decoding with fallback ----------------------------------------------------------------
+
+    @torch.inference_mode()
+    def decode(self, enc: torch.Tensor, prompts: list[list[int]], beam_size: int,
+               max_new_tokens: int, temperatures: tuple[float, ...] = TEMPERATURES) -> list[Decoded]:
+        """Decode each row; rows whose text fails the checks are decoded again, hotter."""
+        results: list[Decoded | None] = [None] * len(prompts)
+        todo = list(range(len(prompts)))
+        for t_index, temperature in enumerate(temperatures):
+            sub_enc = enc[todo]
+            sub_prompts = [prompts[i] for i in todo]
+            if temperature == 0.0:
+                decoded = self._run(sub_enc, sub_prompts, max_new_tokens, beam_size=beam_size)
+            else:
+                decoded = self._run(sub_enc, sub_prompts, max_new_tokens, temperature=temperature,
+                                    candidates=BEST_OF)
+            last = t_index == len(temperatures) - 1
+            retry = []
+            for i, d in zip(todo, decoded, strict=True):
+                results[i] = d
+                if d.needs_fallback() and not last:
+                    retry.append(i)
+            todo = retry
+            if not todo:
+                break
+        return [r for r in results if r is not None]
+
+    def _run(self, enc: torch.Tensor, prompts: list[list[int]], max_new_tokens: int,
+             beam_size: int = 1, temperature: float = 0.0, candidates: int = 1) -> list[Decoded]:
+        """One pass at one temperature. Beam search at 0, else `candidates` samples each."""
+        width = beam_size if temperature == 0.0 else candidates
+        n = len(prompts)
+        rows = [list(p) for p in prompts for _ in range(width)]
+        enc_rows = enc.repeat_interleave(width, dim=0)
+        cache = self._new_cache()
+        logits = self._step(torch.tensor(rows, device=enc.device), enc_rows, cache)
+        no_speech = self._no_speech_probs(logits[::width, 0])
+        prefix = len(rows[0])
+        max_new = min(max_new_tokens, self.model.config.max_target_positions // 2 - prefix)
+        if temperature == 0.0 and beam_size > 1:
+            finals = self._beam(logits[:, -1], enc_rows, cache, rows, prefix, n, beam_size, max_new)
+        else:
+            finals = self._sample(logits[:, -1], enc_rows, cache, rows, prefix, n, width,
+                                  temperature, max_new)
+        out = []
+        for i, (tokens, sum_logprob, truncated) in enumerate(finals):
+            text = self.tokenizer.decode([t for t in tokens if t < self.tok.eot])
+            out.append(Decoded(tokens=tokens, avg_logprob=sum_logprob / (len(tokens) + 1),
+                               compression_ratio=compression_ratio(text),
+                               no_speech_prob=no_speech[i], temperature=temperature,
+                               truncated=truncated))
+        return out
+
+    def _no_speech_probs(self, sot_logits: torch.Tensor) -> list[float]:
+        if self.tok.no_speech is None:
+            return [0.0] * sot_logits.shape[0]
+        return sot_logits.softmax(-1)[:, self.tok.no_speech].tolist()
+
+    def _sample(self, logits, enc_rows, cache, rows, prefix, n, width, temperature, max_new):
+        """Greedy (temperature 0) or sampled decoding; returns the best candidate of each item."""
+        count = len(rows)
+        sum_lp = [0.0] * count
+        done = [False] * count
+        gens = None
+        if temperature > 0:
+            gens = [torch.Generator(device=enc_rows.device).manual_seed(SAMPLING_SEED + k % width)
+                    for k in range(count)]
+        for _ in range(max_new):
+            logprobs = F.log_softmax(self._filter(logits, rows, prefix), dim=-1)
+            if gens is None:
+                nxt = logprobs.argmax(-1).tolist()
+            else:
+                probs = (logprobs / temperature).softmax(-1)
+                nxt = [int(torch.multinomial(probs[k], 1, generator=gens[k])) for k in range(count)]
+            lps = logprobs[torch.arange(count), torch.tensor(nxt)].tolist()
+            for k in range(count):
+                if done[k]:
+                    nxt[k] = self.tok.eot
+                    continue
+                sum_lp[k] += lps[k]
+                done[k] = nxt[k] == self.tok.eot
+            for k in range(count):
+                rows[k].append(nxt[k])
+            if all(done):
+                break
+            logits = self._step(torch.tensor(nxt, device=enc_rows.device)[:, None], enc_rows, cache)[:, -1]
+        finals = []
+        for i in range(n):
+            cands = []
+            for k in range(i * width, (i + 1) * width):
+                tokens = _strip_eot(rows[k][prefix:], self.tok.eot)
+                cands.append((sum_lp[k] / max(1, len(tokens)), tokens, sum_lp[k], not done[k]))
+            best = max(cands, key=lambda c: c[0])  # length-normalized, as openai-whisper ranks
+            finals.append((best[1], best[2], best[3]))
+        return finals
+
+    def _beam(self, logits, enc_rows, cache, rows, prefix, n, beam, max_new):
+        """openai-whisper's beam search (patience 1): each item keeps `beam` open hypotheses
+        and stops once it has `beam` finished ones."""
+        eot = self.tok.eot
+        sum_lp = [0.0] * len(rows)
+        finished: list[dict[tuple[int, ...], float]] = [{} for _ in range(n)]
+        for _ in range(max_new):
+            logprobs = F.log_softmax(self._filter(logits, rows, prefix), dim=-1)
+            top_lp, top_tok = logprobs.topk(beam + 1, dim=-1)
+            top_lp, top_tok = top_lp.tolist(), top_tok.tolist()
+            new_rows, new_lp, sources = [], [], []
+            for i in range(n):
+                scores: dict[tuple[int, ...], float] = {}
+                origin: dict[tuple[int, ...], int] = {}
+                for j in range(beam):
+                    k = i * beam + j
+                    for lp, tok in zip(top_lp[k], top_tok[k], strict=True):
+                        seq = (*rows[k], tok)
+                        if lp == NEG_INF or seq in scores:
+                            continue
+                        scores[seq], origin[seq] = sum_lp[k] + lp, k
+                kept = []
+                for seq in sorted(scores, key=scores.__getitem__, reverse=True):
+                    if seq[-1] == eot:
+                        if len(finished[i]) < beam:
+                            finished[i][seq] = scores[seq]
+                    else:
+                        kept.append(seq)
+                        if len(kept) == beam:
+                            break
+                while len(kept) < beam:  # keep the row count fixed; duplicates are harmless
+                    kept.append(kept[-1] if kept else (*rows[i * beam], eot))
+                for seq in kept:
+                    new_rows.append(list(seq))
+                    new_lp.append(scores.get(seq, NEG_INF))
+                    sources.append(origin.get(seq, i * beam))
+            rows, sum_lp = new_rows, new_lp
+            if all(len(f) >= beam for f in finished):
+                break
+            cache.reorder_cache(torch.tensor(sources, device=enc_rows.device))
+            last = torch.tensor([r[-1] for r in rows], device=enc_rows.device)[:, None]
+            logits = self._step(last, enc_rows, cache)[:, -1]
+        finals = []
+        for i in range(n):
+            truncated = not finished[i]
+            pool = finished[i] or {tuple(rows[i * beam + j]): sum_lp[i * beam + j] for j in range(beam)}
+            best = max(pool, key=lambda s: pool[s] / max(1, len(s) - prefix))
+            finals.append((_strip_eot(list(best[prefix:]), eot), pool[best], truncated))
+        return finals
+
+    # -- openai-whisper's logit rules --------------------------------------------------------
+
+    def _filter(self, logits: torch.Tensor, rows: list[list[int]], prefix: int) -> torch.Tensor:
+        """Token suppression and the timestamp rules, applied to each row's next-token logits."""
+        tok = self.tok
+        tb = tok.timestamp_begin
+        logits = logits + self._suppress
+        for k, row in enumerate(rows):
+            sampled = row[prefix:]
+            if not sampled:  # the first token is a timestamp within MAX_INITIAL_TIMESTAMP_INDEX
+                logits[k, :tb] = NEG_INF
+                logits[k, tb + MAX_INITIAL_TIMESTAMP_INDEX + 1:] = NEG_INF
+                continue
+            if sampled[-1] == tok.eot:
+                continue
+            last_ts = sampled[-1] >= tb
+            penult_ts = len(sampled) < 2 or sampled[-2] >= tb
+            if last_ts:
+                if penult_ts:
+                    logits[k, tb:] = NEG_INF  # after a pair of timestamps: text (or the end)
+                else:
+                    logits[k, :tok.eot] = NEG_INF  # a timestamp closes a segment: no text now
+            stamps = [t for t in sampled if t >= tb]
+            if stamps:  # timestamps never decrease, and a segment has a non-zero length
+                floor = stamps[-1] if last_ts and not penult_ts else stamps[-1] + 1
+                logits[k, tb:floor] = NEG_INF
+        logprobs = F.log_softmax(logits, dim=-1)
+        ts_mass = logprobs[:, tb:].logsumexp(-1)
+        text_max = logprobs[:, :tb].max(-1).values
+        force = ts_mass > text_max  # a timestamp is likelier than any single text token
+        if force.any():
+            logits[force, :tb] = NEG_INF
+        return logits
+
+
+def _strip_eot(tokens: list[int], eot: int) -> list[int]:
+    return tokens[:tokens.index(eot)] if eot in tokens else tokens
