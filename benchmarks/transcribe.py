@@ -123,13 +123,18 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return (f"{model}; {os.cpu_count()} cores ({available_cores()} usable); speechkit threads "
-            f"{resolve_threads()} (a one-file run: {resolve_threads(inputs=1)}); load average "
-            f"{os.getloadavg()[0]:.1f} at the start")
+    many, one = resolve_threads(replicated=True), resolve_threads(inputs=1, replicated=True)
+    return (f"{model}; {os.cpu_count()} cores ({available_cores()} usable); speechkit on "
+            f"CTranslate2: {many} one-thread replicas (a one-file run: 1 replica, {one} threads); "
+            f"load average {os.getloadavg()[0]:.1f} at the start")
 
 
 def run_speechkit(cfg: dict, items: list[dict], batch_size: int) -> dict:
-    """What `speechkit transcribe` does (threads sized to the run, model loaded in the run)."""
+    """What `speechkit transcribe` does (its heap policy, threads sized to the run, model
+    loaded in the run)."""
+    from speechkit.heap import keep_freed_memory
+
+    keep_freed_memory()
     from rich.console import Console
 
     from speechkit.data import Item, read_results

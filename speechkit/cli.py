@@ -39,6 +39,7 @@ from speechkit.commands.options import (
     Workers,
 )
 from speechkit.errors import SpeechkitError
+from speechkit.heap import keep_freed_memory
 from speechkit.terminal import safe
 
 app = typer.Typer(
@@ -245,6 +246,7 @@ def main(argv: list[str] | None = None) -> None:
     # Newer typer parses with its own copy of click, older typer with click itself: take the
     # usage-error class from whichever module defines typer.BadParameter.
     click_exception = sys.modules[typer.BadParameter.__module__].ClickException
+    keep_freed_memory()  # before any thread starts (see speechkit.heap)
     _register_subcommands()
     command = typer.main.get_command(app)
     plain_help(command)
