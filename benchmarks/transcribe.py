@@ -35,7 +35,6 @@ ALL_CORES = str(os.cpu_count() or 1)
 CONFIGS = {  # speechkit rows: transcribe's options; faster-whisper rows: its defaults but greedy
     "speechkit (defaults)": {"tool": "speechkit"},
     "speechkit --dtype float32": {"tool": "speechkit", "dtype": "float32"},
-    f"speechkit --threads {ALL_CORES}": {"tool": "speechkit", "threads": int(ALL_CORES)},
     "speechkit --engine torch": {"tool": "speechkit", "engine": "torch"},
     f"speechkit --engine torch --threads {ALL_CORES}": {"tool": "speechkit", "engine": "torch",
                                                         "threads": int(ALL_CORES)},
@@ -125,7 +124,7 @@ def machine() -> str:
         pass
     many, one = resolve_threads(replicated=True), resolve_threads(inputs=1, replicated=True)
     return (f"{model}; {os.cpu_count()} cores ({available_cores()} usable); speechkit on "
-            f"CTranslate2: {many} one-thread replicas (a one-file run: 1 replica, {one} threads); "
+            f"CTranslate2: one-thread replicas {many} (a one-file run: 1 replica, threads {one}); "
             f"load average {os.getloadavg()[0]:.1f} at the start")
 
 
