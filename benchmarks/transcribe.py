@@ -122,9 +122,9 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    many, one = resolve_threads(replicated=True), resolve_threads(inputs=1, replicated=True)
-    return (f"{model}; {os.cpu_count()} cores ({available_cores()} usable); speechkit on "
-            f"CTranslate2: one-thread replicas {many} (a one-file run: 1 replica, threads {one}); "
+    threads = resolve_threads()
+    return (f"{model}; {os.cpu_count()} cores ({available_cores()} usable); speechkit threads "
+            f"{threads} (on CTranslate2: {threads} one-thread replicas; a one-file run: 1 replica); "
             f"load average {os.getloadavg()[0]:.1f} at the start")
 
 

@@ -119,15 +119,15 @@ class _ProgressLines:
 
 def _sized_to(inputs: int, card: ModelCard, runtime: RuntimeOptions,
               scale: ScaleOptions) -> tuple[ModelCard, RuntimeOptions]:
-    """Threads sized to the work and the engine when the user gave none (Ray workers,
-    elsewhere, size their own). CTranslate2 runs many files on one-thread replicas side by
-    side and one file on one replica with every thread, which encodes a lone short window
-    twice as fast on 2 cores (a long file's pieces ran as fast either way)."""
+    """Threads (every core) and CTranslate2 replicas sized to the work when the user gave no
+    thread count (Ray workers, elsewhere, size their own). CTranslate2 runs many files on one
+    one-thread replica per core side by side and one file on one replica with every thread,
+    which encodes a lone short window twice as fast on 2 cores (a long file's pieces ran as
+    fast either way)."""
     if runtime.threads or scale.distributed:
         return card, runtime
-    replicated = card.identity.get("engine") == "ctranslate2"
-    runtime = replace(runtime, threads=resolve_threads(None, inputs=inputs, replicated=replicated),
-                      replicas=1 if replicated and inputs == 1 else None)
+    one_replica = card.identity.get("engine") == "ctranslate2" and inputs == 1
+    runtime = replace(runtime, threads=resolve_threads(None), replicas=1 if one_replica else None)
     return replace(card, runtime=runtime), runtime
 
 

@@ -16,20 +16,9 @@ from tests.test_transcribe import librivox, words
 # -- choosing (no model) ----------------------------------------------------------------------
 
 
-def test_small_machines_leave_a_core_to_media_decoding():
-    assert [default_threads(n) for n in (1, 2, 4, 6, 16, 64)] == [1, 1, 3, 6, 8, 8]
-
-
-def test_one_file_gets_every_core_and_many_files_leave_one_to_decoding():
-    assert [default_threads(n, inputs=1) for n in (1, 2, 4, 16)] == [1, 2, 4, 8]
-    assert [default_threads(n, inputs=5) for n in (1, 2, 4, 16)] == [1, 1, 3, 8]
-    assert resolve_threads(3, inputs=1) == 3  # the option wins
-
-
-def test_one_thread_replicas_get_every_core_for_any_run():
-    assert [default_threads(n, inputs=5, replicated=True) for n in (1, 2, 4, 16)] == [1, 2, 4, 8]
-    assert default_threads(2, replicated=True) == 2
-    assert resolve_threads(1, inputs=5, replicated=True) == 1  # the option wins
+def test_every_core_up_to_eight_is_the_default():
+    assert [default_threads(n) for n in (1, 2, 4, 6, 16, 64)] == [1, 2, 4, 6, 8, 8]
+    assert resolve_threads(3) == 3  # the option wins
 
 
 def test_threads_come_from_the_option_then_the_environment(monkeypatch):
@@ -121,7 +110,7 @@ def test_runs_of_one_or_many_files_size_their_threads_to_every_core(testdata, tm
     try:
         clips = [str(p) for p, _ in librivox(testdata, 2)]
         quiet = Console(file=open(tmp_path / "log", "w"))  # noqa: SIM115
-        every = default_threads(inputs=1)  # CTranslate2's one-thread replicas do not spin
+        every = default_threads()
         for files, want in ((clips[:1], every), (clips, every)):
             out = tmp_path / f"{len(files)}.jsonl"
             transcribe_to_jsonl(expand_inputs(files), "whisper-base", DecodeOptions(), out,

@@ -203,30 +203,12 @@ def test_each_result_is_written_as_soon_as_its_item_is_done(whisper_base, testda
 
 @pytest.fixture(scope="module")
 def random_whisper(tmp_path_factory):
-    """A two-layer Whisper with random weights and the real multilingual vocabulary: its
+    """A one-layer Whisper with random weights and the real multilingual vocabulary: its
     greedy output is a loop of one token, which the fallback must catch."""
-    import shutil
-
-    import torch
-    from transformers import WhisperConfig, WhisperForConditionalGeneration
-
-    from speechkit.models.builtins import ensure_whisper
     from speechkit.models.whisper import WhisperModel
+    from tests.test_whisper_ct2_replicas import write_random_whisper
 
-    src = ensure_whisper("whisper-base")
-    out = tmp_path_factory.mktemp("random-whisper")
-    for name in ("generation_config.json", "tokenizer.json", "tokenizer_config.json",
-                 "preprocessor_config.json", "processor_config.json"):
-        if (src / name).exists():
-            shutil.copy(src / name, out / name)
-    torch.manual_seed(0)
-    config = WhisperConfig(vocab_size=51865, d_model=32, encoder_layers=1, decoder_layers=1,
-                           encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64,
-                           decoder_ffn_dim=64, num_mel_bins=80, max_source_positions=1500,
-                           max_target_positions=448, decoder_start_token_id=50258,
-                           eos_token_id=50257, pad_token_id=50257, bos_token_id=50257)
-    WhisperForConditionalGeneration(config).save_pretrained(out)
-    shutil.copy(src / "generation_config.json", out / "generation_config.json")
+    out = write_random_whisper(tmp_path_factory.mktemp("random-whisper"))
     return WhisperModel(out, name="random-whisper")
 
 

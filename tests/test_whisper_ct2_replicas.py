@@ -4,42 +4,49 @@ batch, fallback sampling included."""
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from speechkit.media.ffmpeg import decode_audio
 from speechkit.models.base import DecodeOptions, audio_inputs
-from speechkit.models.builtins import ct2_model_dir
+from speechkit.models.builtins import ct2_model_dir, ensure_whisper
 from speechkit.models.whisper_ctranslate2 import Ct2WhisperModel
 from tests.test_transcribe import librivox
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def random_ct2_dir(tmp_path_factory):
-    """A one-layer Whisper with random weights and the real multilingual vocabulary, in
-    CTranslate2's format: its greedy text is a loop, so every clip falls back to sampling."""
+def write_random_whisper(out: Path) -> Path:
+    """A one-layer transformers Whisper with random weights and the real multilingual
+    vocabulary in `out`: its greedy text is a loop of one token."""
     import torch
-    from ctranslate2.converters import TransformersConverter
     from transformers import WhisperConfig, WhisperForConditionalGeneration
 
-    from speechkit.models.builtins import ensure_whisper
-
-    src, hf = ensure_whisper("whisper-base"), tmp_path_factory.mktemp("random-hf")
+    src = ensure_whisper("whisper-base")
     for name in ("generation_config.json", "tokenizer.json", "tokenizer_config.json",
-                 "preprocessor_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
-                 "normalizer.json", "added_tokens.json"):
+                 "preprocessor_config.json", "processor_config.json"):
         if (src / name).exists():
-            shutil.copy(src / name, hf / name)
+            shutil.copy(src / name, out / name)
     torch.manual_seed(0)
     config = WhisperConfig(vocab_size=51865, d_model=32, encoder_layers=1, decoder_layers=1,
                            encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64,
                            decoder_ffn_dim=64, num_mel_bins=80, max_source_positions=1500,
                            max_target_positions=448, decoder_start_token_id=50258,
                            eos_token_id=50257, pad_token_id=50257, bos_token_id=50257)
-    WhisperForConditionalGeneration(config).save_pretrained(hf)
+    WhisperForConditionalGeneration(config).save_pretrained(out)
+    shutil.copy(src / "generation_config.json", out / "generation_config.json")
+    return out
+
+
+@pytest.fixture(scope="module")
+def random_ct2_dir(tmp_path_factory):
+    """That Whisper in CTranslate2's format, with the built-in's vocabulary and config: every
+    clip falls back to sampling."""
+    from ctranslate2.converters import TransformersConverter
+
+    hf = write_random_whisper(tmp_path_factory.mktemp("random-hf"))
     out = tmp_path_factory.mktemp("random-ct2") / "model"
     TransformersConverter(str(hf)).convert(str(out))
     base = ct2_model_dir("whisper-base")

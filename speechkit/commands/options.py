@@ -81,9 +81,8 @@ Engine = Annotated[str, typer.Option(callback=_engine, help=(
     "Whisper engine: auto (CTranslate2 for the built-in models on CPU; torch on GPU and for "
     "Whisper directories), torch or ctranslate2."))]
 Threads = Annotated[int, typer.Option(min=0, envvar="SPEECHKIT_THREADS", help=(
-    "CPU math threads; 0 = auto, at most 8: every core for Whisper on CTranslate2 (many "
-    "files run on one one-thread model replica per core); on torch every core for one file, "
-    "else cores - 1 on up to 4 cores, leaving one to media decoding."))]
+    "CPU math threads; 0 = auto: every core, at most 8 (Whisper on CTranslate2 runs many "
+    "files on one one-thread model replica per thread, one file on one replica)."))]
 Quant = Annotated[str | None, typer.Option(callback=_quant, help=(
     "Speech-LLM weights: 4bit (default on GPU), 8bit, bf16, fp16 or fp32."))]
 LoraGate = Annotated[str | None, typer.Option(callback=_lora_gate, help=(

@@ -140,7 +140,7 @@ def load_model(name: str = DEFAULT_MODEL, runtime: RuntimeOptions = RuntimeOptio
 
         describe = {"source": f"builtin:{name}", "sha256": entry.sha256, "license": entry.license}
         return Ct2WhisperModel(ct2_model_dir(name), name, compute_type=ct2_compute_type(runtime),
-                               threads=resolve_threads(runtime.threads, replicated=True),
+                               threads=resolve_threads(runtime.threads),
                                replicas=runtime.replicas, describe=describe)
     if device == "cpu":
         apply_torch_threads(resolve_threads(runtime.threads))
