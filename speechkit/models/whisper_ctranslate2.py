@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from speechkit.audio import SAMPLE_RATE
 from speechkit.errors import SpeechkitError
 from speechkit.models.base import Inputs, audios_of
 from speechkit.models.whisper import WhisperModel
@@ -46,15 +47,13 @@ from speechkit.models.whisper_decode import (
     WhisperTokens,
     compression_ratio,
 )
-from speechkit.models.whisper_mel import window_features
+from speechkit.models.whisper_mel import HOP_LENGTH, N_FRAMES, window_features
 from speechkit.models.whisper_tokenizer import WhisperTokenizer
 from speechkit.models.whisper_words import MEDIAN_FILTER_WIDTH, TimedWord, split_words, timed_words
 
 CT2_COMPUTE_TYPES = ("int8", "float32")  # CPU compute types offered (int8: weights int8)
 DEFAULT_COMPUTE_TYPE = "int8"  # as faster-whisper on CPU; --dtype float32 for float32
 MAX_TARGET_POSITIONS = 448  # decoder context in tokens, every Whisper size
-MEL_FRAMES_PER_SECOND = 100  # log-mel frames (10 ms hop); the encoder halves them
-N_MEL_FRAMES = 3000  # one 30 s window
 HELD_ENCODINGS = 16  # first pieces held between language detection and decoding (3 MB each, base)
 
 
@@ -120,11 +119,20 @@ class Ct2Decoder:
         """Decode every row at temperature 0 in one batch; rows failing the checks are
         sampled again, hotter, one row at a time."""
         max_new = min(max_new_tokens, MAX_TARGET_POSITIONS // 2 - len(prompts[0]))
-        out = self._run(enc, prompts, max_new, beam_size=beam_size)
+        out = self._search(enc, prompts, max_new, beam_size)
         for i, d in enumerate(out):
             if d.needs_fallback() and len(temperatures) > 1:
                 out[i] = self._resample(enc[i:i + 1], prompts[i], max_new, d, temperatures[1:])
         return out
+
+    def _search(self, enc: np.ndarray, prompts: list[list[int]], max_new: int,
+                beam_size: int) -> list[Decoded]:
+        """Temperature 0 (greedy or beam search): the rows in one slice per replica, all at once."""
+        n, k = len(enc), self.replicas
+        slices = [slice(n * j // k, n * (j + 1) // k) for j in range(k) if n * j // k < n * (j + 1) // k]
+        parts = self._map(lambda s: self._generate(self.model, enc[s], prompts[s], max_new, beam_size),
+                          slices)
+        return [d for part in parts for d in part]
 
     def _resample(self, enc: np.ndarray, prompt: list[int], max_new: int, d: Decoded,
                   temperatures: tuple[float, ...]) -> Decoded:
@@ -137,19 +145,12 @@ class Ct2Decoder:
         for temperature in temperatures:
             if not d.needs_fallback():
                 break
-            d = self._run(enc, [prompt], max_new, temperature=temperature, model=model)[0]
+            d = self._generate(model, enc, [prompt], max_new, temperature=temperature)[0]
         return d
 
-    def _run(self, enc: np.ndarray, prompts: list[list[int]], max_new: int, beam_size: int = 1,
-             temperature: float = 0.0, model: Any = None) -> list[Decoded]:
-        """Decode at one temperature: at 0 (search) the rows in one slice per replica, all at
-        once; above 0 (sampling) on `model`."""
-        if model is None:
-            n, k = len(enc), self.replicas
-            slices = [slice(n * j // k, n * (j + 1) // k) for j in range(k) if n * j // k < n * (j + 1) // k]
-            parts = self._map(lambda s: self._run(enc[s], prompts[s], max_new, beam_size, temperature,
-                                                  self.model), slices)
-            return [d for part in parts for d in part]
+    def _generate(self, model: Any, enc: np.ndarray, prompts: list[list[int]], max_new: int,
+                  beam_size: int = 1, temperature: float = 0.0) -> list[Decoded]:
+        """Decode the rows on `model` at one temperature: search at 0, `BEST_OF` samples above."""
         if temperature == 0.0:
             kwargs: dict[str, Any] = {"beam_size": beam_size, "patience": 1}
         else:
@@ -185,6 +186,11 @@ class Ct2WhisperModel(WhisperModel):
         matrices do not spread over threads)."""
         return 8 if self.replicas == 1 and self.threads > 1 else 2 * self.replicas
 
+    @property
+    def replicas(self) -> int:
+        """Model replicas run side by side (CTranslate2's `inter_threads`)."""
+        return self.decoder.replicas
+
     def used_settings(self) -> dict[str, Any]:
         return {**super().used_settings(), "replicas": self.replicas}
 
@@ -199,14 +205,14 @@ class Ct2WhisperModel(WhisperModel):
         self.name = name
         self._device = "cpu"
         self.dtype = None
-        self.replicas = max(1, min(threads, replicas or threads))  # default: one per thread
-        intra = max(1, threads // self.replicas)
+        inter = max(1, min(threads, replicas or threads))  # default: one replica per thread
+        intra = max(1, threads // inter)
 
         def load(inter: int) -> Any:
             return ctranslate2.models.Whisper(str(directory), device="cpu", compute_type=compute_type,
                                               inter_threads=inter, intra_threads=intra)
 
-        self.model = load(self.replicas)
+        self.model = load(inter)
         config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
         vocab = sum(1 for _ in (directory / "vocabulary.txt").open(encoding="utf-8"))
         tokenizer = WhisperTokenizer(directory / "tokenizer.json", vocab)
@@ -217,7 +223,7 @@ class Ct2WhisperModel(WhisperModel):
         self._held: dict[tuple[int, bytes], np.ndarray] = {}  # content key -> encoder output
         self._describe = {"name": name, "family": "whisper", "source": str(directory),
                           **(describe or {}), "engine": "ctranslate2", "dtype": compute_type,
-                          "threads": threads, "replicas": self.replicas}
+                          "threads": threads, "replicas": inter}
         self.threads = threads
         if compute_type == "int8":  # int8 changes the output: resume and merges keep it apart
             self._describe["quant"] = "int8"
@@ -246,7 +252,7 @@ class Ct2WhisperModel(WhisperModel):
         words = split_words(self.processor.tokenizer, text_tokens, language)
         if not words:
             return []
-        mel_frames = max(2, min(N_MEL_FRAMES, int(round(clip_s * MEL_FRAMES_PER_SECOND))))
+        mel_frames = max(2, min(N_FRAMES, int(round(clip_s * SAMPLE_RATE / HOP_LENGTH))))
         found = self.model.align(self.decoder._view(states[None]), prompt, [text_tokens], mel_frames,
                                  median_filter_width=MEDIAN_FILTER_WIDTH)[0]
         path = np.array(found.alignments, dtype=np.int64).reshape(-1, 2)
