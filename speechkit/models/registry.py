@@ -134,20 +134,20 @@ def load_model(name: str = DEFAULT_MODEL, runtime: RuntimeOptions = RuntimeOptio
     int8 = runtime.dtype == "int8"
     entry = CATALOGUE.get(name)
     whisper = entry is not None and entry.kind == "whisper"
+    describe = ({"source": f"builtin:{name}", "sha256": entry.sha256, "license": entry.license}
+                if whisper else None)
     if whisper and whisper_engine(name, runtime, device) == "ctranslate2":
         from speechkit.models.builtins import ct2_model_dir
         from speechkit.models.whisper_ctranslate2 import Ct2WhisperModel
 
-        describe = {"source": f"builtin:{name}", "sha256": entry.sha256, "license": entry.license}
         return Ct2WhisperModel(ct2_model_dir(name), name, compute_type=ct2_compute_type(runtime),
                                threads=resolve_threads(runtime.threads),
                                replicas=runtime.replicas, describe=describe)
     if device == "cpu":
         apply_torch_threads(resolve_threads(runtime.threads))
     if entry is not None and entry.kind in MODEL_KINDS:
-        if entry.kind != "whisper":
+        if not whisper:
             return entry.load()
-        describe = {"source": f"builtin:{name}", "sha256": entry.sha256, "license": entry.license}
         return WhisperModel(entry.load(), name=name, device=device, dtype=dtype, int8=int8,
                             describe=describe)
     path = Path(name).expanduser()
