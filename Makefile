@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 SAMPLE ?= .testdata/pocketsphinx/librivox/sense_and_sensibility_01_austen_64kb-0870.wav
 STAMP := $(VENV)/.installed
 
-.PHONY: install transcribe test lint bench clean
+.PHONY: install transcribe test test-dev lint bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,12 @@ transcribe: $(STAMP) .testdata/pocketsphinx/librivox/transcription
 
 test: $(STAMP) .testdata/pocketsphinx/librivox/transcription
 	$(BIN)/python -m pytest -q
+
+# The optional development-set group (extra real recordings, when you have them): DEV=folder
+# holding manifest.jsonl. Adds coverage; the core suite above never needs it.
+DEV ?= ../shared/data/dev
+test-dev: $(STAMP) .testdata/pocketsphinx/librivox/transcription
+	SPEECHKIT_DEV_SET=$(DEV) $(BIN)/python -m pytest -q -m devset
 
 lint: $(STAMP)
 	$(BIN)/ruff check speechkit tests benchmarks

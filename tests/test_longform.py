@@ -125,7 +125,7 @@ def _read_speech(testdata, with_dev_set: bool = False):
     for line in lines[:5]:
         m = re.match(r"<s> (.*) </s> \((.*)\)", line.strip())
         clips.append((testdata / "librivox" / f"{m.group(2)}.wav", m.group(1)))
-    if with_dev_set and (DEV_DIR / "manifest.jsonl").is_file():
+    if with_dev_set and DEV_DIR is not None:
         for line in (DEV_DIR / "manifest.jsonl").read_text().splitlines():
             rec = json.loads(line)
             if rec["task"] == "asr" and rec["language"] == "en":
