@@ -1,4 +1,5 @@
-"""Shared fixtures: real test recordings, the ffmpeg binary, and the real default model."""
+"""Shared fixtures: real test recordings, the ffmpeg binary, talking-face clips made from them,
+and the real default model."""
 
 from __future__ import annotations
 
@@ -81,6 +82,21 @@ def make_media(ffmpeg, tmp_path_factory):
         return Path(os.fsdecode(out))
 
     return make
+
+
+@pytest.fixture(scope="session")
+def face_clips(make_media, testdata):
+    """Two talking-face clips made from a photograph and real speech (tests/face_media.py):
+    "grid" (.mpg, 360x288, 3 s) and "ted" (.mp4, 224x224, 5.3 s). The mouth does not move."""
+    from tests.face_media import RECIPES, make_face_clip
+
+    return {name: make_face_clip(make_media, testdata, name) for name in RECIPES}
+
+
+@pytest.fixture(scope="session")
+def face_video(face_clips) -> Path:
+    """The GRID-like talking-face clip: 75 frames at 25 fps with 3 s of speech."""
+    return face_clips["grid"].path
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,7 @@
-"""Lip crops on real talking-face clips (the development set's GRID and TED-style videos) and on
-videos made with ffmpeg: no face, no audio, variable frame rate, one frame, rotated."""
+"""Lip crops on talking-face clips made from a photograph and real speech (tests/face_media.py:
+a face that moves but a mouth that does not), on videos made from them with ffmpeg (no audio,
+variable frame rate, one frame, rotated, a gap, two faces) and on videos with no face; and, in
+the devset group, on the development set's real GRID and TED clips."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from speechkit.media.lips.cache import cache_dir
 from speechkit.media.lips.stream import compute_crops
 
 pytest.importorskip("dlib")
-CLIPS = ("lipnet_grid_bbaf2n.mpg", "laalm_sample1.mp4")
+DEV_CLIPS = ("lipnet_grid_bbaf2n.mpg", "laalm_sample1.mp4")
 
 
 @pytest.fixture(autouse=True)
@@ -23,20 +25,18 @@ def _own_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("SPEECHKIT_HOME", str(tmp_path / "home"))
 
 
-@pytest.fixture(scope="module", params=CLIPS)
-def clip(request, dev_dir):
-    path = dev_dir / "avsr" / request.param
+@pytest.fixture(scope="module", params=["grid", "ted"])
+def clip(request, face_clips):
+    path = face_clips[request.param].path
     return path, lip_stream(path, cache=False)
 
 
-def test_one_crop_per_25th_of_a_second_of_the_clip(clip):
-    path, stream = clip
+def assert_one_crop_per_25th_of_a_second(path, stream):
     assert stream.fps == 25.0
     assert abs(len(stream.frames) - probe(path).duration_s * 25) <= 1
 
 
-def test_model_input_is_88x88_normalized_grayscale(clip):
-    _, stream = clip
+def assert_model_input_is_88x88_normalized_grayscale(stream):
     assert stream.frames.dtype == np.float32 and stream.frames.shape[1:] == (88, 88)
     assert stream.crops.dtype == np.uint8 and stream.crops.shape[1:] == (96, 96)
     expected = (stream.crops[:, 4:92, 4:92] / 255.0 - 0.421) / 0.165
@@ -44,13 +44,42 @@ def test_model_input_is_88x88_normalized_grayscale(clip):
     assert -1.0 < stream.frames.mean() < 2.0 and stream.frames.std() > 0.2  # a face, not a flat field
 
 
-def test_mouth_box_lies_inside_the_face_box_on_every_frame(clip):
-    _, stream = clip
+def assert_mouth_box_inside_face_box_on_every_frame(stream):
     assert stream.face_frames == len(stream.frames)  # a face on every frame of these clips
     face, mouth = stream.face_boxes, stream.mouth_boxes
     assert np.isfinite(face).all() and np.isfinite(mouth).all()
     assert (mouth[:, 0] >= face[:, 0]).all() and (mouth[:, 1] >= face[:, 1]).all()
     assert (mouth[:, 2] <= face[:, 2]).all() and (mouth[:, 3] <= face[:, 3]).all()
+
+
+def test_one_crop_per_25th_of_a_second_of_the_clip(clip):
+    assert_one_crop_per_25th_of_a_second(*clip)
+
+
+def test_model_input_is_88x88_normalized_grayscale(clip):
+    assert_model_input_is_88x88_normalized_grayscale(clip[1])
+
+
+def test_mouth_box_lies_inside_the_face_box_on_every_frame(clip):
+    assert_mouth_box_inside_face_box_on_every_frame(clip[1])
+
+
+def test_the_moving_face_is_followed(clip):
+    # The clips drift, zoom and turn the photograph: the face box moves with it, by more than
+    # the few pixels of a tracker that stood still.
+    _, stream = clip
+    centers = (stream.face_boxes[:, :2] + stream.face_boxes[:, 2:]) / 2
+    assert np.ptp(centers, axis=0).max() > 10
+
+
+@pytest.mark.parametrize("name", DEV_CLIPS)
+def test_real_talking_face_clips_crop_every_frame_with_the_mouth_inside_the_face(dev_dir, name):
+    # Real heads and real moving mouths (GRID and a TED-style clip), beside the made clips.
+    path = dev_dir / "avsr" / name
+    stream = lip_stream(path, cache=False)
+    assert_one_crop_per_25th_of_a_second(path, stream)
+    assert_model_input_is_88x88_normalized_grayscale(stream)
+    assert_mouth_box_inside_face_box_on_every_frame(stream)
 
 
 def test_a_video_with_no_face_is_an_item_error_that_says_so(make_media):
@@ -66,15 +95,15 @@ def test_an_audio_file_has_no_video_stream(make_media):
         lip_stream(path)
 
 
-def test_a_video_without_audio_keeps_its_own_frame_count(dev_dir, make_media):
-    path = make_media("mute.mp4", "-i", str(dev_dir / "avsr" / CLIPS[0]), "-an", "-c:v", "libx264")
+def test_a_video_without_audio_keeps_its_own_frame_count(face_video, make_media):
+    path = make_media("mute.mp4", "-i", str(face_video), "-an", "-c:v", "libx264")
     stream = lip_stream(path)
     assert abs(len(stream.frames) - 75) <= 1 and stream.face_frames == len(stream.frames)
 
 
-def test_variable_frame_rate_video_is_resampled_to_25_fps(dev_dir, make_media):
+def test_variable_frame_rate_video_is_resampled_to_25_fps(face_video, make_media):
     # Keep 2 frames of every 5 with their timestamps: uneven gaps, 3 s long.
-    path = make_media("vfr.mp4", "-i", str(dev_dir / "avsr" / CLIPS[0]),
+    path = make_media("vfr.mp4", "-i", str(face_video),
                       "-vf", "select='lt(mod(n\\,5)\\,2)'", "-fps_mode", "vfr", "-c:v", "libx264")
     assert "vfr" in path.name
     stream = lip_stream(path)
@@ -82,16 +111,16 @@ def test_variable_frame_rate_video_is_resampled_to_25_fps(dev_dir, make_media):
     assert len(stream.frames) >= 74 and stream.face_frames == len(stream.frames)
 
 
-def test_a_one_frame_video_gives_one_crop(dev_dir, make_media):
-    path = make_media("one.mp4", "-i", str(dev_dir / "avsr" / CLIPS[0]), "-frames:v", "1", "-an",
+def test_a_one_frame_video_gives_one_crop(face_video, make_media):
+    path = make_media("one.mp4", "-i", str(face_video), "-frames:v", "1", "-an",
                       "-c:v", "libx264")
     stream = lip_stream(path)
     assert stream.frames.shape == (1, 88, 88) and stream.face_frames == 1
 
 
-def test_rotated_phone_video_comes_out_upright(dev_dir, make_media):
+def test_rotated_phone_video_comes_out_upright(face_video, make_media):
     # The pixels stored turned a quarter clockwise, with metadata saying to turn them back.
-    src = dev_dir / "avsr" / CLIPS[0]
+    src = face_video
     side = make_media("side.mp4", "-i", str(src), "-vf", "transpose=clock", "-c:v", "libx264",
                       "-c:a", "aac")
     try:  # ffmpeg 6.1+: counter-clockwise degrees on the input
@@ -104,9 +133,9 @@ def test_rotated_phone_video_comes_out_upright(dev_dir, make_media):
     assert corr[0, 1] > 0.9
 
 
-def test_frames_without_a_face_are_filled_from_their_neighbours(dev_dir, make_media):
+def test_frames_without_a_face_are_filled_from_their_neighbours(face_video, make_media):
     # One second of face, a quarter second of black, one second of face.
-    src = str(dev_dir / "avsr" / CLIPS[0])
+    src = str(face_video)
     path = make_media("gap.mp4", "-i", src, "-vf", "drawbox=enable='between(t,1,1.24)':c=black:t=fill",
                       "-t", "2.24", "-an", "-c:v", "libx264")
     crops = compute_crops(path)
@@ -121,19 +150,27 @@ def test_frames_without_a_face_are_filled_from_their_neighbours(dev_dir, make_me
     assert np.isfinite(stream.face_boxes).all()
 
 
-def test_the_largest_face_is_the_one_followed(dev_dir, make_media):
-    # The clip twice side by side, the right copy at half size: the crops follow the left one.
-    src = str(dev_dir / "avsr" / CLIPS[0])
-    both = make_media("two.mp4", "-i", src, "-filter_complex",
-                      "[0:v]split[a][b];[b]scale=iw/2:ih/2,pad=iw:ih*2[s];[a][s]hstack",
+def test_the_largest_face_is_the_one_followed(face_video, make_media):
+    # The clip twice side by side, the right copy at 2/3 size (small enough to be the smaller
+    # face, large enough for the detector to see it): the crops follow the left one.
+    from speechkit.media.lips.frames import iter_frames
+    from speechkit.media.lips.stream import _backend
+    from speechkit.media.lips.track import DETECT_SIDE, _detect
+
+    both = make_media("two.mp4", "-i", str(face_video), "-filter_complex",
+                      "[0:v]split[a][b];[b]scale=iw*2/3:ih*2/3,pad=iw:ih*3/2[s];[a][s]hstack",
                       "-an", "-c:v", "libx264")
+    left = probe(face_video).video_streams[0].width
+    first = next(iter(iter_frames(both)))
+    faces = _detect(_backend("dlib"), first, DETECT_SIDE)
+    assert sorted(b[0] > left for b in faces) == [False, True]  # one face in each copy
     crops = compute_crops(both)
     assert crops.has_face.all()
-    assert (crops.face_boxes[:, 2] <= crops.frame_size[0] / 2 + 5).all()
+    assert (crops.face_boxes[:, 2] <= left).all()
 
 
-def test_crops_are_cached_per_file_content_and_settings(dev_dir, tmp_path):
-    path = dev_dir / "avsr" / CLIPS[0]
+def test_crops_are_cached_per_file_content_and_settings(face_video, tmp_path):
+    path = face_video
     first = lip_stream(path)
     entries = list(cache_dir().rglob("*.npz"))
     assert len(entries) == 1
@@ -153,18 +190,18 @@ def test_an_unknown_backend_names_the_choices():
         load_backend("retina")
 
 
-def test_a_long_video_is_cropped_in_a_second_pass_with_the_same_crops(dev_dir, monkeypatch):
+def test_a_long_video_is_cropped_in_a_second_pass_with_the_same_crops(face_video, monkeypatch):
     from speechkit.media.lips import stream as lip_module
 
-    path = dev_dir / "avsr" / CLIPS[0]
+    path = face_video
     one_pass = compute_crops(path)
     monkeypatch.setattr(lip_module, "KEEP_FRAMES", 10)  # keep 10 frames: the clip has 75
     two_pass = compute_crops(path)
     assert np.array_equal(one_pass.crops, two_pass.crops) and len(two_pass.crops) == 75
 
 
-def test_a_video_shorter_than_its_audio_is_padded_to_the_audio_clock(dev_dir, make_media, caplog):
-    src = str(dev_dir / "avsr" / CLIPS[0])
+def test_a_video_shorter_than_its_audio_is_padded_to_the_audio_clock(face_video, make_media, caplog):
+    src = str(face_video)
     second = make_media("one_second.mp4", "-i", src, "-t", "1", "-an", "-c:v", "libx264")
     path = make_media("short_video.mp4", "-i", str(second), "-i", src, "-map", "0:v", "-map", "1:a",
                       "-c:v", "copy", "-c:a", "aac")
