@@ -1,4 +1,5 @@
-"""`speechkit lips VIDEO... --out DIR`: a crop video and a contact sheet per input."""
+"""`speechkit lips VIDEO... --out DIR`: a crop video and a contact sheet per input (on the made
+GRID-like talking-face clip, tests/face_media.py)."""
 
 from __future__ import annotations
 
@@ -22,39 +23,37 @@ def lips(*args, home) -> subprocess.CompletedProcess:
                           timeout=300)
 
 
-def test_lips_writes_a_crop_video_and_a_contact_sheet_per_video(dev_dir, make_media, tmp_path):
-    grid = dev_dir / "avsr" / "lipnet_grid_bbaf2n.mpg"
+def test_lips_writes_a_crop_video_and_a_contact_sheet_per_video(face_video, make_media, tmp_path):
     tone = make_media("tone.wav", "-f", "lavfi", "-i", "sine=frequency=440:duration=1")
-    r = lips(grid, tone, "--out", tmp_path / "out", home=tmp_path / "home")
+    r = lips(face_video, tone, "--out", tmp_path / "out", home=tmp_path / "home")
     assert r.returncode == 1  # the audio file has no lips; the video's are written all the same
-    assert "lipnet_grid_bbaf2n.mpg: 75 frames, a face in 75" in r.stdout
+    assert "face_grid.mpg: 75 frames, a face in 75" in r.stdout
     assert "tone.wav: has no video stream" in r.stderr
-    video = probe(tmp_path / "out" / "lipnet_grid_bbaf2n.mp4")
+    video = probe(tmp_path / "out" / "face_grid.mp4")
     (v,) = video.video_streams
     assert (v.width, v.height, v.fps) == (96, 96, 25.0) and len(video.audio_streams) == 1
     assert abs(video.duration_s - 3.0) < 0.1
-    assert len(decode_audio(tmp_path / "out" / "lipnet_grid_bbaf2n.mp4")) > 2.9 * 16000
-    sheet = cv2.imread(str(tmp_path / "out" / "lipnet_grid_bbaf2n.png"))
+    assert len(decode_audio(tmp_path / "out" / "face_grid.mp4")) > 2.9 * 16000
+    sheet = cv2.imread(str(tmp_path / "out" / "face_grid.png"))
     assert sheet.shape == (6 * 96, 8 * 96, 3) and sheet.std() > 20
     assert not (tmp_path / "out" / "tone.mp4").exists()
 
 
-def test_lips_reuses_cached_crops_on_a_rerun(dev_dir, tmp_path):
-    grid = dev_dir / "avsr" / "lipnet_grid_bbaf2n.mpg"
-    first = lips(grid, "--out", tmp_path / "a", home=tmp_path / "home")
+def test_lips_reuses_cached_crops_on_a_rerun(face_video, tmp_path):
+    first = lips(face_video, "--out", tmp_path / "a", home=tmp_path / "home")
     entries = list((tmp_path / "home" / "lips").rglob("*.npz"))
     assert first.returncode == 0 and len(entries) == 1
     stamp = entries[0].stat().st_mtime_ns
-    again = lips(grid, "--out", tmp_path / "b", home=tmp_path / "home")
+    again = lips(face_video, "--out", tmp_path / "b", home=tmp_path / "home")
     assert again.returncode == 0 and entries[0].stat().st_mtime_ns == stamp
-    a = cv2.imread(str(tmp_path / "a" / "lipnet_grid_bbaf2n.png"))
-    b = cv2.imread(str(tmp_path / "b" / "lipnet_grid_bbaf2n.png"))
+    a = cv2.imread(str(tmp_path / "a" / "face_grid.png"))
+    b = cv2.imread(str(tmp_path / "b" / "face_grid.png"))
     assert np.array_equal(a, b)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("mediapipe") is not None, reason="mediapipe installed")
-def test_a_missing_mediapipe_backend_names_the_install(dev_dir, tmp_path):
-    r = lips(dev_dir / "avsr" / "lipnet_grid_bbaf2n.mpg", "--out", tmp_path, "--backend", "mediapipe",
+def test_a_missing_mediapipe_backend_names_the_install(face_video, tmp_path):
+    r = lips(face_video, "--out", tmp_path, "--backend", "mediapipe",
              home=tmp_path / "home")
     assert r.returncode == 2
     assert "mediapipe lip backend is not installed" in r.stderr

@@ -1,5 +1,6 @@
 """The runner gives a model that reads video its lip crops (from crop worker processes): vsr
-fails an item without a face, avsr falls back to the audio and says so in the result."""
+fails an item without a face, avsr falls back to the audio and says so in the result. The
+talking faces are the made clips of tests/face_media.py (a GRID-like .mpg and a TED-like .mp4)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from speechkit.runtime import _prepare
 from speechkit.transcribe import transcribe_items
 
 pytest.importorskip("dlib")
-GRID = "lipnet_grid_bbaf2n.mpg"
 
 
 class FrameCounter(SpeechModel):
@@ -47,37 +47,45 @@ def no_face(make_media):
                       "-f", "lavfi", "-i", "sine=frequency=300:duration=2", "-shortest")
 
 
-def test_prepare_gives_vsr_the_lip_crops_alone(dev_dir):
-    item = Item(id="grid", path=str(dev_dir / "avsr" / GRID))
+def audio_clock(path) -> int:
+    """Frames the file's audio lasts at 25 fps."""
+    return round(len(decode_audio(path)) / 16000 * 25)
+
+
+def test_prepare_gives_vsr_the_lip_crops_alone(face_video):
+    item = Item(id="grid", path=str(face_video))
     p = _prepare(item, FrameCounter(), "vsr", recordings=None)
     assert p.error is None and set(p.inputs) == {VIDEO}
-    n = round(len(decode_audio(item.path)) / 16000 * 25)  # the audio's clock: 74 of the 75 frames
+    n = audio_clock(item.path)  # the audio's clock (2.99 s of speech under 75 frames)
     assert abs(n - 75) <= 1 and p.inputs[VIDEO].shape == (n, 88, 88) and p.spans == [(0.0, n / 25)]
     assert p.extras["lips"] == {"frames": n, "face_frames": n, "backend": "dlib"}
 
 
-def test_avsr_lips_follow_the_audio_clock(dev_dir):
-    item = Item(id="grid", path=str(dev_dir / "avsr" / GRID), offset_s=0.5, duration_s=2.0)
+def test_avsr_lips_follow_the_audio_clock(face_video):
+    item = Item(id="grid", path=str(face_video), offset_s=0.5, duration_s=2.0)
     p = _prepare(item, FrameCounter(), "avsr", recordings=None)
     assert set(p.inputs) == {AUDIO, VIDEO}
     assert len(p.inputs[VIDEO]) == round(len(p.inputs[AUDIO]) / 16000 * 25) == 50
 
 
-def test_vsr_and_avsr_through_the_runner_with_crop_workers(dev_dir, no_face, tmp_path):
-    items = [Item(id="grid", path=str(dev_dir / "avsr" / GRID)),
-             Item(id="ted", path=str(dev_dir / "avsr" / "laalm_sample1.mp4")),
+def test_vsr_and_avsr_through_the_runner_with_crop_workers(face_clips, no_face, tmp_path):
+    grid, ted = face_clips["grid"].path, face_clips["ted"].path
+    items = [Item(id="grid", path=str(grid)), Item(id="ted", path=str(ted)),
              Item(id="screen", path=str(no_face))]
     vsr = transcribe_items(items, FrameCounter(), DecodeOptions(task="vsr"), tmp_path / "vsr.jsonl")
     assert (vsr.ok, vsr.failed) == (2, 1)
     res = read_results(tmp_path / "vsr.jsonl")
-    assert res["grid"].text == "74 frames 88x88, no audio"
-    assert res["ted"].text.startswith("14") and res["ted"].extras["lips"]["face_frames"] > 140
+    assert res["grid"].text == f"{audio_clock(grid)} frames 88x88, no audio"
+    assert res["ted"].text == f"{audio_clock(ted)} frames 88x88, no audio"
+    assert res["ted"].extras["lips"]["face_frames"] == audio_clock(ted)
     assert "screen.mp4: no face found in any of its 50 video frames" in res["screen"].error
 
     avsr = transcribe_items(items, FrameCounter(), DecodeOptions(task="avsr"), tmp_path / "avsr.jsonl")
     assert (avsr.ok, avsr.failed) == (3, 0)
     res = read_results(tmp_path / "avsr.jsonl")
-    assert res["grid"].text.startswith("74 frames 88x88, 4") and "fallback" not in res["grid"].extras
+    samples = len(decode_audio(grid))
+    assert res["grid"].text == f"{audio_clock(grid)} frames 88x88, {samples} samples"
+    assert "fallback" not in res["grid"].extras
     screen = res["screen"]
     assert screen.text == "no video, 32000 samples"
     assert screen.extras["fallback"] == "audio_only"
