@@ -1,6 +1,8 @@
 """Audio-visual speech recognition with a tiny converted Llama-AVSR checkpoint: the video
-encoder, batches of clips of different lengths, the real talking-face clips of the development
-set (fixed center crops standing in for landmark lip crops), and the `lrs3` suite."""
+encoder, batches of clips of different lengths, talking-face clips (made from a photograph and
+real speech, tests/face_media.py; fixed center crops standing in for landmark lip crops), and
+the `lrs3` suite on an LRS3-layout tree of those clips (and, in the devset group, of the
+development set's real GRID and TED clips)."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from tests.test_speechllm_tiny import noise
 
 TINY_VIDEO = dict(dim=32, layers=2, heads=2, ffn_dim=64, conv_pos=4, conv_pos_groups=2,
                   resnet_width=8)
-CLIPS = {"laalm_sample1.mp4": "And so one of the major challenges of our project really is to "
+DEV_CLIPS = {"laalm_sample1.mp4": "And so one of the major challenges of our project really is to "
                               "find photographs that were taken before something.",
          "lipnet_grid_bbaf2n.mpg": "bin blue at f two now"}
 
@@ -108,12 +110,12 @@ def test_the_prompt_wraps_each_stream_in_its_added_tokens(avsr):
 
 
 @pytest.mark.parametrize("task", ["avsr", "vsr"])
-def test_real_talking_face_clips_decode_in_a_batch_as_alone(avsr, dev_dir, ffmpeg, task):
+def test_talking_face_clips_decode_in_a_batch_as_alone(avsr, face_clips, ffmpeg, task):
     from speechkit.media.ffmpeg import decode_audio
 
     batch = []
-    for name in CLIPS:
-        path = dev_dir / "avsr" / name
+    for clip in face_clips.values():  # 3 s and 5.3 s: a batch of two lengths
+        path = clip.path
         audio = decode_audio(str(path), 16000)
         lips = center_lip_crops(path, ffmpeg)
         assert abs(len(lips) - len(audio) / 16000 * 25) <= 1  # one clock for both streams
@@ -124,17 +126,23 @@ def test_real_talking_face_clips_decode_in_a_batch_as_alone(avsr, dev_dir, ffmpe
     assert all(h.extras["n_tokens"] > 0 for h in hyps)
 
 
-def _lrs3_tree(root, dev_dir):
-    for i, (name, text) in enumerate(CLIPS.items()):
+def _lrs3_tree(root, clips):
+    """LRS3's test layout (test/SPEAKER/00001.mp4 beside 00001.txt) over {video: its words}."""
+    for i, (path, text) in enumerate(clips.items()):
         spk = root / "test" / f"spk{i}"
         spk.mkdir(parents=True)
-        (spk / "00001.mp4").symlink_to(dev_dir / "avsr" / name)  # ffmpeg reads the content
+        (spk / "00001.mp4").symlink_to(path)  # ffmpeg reads the content, .mpg included
         (spk / "00001.txt").write_text(f"Text:  {text.upper()}\nConf:  4\n")
     return root
 
 
-def test_lrs3_audio_track_scores_a_converted_checkpoint(avsr, dev_dir, tmp_path):
-    root = _lrs3_tree(tmp_path / "lrs3", dev_dir)
+@pytest.fixture()
+def lrs3_root(face_clips, tmp_path):
+    return _lrs3_tree(tmp_path / "lrs3", {c.path: c.text for c in face_clips.values()})
+
+
+def test_lrs3_audio_track_scores_a_converted_checkpoint(avsr, lrs3_root, tmp_path):
+    root = lrs3_root
     run = run_bench("lrs3", avsr, data_root=root, modality="audio", out_dir=tmp_path / "o",
                     decode=DecodeOptions(max_new_tokens=6), progress=False)
     summary = run.summary
@@ -153,14 +161,24 @@ def test_lrs3_tracks_follow_the_checkpoint_encoders(avsr):
     assert model_modalities(model_card(avsr.name)) == every  # a directory, weights not loaded
 
 
-@pytest.mark.parametrize("modality,task", [("video", "vsr"), ("audiovisual", "avsr")])
-def test_lrs3_video_tracks_read_lip_crops(avsr, dev_dir, tmp_path, modality, task):
-    pytest.importorskip("speechkit.media.lips", reason="lip crops (speechkit lips) not built in")
-    root = _lrs3_tree(tmp_path / "lrs3", dev_dir)
-    summary = run_bench("lrs3", avsr, data_root=root, modality=modality, out_dir=tmp_path / "o",
+def assert_video_track_scores_both_clips(avsr, root, out_dir, modality, task):
+    summary = run_bench("lrs3", avsr, data_root=root, modality=modality, out_dir=out_dir,
                         decode=DecodeOptions(max_new_tokens=6), progress=False).summary
     assert summary["run"]["modality"] == modality and summary["run"]["task"] == task
     assert summary["counts"]["scored"] == 2 and summary["normalizer"] == "lrs3"
+
+
+@pytest.mark.parametrize("modality,task", [("video", "vsr"), ("audiovisual", "avsr")])
+def test_lrs3_video_tracks_read_lip_crops(avsr, lrs3_root, tmp_path, modality, task):
+    pytest.importorskip("dlib")
+    assert_video_track_scores_both_clips(avsr, lrs3_root, tmp_path / "o", modality, task)
+
+
+@pytest.mark.parametrize("modality,task", [("video", "vsr"), ("audiovisual", "avsr")])
+def test_lrs3_video_tracks_read_lip_crops_of_real_clips(avsr, dev_dir, tmp_path, modality, task):
+    pytest.importorskip("dlib")
+    root = _lrs3_tree(tmp_path / "lrs3", {dev_dir / "avsr" / n: t for n, t in DEV_CLIPS.items()})
+    assert_video_track_scores_both_clips(avsr, root, tmp_path / "o", modality, task)
 
 
 def test_auto_avsr_conformer_gives_each_clip_of_a_batch_its_own_features():
