@@ -174,11 +174,12 @@ def test_an_unknown_runner_is_a_usage_error_before_anything_loads(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_lip_reading_model_on_ray_writes_what_the_local_run_writes(ray_cluster, dev_dir, tmp_path):
+def test_a_lip_reading_model_on_ray_writes_what_the_local_run_writes(ray_cluster, face_clips,
+                                                                     tmp_path):
     from tests.llama_avsr_parts import tiny_llama_avsr
 
     checkpoint = str(tiny_llama_avsr(tmp_path))
-    clips = [Item(id=p.stem, path=str(p)) for p in sorted((dev_dir / "avsr").iterdir())]
+    clips = [Item(id=name, path=str(c.path)) for name, c in face_clips.items()]
     options = DecodeOptions(task="vsr", max_new_tokens=4)
     runs = {}
     for name, scale in (("local", ScaleOptions()), ("ray", ScaleOptions("ray", workers=1))):
