@@ -26,6 +26,7 @@ from typing import Any
 
 from speechkit.data import Result, dumps_line, parse_result
 from speechkit.errors import SpeechkitError
+from speechkit.journal import PieceJournal
 
 REDO_HINT = "use --overwrite to redo them, or write to a new output path"
 
@@ -201,6 +202,7 @@ class ResultWriter:
         self._lock_fd = _lock(self._real, self.path)
         try:
             self.previous = _compact(self._real, _repair_tail(self._real))
+            self.pieces = PieceJournal(self._real)  # finished pieces of long files (journal.py)
             self._fh = open(self._real, "a", encoding="utf-8")
         except BaseException:
             _unlock(self._real, self._lock_fd)
@@ -236,6 +238,7 @@ class ResultWriter:
             self._fh.close()
             if self._superseded:
                 _compact(self._real, self._real.read_bytes())
+            self.pieces.close({i for i, r in self.previous.items() if r.status == "ok"})
         finally:
             _unlock(self._real, self._lock_fd)
 

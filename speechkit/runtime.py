@@ -21,6 +21,7 @@ from speechkit.audio import VIDEO_FPS
 from speechkit.data import Item, Result, Segment
 from speechkit.errors import ItemError, SpeechkitError, decode_failure, first_line
 from speechkit.formats import output_stems, write_formats
+from speechkit.journal import PieceJournal, piece_key
 from speechkit.media.ffmpeg import decode_audio
 from speechkit.media.reuse import DecodedRecordings
 from speechkit.media.vad import is_silent, split_long_audio
@@ -56,6 +57,7 @@ class RunStats:
     skipped: int = 0  # already ok in the output file (resume)
     audio_s: float = 0.0
     decoded_s: float = 0.0  # audio seconds decoded so far, finished items or not (progress)
+    in_flight: float = 0.0  # files begun but not finished, counted by the share of pieces done
     wall_s: float = 0.0
     started: float = field(default_factory=time.perf_counter)
     settings: dict[str, Any] = field(default_factory=dict)  # what the run used (see used_settings)
@@ -67,6 +69,16 @@ class RunStats:
     @property
     def rtfx(self) -> float:
         return self.audio_s / self.wall_s if self.wall_s > 0 else 0.0
+
+    @property
+    def progress(self) -> float:
+        """Files done, plus the decoded share of the files under way (a long file moves the bar)."""
+        return self.done + self.in_flight
+
+    @property
+    def live_rtfx(self) -> float:
+        """Audio decoded so far (finished files or not) per wall second: the speed while running."""
+        return self.decoded_s / self.wall_s if self.wall_s > 0 else 0.0
 
     def tick(self) -> None:
         self.wall_s = time.perf_counter() - self.started
@@ -92,6 +104,7 @@ class _Prepared:
     error: str | None = None
     language: str | None = None  # detected once for the whole item (long files)
     hyps: list = field(default_factory=list)  # one Hypothesis per span, as they are decoded
+    key: str = ""  # what its pieces' text depends on (journal.piece_key), for files cut in pieces
     extras: dict[str, Any] = field(default_factory=dict)  # recorded in the result (lip crops)
 
 
@@ -233,6 +246,9 @@ class Transcriber:
         self.settings = {**model.used_settings(), "batch_size": self.batch_size,
                          "beam_size": self.options.beam_size}
         self.stats = RunStats(settings=self.settings)
+        # Finished pieces of long files, kept across interruptions (a results file's writer
+        # has one; Ray's workers write through the driver and have none).
+        self.journal: PieceJournal | None = getattr(writer, "pieces", None)
 
     def run(self, items: Sequence[Item]) -> RunStats:
         self.stats = RunStats(total=len(items), settings=self.settings)
@@ -269,35 +285,63 @@ class Transcriber:
         return self.stats
 
     def _run_window(self, prepared: list[_Prepared]) -> None:
-        """Decode a window's pieces longest first; write each item once its pieces are done."""
+        """Decode a window's pieces longest first; write each item once its pieces are done.
+        Pieces of a file cut into several are journaled as they finish, and an earlier run's
+        journaled pieces are taken back instead of decoded again."""
         for p in prepared:
             p.hyps = [None] * len(p.spans)
             if p.error or not p.spans:
                 self._finish(p)
         live = [p for p in prepared if not p.error and p.spans]
-        self._detect_languages(live)
-        pieces = [(p, k) for p in live for k in range(len(p.spans))]
+        self._restore_pieces(live)
+        self._detect_languages([p for p in live if None in p.hyps])
+        pieces = [(p, k) for p in live for k in range(len(p.spans)) if p.hyps[k] is None]
         pieces.sort(key=lambda pk: pk[0].spans[pk[1]][1] - pk[0].spans[pk[1]][0], reverse=True)
-        left = {id(p): len(p.spans) for p in live}
+        left = {id(p): p.hyps.count(None) for p in live}
+        for p in live:
+            if left[id(p)] == 0:  # every piece came from the journal
+                self._finish(p)
         for b in range(0, len(pieces), self.batch_size):
             batch = pieces[b:b + self.batch_size]
             for (p, k), hyp in zip(batch, self._generate(batch), strict=True):
                 p.hyps[k] = hyp
                 if hyp is not None and hyp.error:  # the model failed this input only
                     p.error = f"{p.item.path}: {hyp.error}"
+                elif hyp is not None and self.journal is not None and len(p.spans) > 1:
+                    self.journal.add(p.item.id, p.key, p.spans[k], hyp, p.language)
                 self.stats.decoded_s += p.spans[k][1] - p.spans[k][0]
                 left[id(p)] -= 1
                 if left[id(p)] == 0:
                     self._finish(p)
+            if self.journal is not None:
+                self.journal.sync()
+            self.stats.in_flight = sum(1 - left[id(p)] / len(p.spans) for p in live if left[id(p)])
             self.stats.tick()
             if self.on_progress:
                 self.on_progress(self.stats)
+
+    def _restore_pieces(self, prepared: list[_Prepared]) -> None:
+        """Take back the pieces an interrupted run finished (files cut into several pieces)."""
+        if self.journal is None:
+            return
+        model, decode = self.model.describe(), self.options.to_dict()
+        for p in prepared:
+            if len(p.spans) < 2:
+                continue
+            p.key = piece_key(p.item, model, decode)
+            found, detected = self.journal.restore(p.item.id, p.key, p.spans)
+            for k, hyp in found.items():
+                p.hyps[k] = hyp
+                self.stats.decoded_s += p.spans[k][1] - p.spans[k][0]
+            if found:
+                p.language = p.language or detected
+                p.extras["resumed_pieces"] = len(found)
 
     def _detect_languages(self, prepared: list[_Prepared]) -> None:
         """A file cut into several pieces gets one language, detected on its first piece, so
         that every piece is decoded in it (a piece alone may be misheard as another language)."""
         need = [p for p in prepared
-                if len(p.spans) > 1 and not (p.item.language or self.options.language)]
+                if len(p.spans) > 1 and not (p.item.language or self.options.language or p.language)]
         if not need:
             return
         found = self.model.detect_language([_piece(p, 0) for p in need])

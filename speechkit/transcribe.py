@@ -112,8 +112,10 @@ class _ProgressLines:
         if now - self.last < PROGRESS_LINE_EVERY_S:
             return
         self.last = now
-        self.console.print(f"{self.label}: {stats.done}/{self.total} files, {_hours(stats.decoded_s)} "
-                           f"of audio decoded, {stats.wall_s:.0f} s, RTFx {stats.rtfx:.1f}",
+        under_way = f" ({stats.progress:.1f} counting files under way)" if stats.in_flight else ""
+        self.console.print(f"{self.label}: {stats.done}/{self.total} files{under_way}, "
+                           f"{_hours(stats.decoded_s)} of audio decoded, {stats.wall_s:.0f} s, "
+                           f"RTFx {stats.live_rtfx:.1f}",
                            markup=False, highlight=False)
 
 
@@ -174,8 +176,8 @@ def transcribe_to_jsonl(items: Sequence[Item], model_name: str | SpeechModel | M
         on_progress(stats)
 
     def on_progress(stats: RunStats) -> None:
-        bar.update(task_id, completed=stats.done, audio=_hours(stats.decoded_s),
-                   rtfx=f"{stats.rtfx:.1f}")
+        bar.update(task_id, completed=stats.progress, audio=_hours(stats.decoded_s),
+                   rtfx=f"{stats.live_rtfx:.1f}")
         if lines:
             lines.update(stats)
 
