@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
-from speechkit.data import Result
+from speechkit.data import Result, Segment
 from speechkit.errors import SpeechkitError
 
 FORMATS = ("srt", "vtt", "txt", "tsv", "json")
@@ -104,11 +104,19 @@ def to_tsv(result: Result) -> str:
     return "\n".join(rows) + "\n"
 
 
+def _json_segment(i: int, s: Segment) -> dict:
+    seg: dict = {"id": i, "start": s.start, "end": s.end, "text": s.text}
+    if s.words is not None:  # openai-whisper writes them with --word_timestamps
+        seg["words"] = [{"word": w.word, "start": w.start, "end": w.end,
+                         "probability": w.probability} for w in s.words]
+    return seg
+
+
 def to_json(result: Result) -> str:
-    """openai-whisper's JSON layout (text, segments, language) plus the result's id and path."""
+    """openai-whisper's JSON layout (text, segments with their words, language) plus the
+    result's id and path."""
     doc = {"text": result.text, "language": result.language, "id": result.id, "path": result.path,
-           "segments": [{"id": i, "start": s.start, "end": s.end, "text": s.text}
-                        for i, s in enumerate(result.segments)]}
+           "segments": [_json_segment(i, s) for i, s in enumerate(result.segments)]}
     return json.dumps(doc, ensure_ascii=False, indent=2) + "\n"
 
 
