@@ -148,7 +148,9 @@ def align_words(model: Any, tokenizer: Any, encoder_states: torch.Tensor, prompt
     weights = weights / weights.sum(-1, keepdim=True).clamp_min(1e-10)  # softmax over the audio only
     std, mean = torch.std_mean(weights, dim=-2, keepdim=True, unbiased=False)
     weights = _median_filter((weights - mean) / std.clamp_min(1e-10), MEDIAN_FILTER_WIDTH)
-    matrix = weights.mean(0)[n:]  # the text tokens and the end-of-text
+    # Row k holds the attention of the query that predicts text token k (openai-whisper:
+    # the rows from <|notimestamps|> to the last text token, for the text and end-of-text).
+    matrix = weights.mean(0)[n - 1:-1]
     text_idx, time_idx = _dtw(-matrix.double().cpu().numpy())
     return timed_words(words, text_idx, time_idx, probs.cpu().tolist())
 
