@@ -111,6 +111,19 @@ def _break_kind(words: list[_Word], i: int) -> str:
     return "any"
 
 
+def _fits(texts: list[str], options: SubtitleOptions) -> bool:
+    """Whether the words fit in `max_line_count` lines: filled greedily, the fewest lines."""
+    most = options.max_words_per_line or len(texts)
+    lines, length, count = 1, -1, 0
+    for t in texts:
+        if count and (length + 1 + len(t) > options.max_line_width or count == most):
+            lines, length, count = lines + 1, -1, 0
+            if lines > options.max_line_count:
+                return False
+        length, count = length + 1 + len(t), count + 1
+    return True
+
+
 def _lines(texts: list[str], kinds: list[str], options: SubtitleOptions) -> list[str] | None:
     """The words of one cue as at most `max_line_count` lines, or None if they do not fit.
     One line where it fits; else the fewest lines, balanced in length, broken at the best
@@ -178,30 +191,30 @@ def _block_cues(words: list[_Word], options: SubtitleOptions) -> list[tuple[floa
     n = len(words)
     texts = [w.text for w in words]
     kinds = [_break_kind(words, i) for i in range(n - 1)] + ["sentence"]
-    best: list[tuple[float, int, list[str]] | None] = [None] * (n + 1)  # cost, cue start, lines
-    best[0] = (0.0, 0, [])
+    chars = [0]  # chars[k]: characters of the first k words, a space after each
+    sentences = [0]  # sentences[k]: sentence ends after the first k words
+    for t, kind in zip(texts, kinds, strict=True):
+        chars.append(chars[-1] + len(t) + 1)
+        sentences.append(sentences[-1] + (kind == "sentence"))
+    best: list[tuple[float, int]] = [(0.0, 0)] * (n + 1)  # cost so far, where the last cue starts
     for b in range(1, n + 1):
+        best[b] = (float("inf"), b - 1)
         for a in range(b - 1, -1, -1):
-            if best[a] is None:
-                continue
-            lines = _lines(texts[a:b], kinds[a:b], options)
-            if lines is None:
+            if b - a > 1 and (words[b - 1].end - words[a].start > MAX_CUE_S
+                              or not _fits(texts[a:b], options)):
                 break  # a longer cue does not fit either
-            span = words[b - 1].end - words[a].start
-            if span > MAX_CUE_S and b - a > 1:
-                break
             cost = best[a][0] + CUE + (END_AT[kinds[b - 1]] if b < n else 0.0)
-            cost += SENTENCE_INSIDE * sum(k == "sentence" for k in kinds[a:b - 1])
+            cost += SENTENCE_INSIDE * (sentences[b - 1] - sentences[a])
             on_screen = (words[b].start if b < n else words[b - 1].end + MIN_CUE_S) - words[a].start
             if (b - a < MIN_CUE_WORDS or on_screen < MIN_CUE_S) and (a, b) != (0, n):
                 cost += SCRAP
-            text_chars = sum(len(t) for t in texts[a:b]) + (b - a - 1)
-            cost += READING * max(0.0, text_chars / MAX_CHARS_PER_S - on_screen)
-            if best[b] is None or cost < best[b][0]:
-                best[b] = (cost, a, lines)
+            cost += READING * max(0.0, (chars[b] - chars[a] - 1) / MAX_CHARS_PER_S - on_screen)
+            if cost < best[b][0]:
+                best[b] = (cost, a)
     out, b = [], n
     while b > 0:
-        _, a, lines = best[b]  # type: ignore[misc]
+        a = best[b][1]
+        lines = _lines(texts[a:b], kinds[a:b], options) or [" ".join(texts[a:b])]
         out.append((words[a].start, words[b - 1].end, "\n".join(lines)))
         b = a
     return out[::-1]
