@@ -1,5 +1,5 @@
-"""Subtitle cues from a result's words, laid out as subtitle guidelines ask (Netflix's timed
-text style guide, the BBC's subtitle guidelines): a cue ends at a sentence end or a pause
+"""Subtitle cues from a result's words, laid out as subtitle guidelines ask (the figures are
+Netflix's timed text style guide for English): a cue ends at a sentence end or a pause
 where it can, holds at most `max_line_count` lines of `max_line_width` characters, is not a
 scrap of a word or two or under MIN_CUE_S on screen unless it stands alone in time, and stays
 up long enough to be read at MAX_CHARS_PER_S where the next cue leaves room.
@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from speechkit.data import Result
 from speechkit.errors import SpeechkitError
 
-MAX_LINE_CHARS = 42  # characters per line (Netflix, BBC: 37-42 for Latin scripts)
-MAX_LINES = 2  # lines per cue (every broadcast guideline)
-MAX_CHARS_PER_S = 20.0  # reading speed, spaces and line breaks counted (Netflix, adult English)
-MIN_CUE_S = 1.0  # shortest time on screen (Netflix: 5/6 s, rounded up as most tools do)
+MAX_LINE_CHARS = 42  # characters per line (Netflix)
+MAX_LINES = 2  # lines per cue (Netflix)
+MAX_CHARS_PER_S = 20.0  # reading speed, spaces counted (Netflix, adult programmes; 17 for children)
+MIN_CUE_S = 1.0  # shortest time on screen (Netflix: 5/6 s, here rounded up to a second)
 MAX_CUE_S = 7.0  # longest time on screen (Netflix)
 PAUSE_S = 1.0  # a silence this long ends a cue: what follows stands alone in time
 SHORT_PAUSE_S = 0.3  # a silence this long is a good place to end a cue

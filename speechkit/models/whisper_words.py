@@ -217,9 +217,9 @@ def fit_word_times(segments: list[Segment]) -> list[Segment]:
         if first.end - last_speech > PAUSE_MEDIANS * median and (
                 first.end - first.start > longest
                 or (len(words) > 1 and words[1].end - first.start > 2 * longest)):
-            if len(words) > 1 and words[1].end - words[1].start > longest:
-                first.end = words[1].start = max(words[1].end / 2, words[1].end - longest)
-            first.start = max(0.0, first.end - longest)
+            if len(words) > 1 and words[1].end - words[1].start > longest:  # so is the second
+                first.end = words[1].start = max(first.start, words[1].end - longest)
+            first.start = max(0.0, first.start, first.end - longest)
         start, end, last = seg.start, seg.end, words[-1]
         if start < first.end and start - SEGMENT_EDGE_SLACK_S > first.start:  # too early
             first.start = max(first.start, min(first.end - median, start))
