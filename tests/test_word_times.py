@@ -86,13 +86,21 @@ def test_word_times_are_ordered_inside_segments_and_off_the_pauses(whisper_base,
 
 
 @pytest.mark.slow
-def test_torch_engine_word_times_hold_too(whisper_base_torch, testdata, tmp_path):
+def test_torch_engine_word_times_hold_and_agree_with_ctranslate2(whisper_base_torch, whisper_base,
+                                                                 testdata, tmp_path):
     path, spans = speech_with_pauses(testdata, tmp_path / "long.wav", times=1)
-    transcribe_items(expand_inputs([str(path)]), whisper_base_torch,
-                     DecodeOptions(language="en", word_timestamps=True), tmp_path / "r.jsonl")
-    r = next(iter(read_results(tmp_path / "r.jsonl").values()))
-    assert r.status == "ok", r.error
-    assert_word_times_hold(r, spans)
+    found = {}
+    for name, model in (("torch", whisper_base_torch), ("ct2", whisper_base)):
+        transcribe_items(expand_inputs([str(path)]), model,
+                         DecodeOptions(language="en", word_timestamps=True), tmp_path / f"{name}.jsonl")
+        found[name] = next(iter(read_results(tmp_path / f"{name}.jsonl").values()))
+        assert found[name].status == "ok", found[name].error
+    assert_word_times_hold(found["torch"], spans)
+    torch_words, ct2_words = ([w for s in found[k].segments for w in s.words] for k in ("torch", "ct2"))
+    assert [w.word for w in torch_words] == [w.word for w in ct2_words]
+    # The same heads, filter and DTW: times agree to a frame or two (one token late before).
+    gaps = [abs(a.start - b.start) for a, b in zip(torch_words, ct2_words, strict=True)]
+    assert np.median(gaps) <= 0.02 and max(gaps) <= 0.1, max(gaps)
 
 
 def test_json_has_no_words_without_word_timestamps():
