@@ -40,6 +40,7 @@ from speechkit.commands.options import (
 )
 from speechkit.errors import SpeechkitError
 from speechkit.heap import keep_freed_memory
+from speechkit.subtitles import MAX_LINE_CHARS, MAX_LINES
 from speechkit.terminal import safe
 
 app = typer.Typer(
@@ -92,8 +93,8 @@ MediaInputs = Annotated[list[str], typer.Argument(
 Task = Annotated[str, typer.Option(help=(
     "Whisper: transcribe or translate (to English). Speech LLMs: asr, st, er, sv, sqa, aac."))]
 WordTimestamps = Annotated[bool, typer.Option(
-    "--word-timestamps", help="Whisper: also time every word (results' segments[].words; "
-    "subtitle cues then break at word times).")]
+    "--word-timestamps", help="Whisper: also time every word (segments[].words of the "
+    "results and of json files; subtitle cues then end at pauses between words).")]
 Out = Annotated[Path | None, typer.Option(
     "--out", "-o", help="Results JSONL (default: OUTPUT_DIR/transcripts.jsonl).")]
 OutputDir = Annotated[Path | None, typer.Option(
@@ -102,6 +103,11 @@ OutputDir = Annotated[Path | None, typer.Option(
 OutputFormat = Annotated[str | None, typer.Option(
     "--output-format", "--format", "-f", help="Also write one file per input, named after "
     "it: comma list of srt, vtt, txt, tsv, json, or all.")]
+MaxLineWidth = Annotated[int, typer.Option(min=1, help=(
+    "srt, vtt: most characters in a subtitle line."))]
+MaxLineCount = Annotated[int, typer.Option(min=1, help="srt, vtt: most lines in a subtitle cue.")]
+MaxWordsPerLine = Annotated[int | None, typer.Option(min=1, metavar="WORDS", help=(
+    "srt, vtt: most words in a subtitle line (default: as many as fit)."), show_default=False)]
 AudioStream = Annotated[int | None, typer.Option(
     min=0, help="Which audio stream of each file to use (0 = first).")]
 Shard = Annotated[str | None, typer.Option(help=(
@@ -118,7 +124,8 @@ def transcribe(
     word_timestamps: WordTimestamps = False, batch_size: BatchSize = 0, device: Device = "auto",
     dtype: Dtype = "auto", quant: Quant = None, engine: Engine = "auto", threads: Threads = 0,
     lora_scale: LoraScale = None, out: Out = None, output_dir: OutputDir = None,
-    fmt: OutputFormat = None,
+    fmt: OutputFormat = None, max_line_width: MaxLineWidth = MAX_LINE_CHARS,
+    max_line_count: MaxLineCount = MAX_LINES, max_words_per_line: MaxWordsPerLine = None,
     overwrite: Overwrite = False, audio_stream: AudioStream = None, progress: Progress = True,
     lora_gate: LoraGate = None,
     runner: Runner = "local", address: Address = None, workers: Workers = None,
@@ -131,7 +138,7 @@ def transcribe(
     """
     from speechkit.commands.options import runtime_options, scale_options
     from speechkit.evaluation.suites import parse_shard
-    from speechkit.formats import parse_formats
+    from speechkit.formats import SubtitleOptions, parse_formats
     from speechkit.inputs import expand_inputs
     from speechkit.merge import shard_items
     from speechkit.models.base import DecodeOptions
@@ -142,6 +149,10 @@ def transcribe(
     runtime = runtime_options(device, dtype, quant, engine, threads, lora_scale, lora_gate=lora_gate)
     scale = scale_options(runner, address, workers, gpus)
     formats = parse_formats(fmt)
+    subtitles = SubtitleOptions(max_line_width, max_line_count, max_words_per_line)
+    if subtitles != SubtitleOptions() and not {"srt", "vtt"} & set(formats):
+        warn("--max-line-width, --max-line-count and --max-words-per-line lay out srt and vtt "
+             "files only; add --output-format srt or vtt")
     items = shard_items(expand_inputs(inputs), shard)
     check_inputs(items)
     check_task(model, task)
@@ -158,7 +169,7 @@ def transcribe(
     output_dir = output_dir or results_path.parent
     summary = transcribe_to_jsonl(
         items, model, options, results_path, runtime=runtime,
-        batch_size=batch_size or None, formats=formats, format_dir=output_dir,
+        batch_size=batch_size or None, formats=formats, format_dir=output_dir, subtitles=subtitles,
         overwrite=overwrite, console=err, progress=progress,
         echo=len(items) == 1 and out is None, scale=scale)
     raise typer.Exit(0 if summary.failed == 0 else 1)

@@ -77,6 +77,7 @@ class Word:
     word: str
     start: float  # seconds from the start of the item
     end: float
+    probability: float | None = None  # mean probability of its tokens (as openai-whisper's)
 
 
 @dataclass
@@ -95,7 +96,8 @@ class Segment:
         def at(t: float) -> float:
             return round(min(t + seconds, limit), 3)
 
-        words = None if self.words is None else [Word(w.word, at(w.start), at(w.end)) for w in self.words]
+        words = None if self.words is None else [Word(w.word, at(w.start), at(w.end), w.probability)
+                                                 for w in self.words]
         return Segment(at(self.start), at(self.end), self.text, words)
 
 

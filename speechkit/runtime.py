@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from speechkit.audio import VIDEO_FPS
 from speechkit.data import Item, Result, Segment
 from speechkit.errors import ItemError, SpeechkitError, decode_failure, first_line
-from speechkit.formats import output_stems, write_formats
+from speechkit.formats import SubtitleOptions, output_stems, write_formats
 from speechkit.journal import PieceJournal, piece_key
 from speechkit.media.ffmpeg import decode_audio
 from speechkit.media.reuse import DecodedRecordings
@@ -231,7 +231,7 @@ class Transcriber:
 
     def __init__(self, model: SpeechModel, options: DecodeOptions, writer: ResultWriter,
                  batch_size: int | None = None, formats: tuple[str, ...] = (),
-                 format_dir: Path | None = None,
+                 format_dir: Path | None = None, subtitles: SubtitleOptions = SubtitleOptions(),
                  on_result: Callable[[Result, RunStats], None] | None = None,
                  on_progress: Callable[[RunStats], None] | None = None):
         self.model = model
@@ -240,6 +240,7 @@ class Transcriber:
         self.writer = writer
         self.batch_size = batch_size or default_batch_size(model)
         self.formats = formats
+        self.subtitles = subtitles
         self.format_dir = format_dir
         self.on_result = on_result
         self.on_progress = on_progress
@@ -376,7 +377,8 @@ class Transcriber:
         else:
             result = self._result(p)
             if self.formats and self.format_dir is not None:
-                write_formats(result, self.formats, self.format_dir, self.stems[item.id])
+                write_formats(result, self.formats, self.format_dir, self.stems[item.id],
+                              self.subtitles)
         self.writer.write(result)
         if result.status == "ok":
             self.stats.ok += 1

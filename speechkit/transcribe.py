@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from speechkit.data import Item, Result
+from speechkit.formats import SubtitleOptions
 from speechkit.models.base import DecodeOptions, SpeechModel
 from speechkit.models.identity import ModelCard, model_card
 from speechkit.models.registry import RuntimeOptions
@@ -83,6 +84,7 @@ def load_with_status(model: str | SpeechModel | ModelCard, runtime: RuntimeOptio
 def transcribe_items(items: Sequence[Item], model: SpeechModel, options: DecodeOptions,
                      results: Path | ResultWriter, *, batch_size: int | None = None,
                      formats: tuple[str, ...] = (), format_dir: Path | None = None,
+                     subtitles: SubtitleOptions = SubtitleOptions(),
                      overwrite: bool = False, on_result=None, on_progress=None) -> RunStats:
     """Run items through a loaded model into a resumable JSONL file (no terminal output)."""
     if formats and format_dir is not None:
@@ -90,10 +92,11 @@ def transcribe_items(items: Sequence[Item], model: SpeechModel, options: DecodeO
     if not isinstance(results, ResultWriter):
         with ResultWriter(results, overwrite=overwrite) as writer:
             return transcribe_items(items, model, options, writer, batch_size=batch_size,
-                                    formats=formats, format_dir=format_dir, on_result=on_result,
-                                    on_progress=on_progress)
+                                    formats=formats, format_dir=format_dir, subtitles=subtitles,
+                                    on_result=on_result, on_progress=on_progress)
     runner = Transcriber(model, options, results, batch_size=batch_size, formats=formats,
-                         format_dir=format_dir, on_result=on_result, on_progress=on_progress)
+                         format_dir=format_dir, subtitles=subtitles, on_result=on_result,
+                         on_progress=on_progress)
     return runner.run(items)
 
 
@@ -137,7 +140,8 @@ def transcribe_to_jsonl(items: Sequence[Item], model_name: str | SpeechModel | M
                         options: DecodeOptions, results: Path | ResultWriter, *,
                         runtime: RuntimeOptions = RuntimeOptions(),
                         batch_size: int | None = None, formats: tuple[str, ...] = (),
-                        format_dir: Path | None = None, overwrite: bool = False,
+                        format_dir: Path | None = None,
+                        subtitles: SubtitleOptions = SubtitleOptions(), overwrite: bool = False,
                         console: Console | None = None, progress: bool = True,
                         echo: bool = False, label: str = "transcribing", load_s: float = 0.0,
                         title: str = "speechkit transcribe",
@@ -155,8 +159,8 @@ def transcribe_to_jsonl(items: Sequence[Item], model_name: str | SpeechModel | M
         with ResultWriter(results, overwrite=overwrite) as writer:
             return transcribe_to_jsonl(
                 items, card, options, writer, runtime=runtime, batch_size=batch_size,
-                formats=formats, format_dir=format_dir, console=console, progress=progress,
-                echo=echo, label=label, load_s=load_s, title=title, scale=scale)
+                formats=formats, format_dir=format_dir, subtitles=subtitles, console=console,
+                progress=progress, echo=echo, label=label, load_s=load_s, title=title, scale=scale)
     writer, card = results, model_card(model_name, runtime)
     options = card.resolve(options)
     writer.check_reuse([it.id for it in items], card.identity, options.to_dict())
@@ -183,7 +187,7 @@ def transcribe_to_jsonl(items: Sequence[Item], model_name: str | SpeechModel | M
 
     runner, seconds = _runner(card, options, writer, scale, console, progress,
                               batch_size=batch_size, formats=formats, format_dir=format_dir,
-                              on_result=on_result, on_progress=on_progress)
+                              subtitles=subtitles, on_result=on_result, on_progress=on_progress)
     with bar:
         task_id = bar.add_task("transcribe", total=len(items), audio="0:00:00", rtfx="-")
         stats = runner.run(items)

@@ -122,7 +122,7 @@ Overwrite = Annotated[bool, typer.Option(
          "items already done).")]
 Runner = Annotated[str, typer.Option(help=(
     "Where the items run: local (this process) or ray (a Ray cluster: `pip install "
-    "'speechkit[ray]'`; decoding in CPU tasks, the model in a pool of workers). Not to be "
+    "'speechkit\\[ray]'`; decoding in CPU tasks, the model in a pool of workers). Not to be "
     "confused with --engine, the Whisper engine each worker runs."))]
 Address = Annotated[str | None, typer.Option(help=(
     "--runner ray: the cluster, `auto` (one started here with `ray start`) or "

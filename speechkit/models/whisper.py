@@ -19,7 +19,7 @@ from speechkit.models.whisper_decode import (
     resume_point,
     split_segments,
 )
-from speechkit.models.whisper_words import TimedWord, align_words
+from speechkit.models.whisper_words import TimedWord, align_words, fit_word_times
 from speechkit.tasks import WHISPER_TASKS, find_task
 
 if TYPE_CHECKING:  # torch is imported when the torch engine loads: the CTranslate2 one runs without it
@@ -226,6 +226,8 @@ class WhisperModel(SpeechModel):
                                 f"even at temperature {d.temperature}")
             elif d.truncated:
                 warnings.append("stopped at --max-new-tokens before the end of the window")
+        if options.word_timestamps:
+            segments = fit_word_times(segments)
         first = parts[0][1]
         extras: dict[str, Any] = {"avg_logprob": round(first.avg_logprob, 4),
                                   "compression_ratio": round(first.compression_ratio, 3),
@@ -241,18 +243,19 @@ class WhisperModel(SpeechModel):
     def _words(self, d: Decoded, duration_s: float, offset: float, language: str,
                options: DecodeOptions, found: list[tuple[float, float, list[int], str]]
                ) -> list[list[Word]] | None:
-        """Each segment's words with times relative to the window: one attention pass over
-        the encoder output kept with the decoding (`d.states`)."""
+        """Each segment's words with times relative to the window as aligned: one attention
+        pass over the encoder output kept with the decoding (`d.states`); `_hypothesis` fits
+        them to the segments (`fit_word_times`)."""
         if not options.word_timestamps or not found:
             return None
         timed = self._align(d.states, self.decoder.tok.prompt(language, options.task),
                             [t for _, _, ids, _ in found for t in ids], duration_s - offset, language)
         out: list[list[Word]] = []
         it = iter(timed)
-        for s, e, ids, _ in found:  # hand the words back to their segments, in order
+        for _, _, ids, _ in found:  # hand the words back to their segments, in order
             seg, n = [], 0
             while n < len(ids) and (w := next(it, None)) is not None:
-                seg.append(Word(w.word.strip(), max(w.start, s), min(max(w.end, w.start), e)))
+                seg.append(Word(w.word.strip(), w.start, w.end, w.probability))
                 n += w.tokens
             out.append(seg)
         return out

@@ -256,7 +256,7 @@ class Ct2WhisperModel(WhisperModel):
         found = self.model.align(self.decoder._view(states[None]), prompt, [text_tokens], mel_frames,
                                  median_filter_width=MEDIAN_FILTER_WIDTH)[0]
         path = np.array(found.alignments, dtype=np.int64).reshape(-1, 2)
-        return timed_words(words, path[:, 0], path[:, 1])
+        return timed_words(words, path[:, 0], path[:, 1], list(found.text_token_probs))
 
     def detect_language(self, batch: list[Inputs]) -> list[str | None]:
         audios = audios_of(batch)

@@ -27,6 +27,10 @@ class WhisperTokenizer:
     def __len__(self) -> int:
         return self._tok.get_vocab_size(with_added_tokens=True)
 
+    def encode(self, text: str) -> list[int]:
+        """The text's token ids, without special tokens."""
+        return self._tok.encode(text, add_special_tokens=False).ids
+
     def decode(self, ids: list[int]) -> str:
         """The text of `ids`, special tokens included and timestamp tokens dropped."""
         return _TIMESTAMP.sub("", self._tok.decode(list(ids), skip_special_tokens=False))

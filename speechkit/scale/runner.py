@@ -18,7 +18,7 @@ from typing import Any
 
 from speechkit.data import Item, Result
 from speechkit.errors import SpeechkitError, first_line
-from speechkit.formats import output_stems, write_formats
+from speechkit.formats import SubtitleOptions, output_stems, write_formats
 from speechkit.models.base import DecodeOptions
 from speechkit.models.identity import ModelCard
 from speechkit.results import ResultWriter
@@ -38,6 +38,7 @@ class RayRunner:
     def __init__(self, card: ModelCard, options: DecodeOptions, writer: ResultWriter,
                  scale: ScaleOptions, batch_size: int | None = None,
                  formats: tuple[str, ...] = (), format_dir: Path | None = None,
+                 subtitles: SubtitleOptions = SubtitleOptions(),
                  on_result: Callable[[Result, RunStats], None] | None = None,
                  on_progress: Callable[[RunStats], None] | None = None):
         if card.model is not None:
@@ -46,7 +47,7 @@ class RayRunner:
         self.card, self.scale, self.writer = card, scale, writer
         self.options = card.resolve(options)
         self.batch_size = batch_size
-        self.formats, self.format_dir = formats, format_dir
+        self.formats, self.format_dir, self.subtitles = formats, format_dir, subtitles
         self.on_result, self.on_progress = on_result, on_progress
         self.stats = RunStats()
         self.start_s = 0.0  # joining or starting the cluster
@@ -93,7 +94,8 @@ class RayRunner:
 
     def _write(self, result: Result) -> None:
         if result.status == "ok" and self.formats and self.format_dir is not None:
-            write_formats(result, self.formats, self.format_dir, self.stems[result.id])
+            write_formats(result, self.formats, self.format_dir, self.stems[result.id],
+                          self.subtitles)
         self.writer.write(result)
         stats = self.stats
         if result.status == "ok":
