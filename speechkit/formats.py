@@ -86,10 +86,15 @@ RENDER = {"srt": to_srt, "vtt": to_vtt, "txt": to_txt, "tsv": to_tsv, "json": to
 
 
 def output_stems(ids_and_paths: Iterable[tuple[str, str]]) -> dict[str, str]:
-    """File stem per item id: the media file's name, plus a short hash of the id only where
-    two items share a name (two folders' `intro.wav`, or segments of one file)."""
+    """File stem per item id: the media file's name without its extension; where two items
+    share that, the name with its extension (`long.mp3`, `long.m4a`); where they share that
+    too (two folders' `intro.wav`, or segments of one file), plus a short hash of the id.
+    Each result line lists the files written for it (`extras.outputs`)."""
     pairs = list(ids_and_paths)
-    names = {item_id: (Path(path).stem if path else "item") for item_id, path in pairs}
+    stems = {item_id: (Path(path).stem if path else "item") for item_id, path in pairs}
+    full = {item_id: (Path(path).name if path else "item") for item_id, path in pairs}
+    shared = Counter(stems.values())
+    names = {item_id: stem if shared[stem] == 1 else full[item_id] for item_id, stem in stems.items()}
     count = Counter(names.values())
     return {item_id: name if count[name] == 1 else
             f"{name}.{hashlib.sha1(item_id.encode('utf-8', 'surrogateescape')).hexdigest()[:8]}"
@@ -104,4 +109,6 @@ def write_formats(result: Result, formats: tuple[str, ...], out_dir: Path, stem:
         text = RENDER[fmt](result, subtitles) if fmt in SUBTITLES else RENDER[fmt](result)
         path.write_text(text, encoding="utf-8", errors="surrogateescape")
         written.append(path)
+    if written:  # the result line says which files are its own
+        result.extras["outputs"] = [str(p) for p in written]
     return written
