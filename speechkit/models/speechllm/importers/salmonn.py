@@ -47,6 +47,10 @@ LORA_KEY = re.compile(r"^llama_model\.base_model\.model\.(model\.layers\.(\d+)\.
 QFORMER_LAYER = re.compile(r"^speech_Qformer\.bert\.encoder\.layer\.(\d+)\.(.+)$")
 BUFFERS = (re.compile(r"^speech_Qformer\.bert\.embeddings\.position_ids$"),
            re.compile(r"^llama_model\..*\.rotary_emb\.inv_freq$"))
+# BEATs shares layer 0's relative position bias with every layer; named_parameters() lists it
+# once, so the runner's filter (drop what does not require grad) keeps layers 1.. as copies.
+BEATS_BIAS_COPY = re.compile(r"^beats\.encoder\.layers\.(\d+)\.self_attn\."
+                             r"relative_attention_bias\.weight$")
 # Q-Former layer parts: SALMONN (BERT) name -> speechkit WindowQFormer name
 LAYER_PARTS = {
     "attention.self.query": "self_attn.query", "attention.self.key": "self_attn.key",
@@ -85,9 +89,21 @@ def split_salmonn_state(state: dict[str, torch.Tensor]) -> SalmonnWeights:
             out.lora[f"base_model.model.{lora.group(1)}.{lora.group(4)}.weight"] = value
         elif any(b.match(key) for b in BUFFERS):
             out.dropped[key] = "buffer recomputed when the model is built"
+        elif (copy := BEATS_BIAS_COPY.match(key)) is not None and copy.group(1) != "0":
+            out.dropped[key] = "copy of BEATs' shared relative position bias (from --beats)"
         else:
             out.unmapped.append(key)
     return out
+
+
+def key_families(keys: list[str]) -> list[str]:
+    """The distinct leading parts of keys, layer numbers as `*` (`beats.encoder.layers.*`)."""
+    families = []
+    for k in keys:
+        family = ".".join("*" if p.isdigit() else p for p in k.split(".")[:4])
+        if family not in families:
+            families.append(family)
+    return families[:6]
 
 
 def _bridge_name(key: str) -> str | None:
@@ -209,9 +225,13 @@ def convert_salmonn(ckpt: str | Path, whisper: str, beats: str | Path, llm: str,
     check_new_output(out, overwrite)
     parts = split_salmonn_state(read_salmonn_state(ckpt))
     if parts.unmapped:
-        raise SpeechkitError(f"{ckpt}: {len(parts.unmapped)} keys have no place in a speechkit "
-                             f"SALMONN checkpoint ({', '.join(parts.unmapped[:4])}); conversion "
-                             "refused: is it a SALMONN checkpoint?")
+        raise SpeechkitError(f"{ckpt}: {len(parts.unmapped)} keys have no place in a SALMONN "
+                             f"checkpoint as its runner saves it (key families "
+                             f"{', '.join(key_families(parts.unmapped))}, e.g. {parts.unmapped[0]}); "
+                             "conversion refused: SALMONN trains only speech_Qformer, "
+                             "speech_query_tokens, speech_llama_proj, ln_speech, ln_audio and the "
+                             "LoRA (a run with freeze_whisper/freeze_beats false or lora false saves "
+                             "other weights, which speechkit does not load)")
     cfg, beats_state = read_beats_checkpoint(beats)
     beats_dim = BeatsConfig.from_dict(cfg).encoder_embed_dim
     whisper_src, whisper_dim = _whisper(whisper)
