@@ -76,3 +76,44 @@ def test_beam_search_equals_the_official_generate_call_on_an_eos_prone_llm(salmo
                          max_new_tokens=60, num_beams=4, do_sample=False, early_stopping=True,
                          eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)[0].tolist()
     assert early != official  # the setting matters for this LLM: the test can tell them apart
+
+
+def test_salmonn_clips_under_a_second_are_padded_to_one_before_the_encoders(tmp_path):
+    """SALMONN pads every clip to 1 s before Whisper and BEATs: a 0.6 s clip gives BEATs the
+    tokens of 1 s of audio (the second half silence), not 0.6 s worth and zero rows."""
+    import numpy as np
+
+    from speechkit.models.speechllm.checkpoint import EncoderSpec
+    from speechkit.models.speechllm.encoders import load_encoder
+    from speechkit.models.speechllm.encoders.beats import read_beats_checkpoint, write_beats_dir
+    from speechkit.models.speechllm.importers.salmonn import (
+        SALMONN_MIN_S,
+        salmonn_spec,
+        split_salmonn_state,
+    )
+    from tests.test_speechllm_tiny import noise
+
+    beats_official(tmp_path / "beats.pt")
+    write_beats_dir(tmp_path / "dir", *read_beats_checkpoint(tmp_path / "beats.pt"))
+
+    def encoder(min_s):
+        return load_encoder(EncoderSpec(modality="beats", type="beats", source=str(tmp_path / "dir"),
+                                        pad_window=True, min_s=min_s))
+
+    clip = noise(0.6, 3)
+    padded, n = encoder(SALMONN_MIN_S)([clip])
+    by_hand, _ = encoder(0.0)([np.pad(clip, (0, 16000 - len(clip)))])
+    short, _ = encoder(0.0)([clip])
+    assert torch.equal(padded, by_hand)
+    real = lambda x: int((x[0].abs().sum(-1) > 0).sum())  # noqa: E731
+    assert real(padded) == 2 * real(short)  # 48 vs 24 BEATs tokens on the 50 Hz grid
+    bridge = split_salmonn_state(salmonn_official(8, 8, 8, 1, 8)).bridge
+    spec = salmonn_spec(bridge, _lora(), whisper="w", beats="b", llm="l",
+                        whisper_dim=8, beats_dim=8, hidden=8, vocab=10)
+    assert [e.min_s for e in spec.encoders] == [1.0, 1.0]
+
+
+def _lora():
+    from speechkit.models.speechllm.checkpoint import LoraSpec
+
+    return LoraSpec(r=2, alpha=32.0, target_modules=["q_proj", "v_proj"])

@@ -45,6 +45,8 @@ class EncoderSpec:
     # SALMONN: every window yields its whole window of frames (Whisper's output over the
     # padding; BEATs zeros), as SALMONN always feeds 30 s; whisper and beats encoders only
     pad_window: bool = False
+    # Shorter audio is zero-padded to this many seconds first (SALMONN pads every clip to 1 s)
+    min_s: float = 0.0
     config: dict[str, Any] | None = None  # transformers config for source "random"
 
 
@@ -228,6 +230,7 @@ def _check_encoder(enc: EncoderSpec, key: str, source: str) -> None:
     _nonempty([enc.source], f"{key}.source", source)
     _at_least(enc.dim, 0, f"{key}.dim", source)
     _at_least(enc.window_s, 0, f"{key}.window_s", source, strict=True)
+    _at_least(enc.min_s, 0, f"{key}.min_s", source)
     if enc.pad_window and enc.type not in PAD_WINDOW_TYPES:
         raise SpeechkitError(f"{source}: {key}.pad_window is for {' and '.join(PAD_WINDOW_TYPES)} "
                              f"encoders, not {enc.type!r}; set it to false")

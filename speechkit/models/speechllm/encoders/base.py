@@ -30,6 +30,7 @@ class Encoder(nn.Module, ABC):
     dim: int = 0
     frame_rate: float = 50.0  # Hz
     window_samples: int = 30 * SAMPLE_RATE
+    min_samples: int = 0  # shorter audio is zero-padded to this length first (spec `min_s`)
 
     def __init__(self, num_layers: int, layer_weights: bool) -> None:
         super().__init__()
@@ -53,6 +54,8 @@ class Encoder(nn.Module, ABC):
         windows: list[np.ndarray] = []
         owner: list[int] = []
         for i, audio in enumerate(audios):
+            if len(audio) < self.min_samples:
+                audio = np.pad(audio, (0, self.min_samples - len(audio)))
             n = max(1, math.ceil(len(audio) / self.window_samples))
             for w in range(n):
                 windows.append(audio[w * self.window_samples:(w + 1) * self.window_samples])

@@ -40,6 +40,7 @@ SALMONN_TASKS = ("asr", "st", "aac", "er", "sv", "sqa")
 SALMONN_BEAM, SALMONN_MAX_NEW_TOKENS = 4, 200  # configs/decode_config.yaml generate settings
 SALMONN_LORA_ALPHA = 32.0  # configs/decode_config.yaml: lora_rank 8, lora_alpha 32
 BERT_BASE_HEADS = 12  # the Q-Former is bert-base-uncased's config with 2 layers
+SALMONN_MIN_S = 1.0  # utils.py prepare_one_sample: clips under 1 s are zero-padded to 1 s
 WINDOW_FRAMES = 17  # second_per_window 0.333333 x 1500 / 30 s (SALMONN's kernel and stride)
 
 LORA_KEY = re.compile(r"^llama_model\.base_model\.model\.(model\.layers\.(\d+)\.[\w.]+?\."
@@ -163,9 +164,9 @@ def salmonn_spec(bridge: dict[str, torch.Tensor], lora: LoraSpec, *, whisper: st
     q.segment = round(window_s * 50)  # 50 Hz frames per encoder window
     return CheckpointSpec(
         encoders=[EncoderSpec(modality=SPEECH, type="whisper", source=whisper, dim=whisper_dim,
-                              window_s=window_s, pad_window=True),
+                              window_s=window_s, pad_window=True, min_s=SALMONN_MIN_S),
                   EncoderSpec(modality=AUDIO_EVENTS, type="beats", source=beats, dim=beats_dim,
-                              window_s=window_s, pad_window=True)],
+                              window_s=window_s, pad_window=True, min_s=SALMONN_MIN_S)],
         bridge=BridgeSpec(type="qformer", out_dim=hidden, qformer=q,
                           inputs={SPEECH: BridgeInput(in_dim=whisper_dim),
                                   AUDIO_EVENTS: BridgeInput(in_dim=beats_dim)}),
