@@ -117,3 +117,22 @@ def _lora():
     from speechkit.models.speechllm.checkpoint import LoraSpec
 
     return LoraSpec(r=2, alpha=32.0, target_modules=["q_proj", "v_proj"])
+
+
+def test_salmonn_vocabulary_has_the_official_pad_row(salmonn_parts, tmp_path):
+    """SALMONN adds "[PAD]" to Vicuna's tokenizer and resizes the embeddings (32001 rows); its
+    checkpoint has no row for it: speechkit's is the mean row, the same on every load."""
+    from transformers import AutoTokenizer
+
+    from speechkit.models.speechllm import load_speechllm
+
+    p = salmonn_parts
+    torch.save({"model": p["state"]}, tmp_path / "salmonn.pth")
+    convert_salmonn(tmp_path / "salmonn.pth", str(p["whisper"]), p["beats"], str(p["llm"]),
+                    tmp_path / "out")
+    base = len(AutoTokenizer.from_pretrained(p["llm"]))
+    model = load_speechllm(str(tmp_path / "out"), device="cpu")
+    assert len(model.tokenizer) == base + 1 and model.tokenizer.convert_tokens_to_ids("[PAD]") == base
+    for table in (model.llm.get_input_embeddings(), model.llm.get_output_embeddings()):
+        assert table.weight.shape[0] == base + 1
+        assert torch.allclose(table.weight[base], table.weight[:base].mean(0))

@@ -40,6 +40,9 @@ SALMONN_TASKS = ("asr", "st", "aac", "er", "sv", "sqa")
 SALMONN_BEAM, SALMONN_MAX_NEW_TOKENS = 4, 200  # configs/decode_config.yaml generate settings
 SALMONN_LORA_ALPHA = 32.0  # configs/decode_config.yaml: lora_rank 8, lora_alpha 32
 BERT_BASE_HEADS = 12  # the Q-Former is bert-base-uncased's config with 2 layers
+# SALMONN adds "[PAD]" as the pad token and resizes Vicuna's embeddings (vocab 32001); the
+# checkpoint holds no row for it, so speechkit gives it the mean row.
+SALMONN_PAD = "[PAD]"
 SALMONN_MIN_S = 1.0  # utils.py prepare_one_sample: clips under 1 s are zero-padded to 1 s
 WINDOW_FRAMES = 17  # second_per_window 0.333333 x 1500 / 30 s (SALMONN's kernel and stride)
 
@@ -170,7 +173,8 @@ def salmonn_spec(bridge: dict[str, torch.Tensor], lora: LoraSpec, *, whisper: st
         bridge=BridgeSpec(type="qformer", out_dim=hidden, qformer=q,
                           inputs={SPEECH: BridgeInput(in_dim=whisper_dim),
                                   AUDIO_EVENTS: BridgeInput(in_dim=beats_dim)}),
-        llm=LLMSpec(source=llm, hidden_size=hidden, vocab_size=vocab, lora=lora),
+        llm=LLMSpec(source=llm, hidden_size=hidden, vocab_size=vocab + 1, lora=lora),
+        added_tokens=[SALMONN_PAD],
         prompt=PromptSpec(template="salmonn", tasks={t: DEFAULT_TASK_PROMPTS[t] for t in SALMONN_TASKS}),
         decode=DecodeDefaults(beam_size=SALMONN_BEAM, max_new_tokens=SALMONN_MAX_NEW_TOKENS))
 
