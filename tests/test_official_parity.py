@@ -119,20 +119,55 @@ def _lora():
     return LoraSpec(r=2, alpha=32.0, target_modules=["q_proj", "v_proj"])
 
 
-def test_salmonn_vocabulary_has_the_official_pad_row(salmonn_parts, tmp_path):
+@pytest.fixture(scope="module")
+def salmonn_converted(salmonn_parts):
+    p = salmonn_parts
+    torch.save({"model": p["state"]}, p["root"] / "salmonn.pth")
+    done = convert_salmonn(p["root"] / "salmonn.pth", str(p["whisper"]), p["beats"], str(p["llm"]),
+                           p["root"] / "converted")
+    return done, p["root"] / "converted"
+
+
+@pytest.fixture(scope="module")
+def salmonn_model(salmonn_converted):
+    from speechkit.models.speechllm import load_speechllm
+
+    return load_speechllm(str(salmonn_converted[1]), device="cpu")
+
+
+def test_salmonn_vocabulary_has_the_official_pad_row(salmonn_parts, salmonn_model):
     """SALMONN adds "[PAD]" to Vicuna's tokenizer and resizes the embeddings (32001 rows); its
     checkpoint has no row for it: speechkit's is the mean row, the same on every load."""
     from transformers import AutoTokenizer
 
-    from speechkit.models.speechllm import load_speechllm
-
-    p = salmonn_parts
-    torch.save({"model": p["state"]}, tmp_path / "salmonn.pth")
-    convert_salmonn(tmp_path / "salmonn.pth", str(p["whisper"]), p["beats"], str(p["llm"]),
-                    tmp_path / "out")
-    base = len(AutoTokenizer.from_pretrained(p["llm"]))
-    model = load_speechllm(str(tmp_path / "out"), device="cpu")
+    base = len(AutoTokenizer.from_pretrained(salmonn_parts["llm"]))
+    model = salmonn_model
     assert len(model.tokenizer) == base + 1 and model.tokenizer.convert_tokens_to_ids("[PAD]") == base
     for table in (model.llm.get_input_embeddings(), model.llm.get_output_embeddings()):
         assert table.weight.shape[0] == base + 1
         assert torch.allclose(table.weight[base], table.weight[:base].mean(0))
+
+
+def test_salmonn_records_how_audio_departs_from_the_official_input(salmonn_converted):
+    """Results say what SALMONN's own code would not do: downmixed channels (it keeps channel
+    0), windows past 30 s (it cuts there), and its 1 s minimum."""
+    from speechkit.models.speechllm.model import audio_input
+
+    assert audio_input(salmonn_converted[0].spec) == {"channels": "downmix", "window_s": 30.0,
+                                                      "min_s": 1.0}
+
+
+@torch.inference_mode()
+def test_salmonn_first_30_s_of_a_long_clip_are_the_official_input(salmonn_model):
+    """Past 30 s SALMONN cuts and speechkit goes on in windows: the speech tokens of the first
+    window are those of the clip cut at 30 s (to float rounding: the two windows of the long
+    clip go through the encoders as one batch)."""
+    from speechkit.models.base import audio_inputs
+    from tests.test_speechllm_tiny import noise
+
+    clip = noise(40.0, 5)
+    long, n_long = salmonn_model.encode(audio_inputs([clip]))["audio"]
+    cut, n_cut = salmonn_model.encode(audio_inputs([clip[:30 * 16000]]))["audio"]
+    assert int(n_cut[0]) == 88 and int(n_long[0]) == 176  # 88 Q-Former windows per 30 s
+    assert torch.allclose(long[0, :88], cut[0, :88], atol=1e-5, rtol=0)
+    assert not torch.allclose(long[0, 88:], cut[0, :88], atol=1e-2)  # the rest is new audio

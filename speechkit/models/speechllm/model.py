@@ -221,10 +221,22 @@ class SpeechLLM(SpeechModel):
                 "encoders": [f"{e.type}:{e.source}" for e in s.encoders],
                 "bridge": s.bridge.type, "llm": s.llm.source, "template": s.prompt.template,
                 **({"prompt_lora": self.prompt_lora.describe()} if self.prompt_lora else {}),
-                "lora_scaling": self.lora_scaling,
+                "lora_scaling": self.lora_scaling, "audio_input": audio_input(s),
                 "generation": {k: v for k, v in gen.GenerationSettings(
                     stop=tuple(s.decode.stop)).to_dict().items()
                     if k not in ("beam_size", "max_new_tokens")}}  # those two: in `decode`
+
+
+def audio_input(spec: CheckpointSpec) -> dict[str, Any]:
+    """How audio reaches the encoders, recorded where speechkit goes past the official code:
+    channels are averaged (ffmpeg's downmix; SALMONN's own code keeps channel 0), and audio
+    longer than a window is encoded window by window, joined in time (SALMONN and Llama-AVSR
+    cut at 30 s: their input is the first window; WavLLM runs WavLM over the whole clip)."""
+    audio = [e for e in spec.encoders if e.stream == AUDIO]
+    if not audio:
+        return {}
+    return {"channels": "downmix", "window_s": min(e.window_s for e in audio),
+            "min_s": max(e.min_s for e in audio)}
 
 
 PAIR_GAP_S = 1.0  # s of silence between the two recordings of a verification trial
