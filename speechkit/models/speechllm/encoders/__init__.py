@@ -32,6 +32,7 @@ def load_encoder(spec: EncoderSpec, device: str = "cpu",
     directory = encoder_directory(spec)
     encoder = ENCODERS[spec.type](directory, spec, device, dtype)
     encoder.min_samples = int(spec.min_s * SAMPLE_RATE)
+    encoder.wave_norm = spec.wave_norm
     if spec.stream != encoder.stream:
         raise SpeechkitError(f"encoder {spec.modality!r}: a {spec.type} encoder reads the "
                              f"{encoder.stream} stream, not {spec.stream!r}; fix encoders[].stream")
