@@ -92,11 +92,8 @@ def prompt_ids(spec: PromptSpec, prompt: str, tokenizer: Any) -> tuple[list[int]
         return (bos + _token(tokenizer, "<audio>"),
                 _token(tokenizer, "</audio>") + encode(tokenizer, prompt))
     if spec.template == "wavllm":
-        # WavLLM's decoder starts after the speech with BOS in place of the first id of the
-        # text after it (the "▁" of " </SPEECH>") and forces the rest as a prefix.
-        after = encode(tokenizer, WAVLLM_AFTER.format(prompt=prompt))
         return (bos + encode(tokenizer, WAVLLM_BEFORE.format(system=_wavllm_system(spec))),
-                bos + after[1:])
+                bos + _wavllm_after(tokenizer, WAVLLM_AFTER.format(prompt=prompt)))
     if spec.template == "chat":  # as apply_chat_template(tokenize=True): specials as text
         before, after = _split(_chat_text(spec, prompt, tokenizer))
         return encode(tokenizer, before), encode(tokenizer, after)
@@ -133,6 +130,17 @@ def _token(tokenizer: Any, text: str) -> list[int]:
     """An added token's id, or the text's ids where the vocabulary has no such token."""
     i = tokenizer.convert_tokens_to_ids(text)
     return [i] if i is not None and i != tokenizer.unk_token_id else encode(tokenizer, text)
+
+
+def _wavllm_after(tokenizer: Any, text: str) -> list[int]:
+    """WavLLM's decoder starts after the speech with BOS in place of the first id of the text
+    after it and forces the rest as a prefix. With LLaMA's SentencePiece that first id is the
+    lone "▁" of " </SPEECH>"; where a tokenizer joins the space to the next piece ("Ġ</"),
+    BOS takes the space alone."""
+    ids = encode(tokenizer, text)
+    if ids and not tokenizer.decode(ids[:1]).strip():
+        return ids[1:]
+    return encode(tokenizer, text.removeprefix(" "))
 
 
 def _wavllm_system(spec: PromptSpec) -> str:
