@@ -171,3 +171,29 @@ def test_salmonn_first_30_s_of_a_long_clip_are_the_official_input(salmonn_model)
     assert int(n_cut[0]) == 88 and int(n_long[0]) == 176  # 88 Q-Former windows per 30 s
     assert torch.allclose(long[0, :88], cut[0, :88], atol=1e-5, rtol=0)
     assert not torch.allclose(long[0, 88:], cut[0, :88], atol=1e-2)  # the rest is new audio
+
+
+def test_wavllm_position_conv_saved_as_weight_g_and_weight_v_converts(tmp_path):
+    """A final.pt written under torch < 2.1 names WavLM's weight-normed position conv
+    weight_g/weight_v; it converts to the same WavLM as the parametrizations names."""
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    from speechkit.models.speechllm.importers.wavllm import convert_wavllm
+    from speechkit.models.speechllm.sources import builtin_llms
+    from tests.wavllm_reference import component_dirs, wavllm_state
+
+    dirs = component_dirs(tmp_path, builtin_llms()["smollm2-135m"]())
+    state = wavllm_state(dirs, len(AutoTokenizer.from_pretrained(dirs["llm"])))
+    new = ".pos_conv_embed.conv.parametrizations.weight.original"
+    old = {k.replace(new + "0", ".pos_conv_embed.conv.weight_g").replace(
+        new + "1", ".pos_conv_embed.conv.weight_v"): v for k, v in state.items()}
+    assert sum(k.endswith(("weight_g", "weight_v")) for k in old) == 2
+    out = {}
+    for name, sd in (("new", state), ("old", old)):
+        torch.save({"model": sd, "cfg": {"model": {"_name": "speechllm_model"}}}, tmp_path / f"{name}.pt")
+        convert_wavllm(tmp_path / f"{name}.pt", tmp_path / name, whisper=dirs["whisper"],
+                       wavlm=dirs["wavlm"], llm=dirs["llm"])
+        out[name] = load_file(str(tmp_path / name / "wavlm" / "model.safetensors"))
+    assert out["old"].keys() == out["new"].keys()
+    assert all(torch.equal(out["old"][k], out["new"][k]) for k in out["new"])
