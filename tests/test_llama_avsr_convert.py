@@ -338,3 +338,12 @@ def test_layernorm_projector_checkpoint_converts(official, tmp_path):
     mlp = _lin(state, F.relu(_lin(state, ref_audio(state, audio), "audio_proj.0.")), "audio_proj.2.")
     want = _ln(state, mlp, "audio_proj.3.")
     torch.testing.assert_close(x[:, :int(n[0])], want, atol=1e-5, rtol=1e-5)
+
+
+def test_a_refusal_names_the_key_family_and_the_training_option(official, tmp_path):
+    state = dict(official["state"])
+    state["audiovisual_proj.0.weight"] = torch.zeros(2, 2)
+    torch.save(state, tmp_path / "single.pth")
+    with pytest.raises(SpeechkitError, match=r"key families audiovisual_proj\.\*\.weight.*"
+                                             r"--single-projector-avhubert"):
+        convert_llama_avsr(tmp_path / "single.pth", tmp_path / "out", llm=str(official["llm"]))

@@ -49,6 +49,10 @@ BEAM_SIZE, MAX_NEW_TOKENS = 15, 32  # Llama-AVSR decoding (its README: sampling 
 WHISPER_HEAD_DIM = 64  # every Whisper size: d_model / heads = 64
 COMPRESSIONS = ("stack", "avg-pooling")  # Llama-AVSR's --compression-mode
 MIN_WHISPER_FRAMES = 25  # encode_audio keeps max(int(n / 16000 * 50), 25) Whisper frames
+# Keys that other Llama-AVSR training options save, named when the conversion refuses them
+OPTION_KEYS = {
+    "audiovisual_proj.": ": audiovisual_proj.* is the one projector of AV-HuBERT audio-visual "
+                         "features (--single-projector-avhubert), which speechkit does not build"}
 WRAP = {"audio": ["<audio>", "</audio>"], "video": ["<video>", "</video>"]}
 PARTS = ("audio_encoder.", "video_encoder.", "audio_proj.", "video_proj.", "llm.")
 _LORA_KEY = "llm.model.layers.{}.self_attn.lora_{}_{}.weight"
@@ -94,7 +98,7 @@ def convert_llama_avsr(ckpt: str | Path, out: str | Path, *, llm: str = DEFAULT_
         raise SpeechkitError(f"--compression-mode {compression!r}: use {' or '.join(COMPRESSIONS)}")
     out = Path(out)
     check_new_output(out, overwrite)
-    ledger = KeyLedger(read_state_dict(Path(ckpt)), str(ckpt))
+    ledger = KeyLedger(read_state_dict(Path(ckpt)), str(ckpt), options=dict(OPTION_KEYS))
     llm_dir = resolve_source(llm, builtin_llms(), "LLM")
     with staged_directory(out) as tmp:
         encoders, bridge = [], BridgeSpec(type="llama-avsr")

@@ -30,6 +30,7 @@ from speechkit.models.speechllm.checkpoint import (
     QFormerSpec,
     check_new_output,
 )
+from speechkit.models.speechllm.importers.keys import key_families
 from speechkit.models.speechllm.prompts import DEFAULT_TASK_PROMPTS
 
 SPEECH, AUDIO_EVENTS = "audio", "beats"  # the two encoders' names (bridge inputs)
@@ -98,16 +99,6 @@ def split_salmonn_state(state: dict[str, torch.Tensor]) -> SalmonnWeights:
         else:
             out.unmapped.append(key)
     return out
-
-
-def key_families(keys: list[str]) -> list[str]:
-    """The distinct leading parts of keys, layer numbers as `*` (`beats.encoder.layers.*`)."""
-    families = []
-    for k in keys:
-        family = ".".join("*" if p.isdigit() else p for p in k.split(".")[:4])
-        if family not in families:
-            families.append(family)
-    return families[:6]
 
 
 def _bridge_name(key: str) -> str | None:
