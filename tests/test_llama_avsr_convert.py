@@ -121,16 +121,22 @@ def _stack(x, k):
 
 
 def ref_audio(sd, audio):
+    return _stack(ref_whisper(sd, audio), AUDIO_RATE)
+
+
+def ref_whisper(sd, audio):
+    """Whisper frames as Llama-AVSR's test path makes them."""
     from transformers import WhisperConfig, WhisperFeatureExtractor
     from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
     enc = WhisperEncoder(WhisperConfig(**WHISPER)).eval()
     enc.load_state_dict({k[len("audio_encoder."):]: v for k, v in sd.items()
                          if k.startswith("audio_encoder.")})
+    x = torch.from_numpy(audio)  # the test transform: layer_norm(x, x.shape, eps=1e-8)
+    audio = F.layer_norm(x, x.shape, eps=1e-8).numpy()
     mel = WhisperFeatureExtractor(feature_size=WHISPER["num_mel_bins"])(
         audio, sampling_rate=16000, return_tensors="pt").input_features
-    x = enc(mel).last_hidden_state[:, :max(int(len(audio) / 16000 * 50), 25)]
-    return _stack(x, AUDIO_RATE)
+    return enc(mel).last_hidden_state[:, :max(int(len(audio) / 16000 * 50), 25)]
 
 
 def ref_logits(official, audio, crops, prompt):
@@ -262,3 +268,82 @@ def test_a_lightning_checkpoint_converts_like_the_plain_state_dict(official, tmp
     for part in ("bridge.safetensors", "video_encoder/model.safetensors", "lora/adapter_model.safetensors"):
         got, want = load_file(str(tmp_path / "out" / part)), load_file(str(official["out"] / part))
         assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+
+
+@pytest.mark.parametrize(("seconds", "frames"), [(0.3, 25), (1.01, 50), (1.6, 80)])
+def test_whisper_keeps_the_official_frame_count(converted, seconds, frames):
+    """encode_audio keeps max(int(n / 16000 * 50), 25) frames: 25 for 0.3 s (not 15), 50 for
+    1.01 s (not 51)."""
+    _, lengths = converted.encoders[0]([noise(seconds, 2)])
+    assert int(lengths[0]) == frames
+
+
+def test_waveform_is_layer_normalized_before_whisper(converted):
+    """The test transform's layer_norm makes the features blind to gain and offset."""
+    x = noise(1.0, 3)
+    a, _ = converted.encoders[0]([x])
+    b, _ = converted.encoders[0]([(3.0 * x + 0.05).astype(np.float32)])
+    torch.testing.assert_close(a, b, atol=2e-4, rtol=0)
+    assert converted.spec.encoders[0].wave_norm
+
+
+def _audio_only(official, tmp_path, edit):
+    from tests.llama_avsr_parts import llama_avsr_state
+
+    state = llama_avsr_state(official["llm"], video=False)
+    edit(state)
+    torch.save(state, tmp_path / "variant.pth")
+    return state, tmp_path / "variant.pth"
+
+
+@torch.no_grad()
+def test_avg_pooling_checkpoint_converts_with_its_ratio_and_is_refused_without(official, tmp_path):
+    """--compression-mode avg-pooling: AvgPool1d(k) over Whisper frames, a projector one frame
+    wide. The weights do not say k: without it the conversion stops and names the options."""
+    d, g = WHISPER["d_model"], torch.Generator().manual_seed(7)
+
+    def avg(state):
+        state["audio_proj.0.weight"] = torch.randn(state["audio_proj.0.weight"].shape[0], d,
+                                                   generator=g) * d ** -0.5
+
+    state, file = _audio_only(official, tmp_path, avg)
+    with pytest.raises(SpeechkitError, match=r"--compression-mode avg-pooling "
+                                             r"--downsample-ratio-audio K"):
+        convert_llama_avsr(file, tmp_path / "refused", llm=str(official["llm"]))
+    convert_llama_avsr(file, tmp_path / "out", llm=str(official["llm"]),
+                       compression="avg-pooling", ratios={"audio": AUDIO_RATE})
+    model = load_speechllm(str(tmp_path / "out"))
+    assert model.spec.bridge.inputs["audio"].pooling == "mean"
+    audio = noise(2.2, 6)  # 110 frames: 36 tokens at k = 3 (AvgPool1d drops the last 2)
+    x, n = model.encode([{"audio": audio}])["audio"]
+    pooled = F.avg_pool1d(ref_whisper(state, audio).transpose(1, 2), AUDIO_RATE).transpose(1, 2)
+    want = _lin(state, F.relu(_lin(state, pooled, "audio_proj.0.")), "audio_proj.2.")
+    assert int(n[0]) == want.shape[1] == 110 // AUDIO_RATE
+    torch.testing.assert_close(x[:, :int(n[0])], want, atol=1e-5, rtol=1e-5)
+
+
+@torch.no_grad()
+def test_layernorm_projector_checkpoint_converts(official, tmp_path):
+    """--layernorm-projector: nn.LayerNorm after the projector MLP (audio_proj.3.*)."""
+    def norm(state):
+        hidden = state["audio_proj.2.weight"].shape[0]
+        state["audio_proj.3.weight"] = torch.linspace(0.5, 1.5, hidden)
+        state["audio_proj.3.bias"] = torch.linspace(-0.1, 0.1, hidden)
+
+    state, file = _audio_only(official, tmp_path, norm)
+    convert_llama_avsr(file, tmp_path / "out", llm=str(official["llm"]))
+    model = load_speechllm(str(tmp_path / "out"))
+    audio = noise(1.6, 8)
+    x, n = model.encode([{"audio": audio}])["audio"]
+    mlp = _lin(state, F.relu(_lin(state, ref_audio(state, audio), "audio_proj.0.")), "audio_proj.2.")
+    want = _ln(state, mlp, "audio_proj.3.")
+    torch.testing.assert_close(x[:, :int(n[0])], want, atol=1e-5, rtol=1e-5)
+
+
+def test_a_refusal_names_the_key_family_and_the_training_option(official, tmp_path):
+    state = dict(official["state"])
+    state["audiovisual_proj.0.weight"] = torch.zeros(2, 2)
+    torch.save(state, tmp_path / "single.pth")
+    with pytest.raises(SpeechkitError, match=r"key families audiovisual_proj\.\*\.weight.*"
+                                             r"--single-projector-avhubert"):
+        convert_llama_avsr(tmp_path / "single.pth", tmp_path / "out", llm=str(official["llm"]))

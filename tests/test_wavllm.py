@@ -14,7 +14,7 @@ from speechkit.models.speechllm import generate as gen
 from speechkit.models.speechllm import load_speechllm
 from speechkit.models.speechllm.importers.wavllm import convert_wavllm
 from speechkit.models.speechllm.prompt_lora import check_gate_mode
-from speechkit.models.speechllm.prompts import render
+from speechkit.models.speechllm.prompts import prompt_ids
 from speechkit.models.speechllm.prompts import task_prompt as make_prompt
 from speechkit.models.speechllm.sources import builtin_llms
 from tests.wavllm_reference import component_dirs, ref_logits, wavllm_state
@@ -54,8 +54,8 @@ def _clip(dev_dir, name: str) -> np.ndarray:
 
 def _logits(model, audio: np.ndarray, prompt: str) -> torch.Tensor:
     """The converted model's next-token logits after the prompt, gated as generate gates them."""
-    text = render(model.spec.prompt, prompt, model.tokenizer)
-    x, mask = gen.left_pad(model.prompt_embeds([{AUDIO: audio}], [text]))
+    ids = prompt_ids(model.spec.prompt, prompt, model.tokenizer)
+    x, mask = gen.left_pad(model.prompt_embeds([{AUDIO: audio}], [ids]))
     with model.prompt_lora.gated([prompt], model.tokenizer), torch.inference_mode():
         return model.llm(inputs_embeds=x, attention_mask=mask).logits[0, -1].float()
 

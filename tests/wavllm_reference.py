@@ -201,9 +201,13 @@ def ref_speech(sd: dict, dirs: dict[str, Path], audio: np.ndarray) -> torch.Tens
 def ref_logits(sd: dict, dirs: dict[str, Path], tok, audio: np.ndarray, prompt: str) -> torch.Tensor:
     """Next-token logits of WavLLM for one recording and one prompt (its prompt_bulid layout)."""
     emb = sd[f"{LLAMA}tok_embeddings.weight"]
-    left = tok(tok.bos_token + "[INST]<<SYS>>\n" + SYSTEM + "\n<</SYS>>\n\n<SPEECH>",
-               add_special_tokens=False)["input_ids"]
-    right = tok(" </SPEECH> " + prompt + " [/INST]", add_special_tokens=False)["input_ids"]
+    # Tokenizer.encode(left, bos=True); the decoder starts with BOS and forces the right
+    # prompt but its first id (sequence_generator: tokens[:, 0] = bos, prefix = target[1:]),
+    # LLaMA's lone "▁"; this byte-level tokenizer joins the space to "</": BOS takes the space
+    left = [tok.bos_token_id] + tok("[INST]<<SYS>>\n" + SYSTEM + "\n<</SYS>>\n\n<SPEECH>",
+                                    add_special_tokens=False)["input_ids"]
+    right = [tok.bos_token_id] + tok("</SPEECH> " + prompt + " [/INST]",
+                                     add_special_tokens=False)["input_ids"]
     gate = ref_gate(sd, tok('"' + prompt + '"', add_special_tokens=False)["input_ids"])
     h = torch.cat([emb[left], ref_speech(sd, dirs, audio), emb[right]])
     h = ref_llama(sd, h, gate)

@@ -30,6 +30,15 @@ def llama_avsr(
     video_norm_first: Annotated[bool | None, typer.Option(
         "--video-norm-first/--video-norm-after",
         help="AV-HuBERT layer norm placement (default: first for Large, width 1024).")] = None,
+    compression_mode: Annotated[str | None, typer.Option(
+        "--compression-mode", help="The training run's --compression-mode: stack (read off the "
+        "projector) or avg-pooling (give its ratios).", show_default=False)] = None,
+    ratio_audio: Annotated[int | None, typer.Option(
+        "--downsample-ratio-audio", min=1, help="The training run's --downsample-ratio-audio "
+        "(needed for avg-pooling).", show_default=False)] = None,
+    ratio_video: Annotated[int | None, typer.Option(
+        "--downsample-ratio-video", min=1, help="The training run's --downsample-ratio-video "
+        "(needed for avg-pooling).", show_default=False)] = None,
     force: Annotated[bool, typer.Option(help="Replace a non-empty --out.")] = False,
 ) -> None:
     """Convert a Llama-AVSR checkpoint (ASR, VSR or AVSR): encoders, projectors, LLM with its
@@ -37,7 +46,9 @@ def llama_avsr(
     from speechkit.models.speechllm.importers.llama_avsr import convert_llama_avsr
 
     report = convert_llama_avsr(ckpt, out_dir, llm=llm, lora_scaling=lora_scaling,
-                                video_norm_first=video_norm_first, overwrite=force)
+                                video_norm_first=video_norm_first, compression=compression_mode,
+                                ratios={m: r for m, r in (("audio", ratio_audio), ("video", ratio_video))
+                                        if r}, overwrite=force)
     spec = report.spec
     parts = ", ".join(f"{e.modality} {e.type} ({e.dim}) x{spec.bridge.inputs[e.modality].rate}"
                       for e in spec.encoders)

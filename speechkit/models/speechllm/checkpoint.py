@@ -25,6 +25,7 @@ FORMAT = "speechkit-speechllm"
 FORMAT_VERSION = 1
 TEMPLATES = ("salmonn", "llama-avsr", "wavllm", "chat")
 POOLINGS = ("stack", "mean")
+FRAME_ROUNDINGS = ("ceil", "floor")
 FRAME_RATE = 50  # Hz: Whisper encoder frames, the grid the Q-Former's streams share
 WHISPER_WINDOW_S = 30.0  # the longest window Whisper's encoder reads
 PAD_WINDOW_TYPES = ("whisper", "beats")  # encoders that can yield whole windows (pad_window)
@@ -45,6 +46,15 @@ class EncoderSpec:
     # SALMONN: every window yields its whole window of frames (Whisper's output over the
     # padding; BEATs zeros), as SALMONN always feeds 30 s; whisper and beats encoders only
     pad_window: bool = False
+    # Shorter audio is zero-padded to this many seconds first (SALMONN pads every clip to 1 s)
+    min_s: float = 0.0
+    # Llama-AVSR's test transform: each waveform layer-normalized (zero mean, unit variance,
+    # eps 1e-8) before the encoder
+    wave_norm: bool = False
+    # Whisper frames kept of a window: ceil(samples / 320), or Llama-AVSR's floor; at least
+    # min_frames (Llama-AVSR keeps max(int(n / 320), 25))
+    frame_rounding: str = "ceil"
+    min_frames: int = 1
     config: dict[str, Any] | None = None  # transformers config for source "random"
 
 
@@ -58,6 +68,7 @@ class BridgeInput:
     hidden_dim: int = 0  # 0 = one linear layer; else Linear -> GELU -> Linear
     adapter_dim: int = 0  # dual: subsampler output = adapter width (WavLLM 1024)
     proj_dim: int = 0  # dual: per-stream projection before the fusion layer (WavLLM 2048)
+    norm: bool = False  # llama-avsr: LayerNorm after the projector (--layernorm-projector)
 
 
 @dataclass
@@ -228,6 +239,9 @@ def _check_encoder(enc: EncoderSpec, key: str, source: str) -> None:
     _nonempty([enc.source], f"{key}.source", source)
     _at_least(enc.dim, 0, f"{key}.dim", source)
     _at_least(enc.window_s, 0, f"{key}.window_s", source, strict=True)
+    _at_least(enc.min_s, 0, f"{key}.min_s", source)
+    _choice(enc.frame_rounding, FRAME_ROUNDINGS, f"{source}: {key}.frame_rounding")
+    _at_least(enc.min_frames, 1, f"{key}.min_frames", source)
     if enc.pad_window and enc.type not in PAD_WINDOW_TYPES:
         raise SpeechkitError(f"{source}: {key}.pad_window is for {' and '.join(PAD_WINDOW_TYPES)} "
                              f"encoders, not {enc.type!r}; set it to false")

@@ -65,7 +65,9 @@ def generate(model: Any, tokenizer: Any, embeds: list[torch.Tensor],
     config = GenerationConfig(
         max_new_tokens=settings.max_new_tokens, num_beams=settings.beam_size,
         do_sample=False, length_penalty=settings.length_penalty,
-        early_stopping=True if settings.beam_size > 1 else False,
+        # early_stopping left at transformers' default (False), as SALMONN and Llama-AVSR call
+        # generate: True ends beam search once num_beams hypotheses are done (17 vs 60 tokens).
+        early_stopping=False,
         eos_token_id=eos, pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id, stop_strings=list(settings.stop) or None,
         return_dict_in_generate=True, output_logits=first_logits)

@@ -135,6 +135,8 @@ def fit_vocab(model: Any, tokenizer: Any, spec: LLMSpec, added: torch.Tensor | N
     rows = model.get_input_embeddings().weight.shape[0]
     if rows < n_tok:
         model.resize_token_embeddings(n_tok, mean_resizing=False)
+        if added is None:  # rows no checkpoint holds (SALMONN's [PAD]): the mean row, not random
+            _mean_rows(model, rows)
     if added is None:
         return
     emb = model.get_input_embeddings().weight
@@ -144,6 +146,15 @@ def fit_vocab(model: Any, tokenizer: Any, spec: LLMSpec, added: torch.Tensor | N
                              f"{spec.source} hidden size is {emb.shape[1]}")
     with torch.no_grad():
         emb[n_tok - n_added:n_tok] = added.to(emb.device, emb.dtype)
+
+
+def _mean_rows(model: Any, rows: int) -> None:
+    """New embedding and output rows past `rows` set to the mean of the old ones: the same on
+    every load, and an output logit that is the mean logit (never chosen)."""
+    with torch.no_grad():
+        for table in {id(t): t for t in (model.get_input_embeddings(),
+                                         model.get_output_embeddings()) if t is not None}.values():
+            table.weight[rows:] = table.weight[:rows].mean(0)
 
 
 def adapter_files(adapter_dir: Path) -> tuple[Path, Path]:

@@ -46,7 +46,7 @@ from speechkit.models.speechllm.llm import (
 )
 from speechkit.models.speechllm.lora_scale import lora_scaling, scaled_lora
 from speechkit.models.speechllm.prompt_lora import PromptLoRA, attach_prompt_lora, check_gate_mode
-from speechkit.models.speechllm.prompts import render, split_ids
+from speechkit.models.speechllm.prompts import prompt_ids, render, split_ids
 from speechkit.models.speechllm.prompts import task_prompt as make_prompt
 from speechkit.models.speechllm.sources import anchor_sources, checkpoint_sha256, part_directories
 from speechkit.tasks import find_task
@@ -127,14 +127,16 @@ class SpeechLLM(SpeechModel):
         with torch.inference_mode():
             return self.bridge(feats)
 
-    def prompt_embeds(self, batch: list[Inputs], texts: list[str]) -> list[torch.Tensor]:
-        """One [L_i, H] sequence per item: text prefix, the bridge's outputs in order (each
-        wrapped in its `prompt.wrap` text when the spec gives one), text suffix."""
+    def prompt_embeds(self, batch: list[Inputs],
+                      prompts: list[tuple[list[int], list[int]] | str]) -> list[torch.Tensor]:
+        """One [L_i, H] sequence per item: prompt ids before the speech, the bridge's outputs in
+        order (each wrapped in its `prompt.wrap` text when the spec gives one), ids after. A
+        prompt is a (before, after) pair from `prompt_ids`, or a text with the SPEECH sentinel."""
         bridged = self.encode(batch)
         table = self.llm.get_input_embeddings()
         out = []
-        for i, text in enumerate(texts):
-            before, after = split_ids(text, self.tokenizer)
+        for i, prompt in enumerate(prompts):
+            before, after = split_ids(prompt, self.tokenizer) if isinstance(prompt, str) else prompt
             speech = []
             for name, (x, ln) in bridged.items():
                 n = int(ln[i])
@@ -177,7 +179,8 @@ class SpeechLLM(SpeechModel):
         texts = [render(self.spec.prompt, a, self.tokenizer) for a in asks]
         yes_no = bool(known and known.yes_no) or any(_is_yes_no(t) for t in texts)
         settings = self.settings(options)
-        embeds = self.prompt_embeds(batch, texts)
+        embeds = self.prompt_embeds(batch, [prompt_ids(self.spec.prompt, a, self.tokenizer)
+                                            for a in asks])
         with self.prompt_lora.gated(asks, self.tokenizer) if self.prompt_lora else nullcontext():
             out = gen.generate(self.llm, self.tokenizer, embeds, settings, first_logits=yes_no)
         self.last_tokens = out.tokens
@@ -218,10 +221,22 @@ class SpeechLLM(SpeechModel):
                 "encoders": [f"{e.type}:{e.source}" for e in s.encoders],
                 "bridge": s.bridge.type, "llm": s.llm.source, "template": s.prompt.template,
                 **({"prompt_lora": self.prompt_lora.describe()} if self.prompt_lora else {}),
-                "lora_scaling": self.lora_scaling,
+                "lora_scaling": self.lora_scaling, "audio_input": audio_input(s),
                 "generation": {k: v for k, v in gen.GenerationSettings(
                     stop=tuple(s.decode.stop)).to_dict().items()
                     if k not in ("beam_size", "max_new_tokens")}}  # those two: in `decode`
+
+
+def audio_input(spec: CheckpointSpec) -> dict[str, Any]:
+    """How audio reaches the encoders, recorded where speechkit goes past the official code:
+    channels are averaged (ffmpeg's downmix; SALMONN's own code keeps channel 0), and audio
+    longer than a window is encoded window by window, joined in time (SALMONN and Llama-AVSR
+    cut at 30 s: their input is the first window; WavLLM runs WavLM over the whole clip)."""
+    audio = [e for e in spec.encoders if e.stream == AUDIO]
+    if not audio:
+        return {}
+    return {"channels": "downmix", "window_s": min(e.window_s for e in audio),
+            "min_s": max(e.min_s for e in audio)}
 
 
 PAIR_GAP_S = 1.0  # s of silence between the two recordings of a verification trial

@@ -22,6 +22,7 @@ from torch import nn
 from speechkit.errors import SpeechkitError
 from speechkit.models.safe_load import inside, load_weights
 from speechkit.models.speechllm.checkpoint import PromptLoraSpec, check_state_fits
+from speechkit.models.speechllm.prompts import encode
 
 GATE_PREFIX = "gate."
 ROPE_MODULES = ("q_proj", "k_proj")  # output channels that Meta -> HF conversion permutes
@@ -88,7 +89,7 @@ class PromptLoRA(nn.Module):
         if prompt not in self._cache:
             if len(self._cache) >= GATE_CACHE:
                 self._cache.clear()
-            ids = tokenizer(f'"{prompt}"', add_special_tokens=False)["input_ids"]
+            ids = encode(tokenizer, f'"{prompt}"')  # WavLLM: sp encode, no BOS
             self._cache[prompt] = self.gate(last_layer_states(self.llm[0], ids).to(
                 self.gate.fc1.weight.dtype))
         return self._cache[prompt]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
 from typing import Any
 
 from speechkit.errors import SpeechkitError
@@ -54,33 +56,114 @@ def task_prompt(spec: PromptSpec, task: str, target_language: str | None = None,
     return text
 
 
+# Each template is text around the speech. The official code of each family tokenizes every
+# text piece on its own (SentencePiece then gives the piece its own "▁" prefix) and adds BOS as an
+# id; a string with "<s>" inside tokenizes differently under transformers 5 ("USER" instead of
+# "▁US ER"), so the ids are built piece by piece here and `render` is only the readable form.
+SALMONN_BEFORE, SALMONN_AFTER = "USER: <Speech>", "</Speech> {prompt}\nASSISTANT:"  # "USER: {}\nASSISTANT:"
+WAVLLM_BEFORE = "[INST]<<SYS>>\n{system}\n<</SYS>>\n\n<SPEECH>"  # "[INST]<<SYS>>" joined, as WavLLM
+WAVLLM_AFTER = " </SPEECH> {prompt} [/INST]"
+
+
 def render(spec: PromptSpec, prompt: str, tokenizer: Any) -> str:
-    """The full text of one item with SPEECH where the modality embeddings go."""
+    """The full text of one item with SPEECH where the modality embeddings go (for reading and
+    for the yes/no check; the model's input ids come from `prompt_ids`)."""
     bos = tokenizer.bos_token or ""
     if spec.template == "salmonn":
-        return f"{bos}USER: <Speech>{SPEECH}</Speech> {prompt}\nASSISTANT:"
+        return f"{bos}{SALMONN_BEFORE}{SPEECH}{SALMONN_AFTER.format(prompt=prompt)}"
     if spec.template == "llama-avsr":  # BOS <audio>A</audio><video>V</video> prompt, via `wrap`
         return f"{bos}{SPEECH}{prompt}" if spec.wrap else f"{bos}<audio>{SPEECH}</audio>{prompt}"
     if spec.template == "wavllm":
-        system = spec.system if spec.system is not None else WAVLLM_SYSTEM
-        # WavLLM's layout: "[INST]<<SYS>>" joined, a space before </SPEECH> and [/INST].
-        return (f"{bos}[INST]<<SYS>>\n{system}\n<</SYS>>\n\n"
-                f"<SPEECH>{SPEECH} </SPEECH> {prompt} [/INST]")
+        return (f"{bos}{WAVLLM_BEFORE.format(system=_wavllm_system(spec))}{SPEECH}"
+                f"{WAVLLM_AFTER.format(prompt=prompt)}")
     if spec.template == "chat":
-        if not getattr(tokenizer, "chat_template", None):
-            raise SpeechkitError("prompt template 'chat' needs an LLM tokenizer with a chat "
-                                 "template; use salmonn, llama-avsr or wavllm")
-        messages = [{"role": "system", "content": spec.system}] if spec.system else []
-        messages.append({"role": "user", "content": f"<speech>{SPEECH}</speech> {prompt}"})
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return _chat_text(spec, prompt, tokenizer)
     raise SpeechkitError(f"unknown prompt template {spec.template!r}")
 
 
-def split_ids(text: str, tokenizer: Any) -> tuple[list[int], list[int]]:
-    """Token ids before and after the SPEECH sentinel (specials already in the text)."""
+def prompt_ids(spec: PromptSpec, prompt: str, tokenizer: Any) -> tuple[list[int], list[int]]:
+    """Token ids before and after the speech, as each family's own code builds them."""
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    if spec.template == "salmonn":  # SALMONN: BOS id, then each side of <SpeechHere> alone
+        return bos + encode(tokenizer, SALMONN_BEFORE), encode(tokenizer, SALMONN_AFTER.format(prompt=prompt))
+    if spec.template == "llama-avsr":  # Llama-AVSR: BOS id, the wrapped features, the prompt alone
+        if spec.wrap:
+            return bos, encode(tokenizer, prompt)
+        return (bos + _token(tokenizer, "<audio>"),
+                _token(tokenizer, "</audio>") + encode(tokenizer, prompt))
+    if spec.template == "wavllm":
+        return (bos + encode(tokenizer, WAVLLM_BEFORE.format(system=_wavllm_system(spec))),
+                bos + _wavllm_after(tokenizer, WAVLLM_AFTER.format(prompt=prompt)))
+    if spec.template == "chat":  # as apply_chat_template(tokenize=True): specials as text
+        before, after = _split(_chat_text(spec, prompt, tokenizer))
+        return encode(tokenizer, before), encode(tokenizer, after)
+    raise SpeechkitError(f"unknown prompt template {spec.template!r}")
+
+
+def encode(tokenizer: Any, text: str) -> list[int]:
+    """Ids of one text piece on its own, no special tokens added. Where the tokenizer's folder
+    holds a SentencePiece `tokenizer.model` (LLaMA, Vicuna, Llama-2), SentencePiece encodes it,
+    as the official code does: transformers 5's LlamaTokenizer differs on spaces (" </SPEECH>")."""
+    if not text:
+        return []
+    sp = sentencepiece_model(str(getattr(tokenizer, "name_or_path", "") or ""))
+    if sp is not None and sp.get_piece_size() == getattr(tokenizer, "vocab_size", None):
+        return list(sp.encode(text))
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+@functools.lru_cache(maxsize=4)
+def sentencepiece_model(folder: str) -> Any:
+    """The folder's SentencePiece model, or None (no such file, or Llama-3's tiktoken file)."""
+    path = Path(folder) / "tokenizer.model" if folder else None
+    if path is None or not path.is_file():
+        return None
+    import sentencepiece
+
+    try:
+        return sentencepiece.SentencePieceProcessor(model_file=str(path))
+    except (RuntimeError, OSError):
+        return None
+
+
+def _token(tokenizer: Any, text: str) -> list[int]:
+    """An added token's id, or the text's ids where the vocabulary has no such token."""
+    i = tokenizer.convert_tokens_to_ids(text)
+    return [i] if i is not None and i != tokenizer.unk_token_id else encode(tokenizer, text)
+
+
+def _wavllm_after(tokenizer: Any, text: str) -> list[int]:
+    """WavLLM's decoder starts after the speech with BOS in place of the first id of the text
+    after it and forces the rest as a prefix. With LLaMA's SentencePiece that first id is the
+    lone "▁" of " </SPEECH>"; where a tokenizer joins the space to the next piece ("Ġ</"),
+    BOS takes the space alone."""
+    ids = encode(tokenizer, text)
+    if ids and not tokenizer.decode(ids[:1]).strip():
+        return ids[1:]
+    return encode(tokenizer, text.removeprefix(" "))
+
+
+def _wavllm_system(spec: PromptSpec) -> str:
+    return spec.system if spec.system is not None else WAVLLM_SYSTEM
+
+
+def _chat_text(spec: PromptSpec, prompt: str, tokenizer: Any) -> str:
+    if not getattr(tokenizer, "chat_template", None):
+        raise SpeechkitError("prompt template 'chat' needs an LLM tokenizer with a chat "
+                             "template; use salmonn, llama-avsr or wavllm")
+    messages = [{"role": "system", "content": spec.system}] if spec.system else []
+    messages.append({"role": "user", "content": f"<speech>{SPEECH}</speech> {prompt}"})
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def _split(text: str) -> tuple[str, str]:
     if text.count(SPEECH) != 1:
         raise SpeechkitError("a prompt must hold the speech placeholder exactly once")
     before, after = text.split(SPEECH)
-    enc = tokenizer(  # one call for both halves: fast tokenizers batch them
-        [before, after], add_special_tokens=False)["input_ids"]
-    return list(enc[0]), list(enc[1])
+    return before, after
+
+
+def split_ids(text: str, tokenizer: Any) -> tuple[list[int], list[int]]:
+    """Token ids before and after the SPEECH sentinel of a rendered text (specials as text)."""
+    before, after = _split(text)
+    return encode(tokenizer, before), encode(tokenizer, after)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from speechkit.audio import SAMPLE_RATE
 from speechkit.errors import SpeechkitError
 from speechkit.models.speechllm.checkpoint import EncoderSpec
 from speechkit.models.speechllm.encoders.base import (
@@ -30,6 +31,8 @@ def load_encoder(spec: EncoderSpec, device: str = "cpu",
     """Build the encoder a spec names and load its frozen weights."""
     directory = encoder_directory(spec)
     encoder = ENCODERS[spec.type](directory, spec, device, dtype)
+    encoder.min_samples = int(spec.min_s * SAMPLE_RATE)
+    encoder.wave_norm = spec.wave_norm
     if spec.stream != encoder.stream:
         raise SpeechkitError(f"encoder {spec.modality!r}: a {spec.type} encoder reads the "
                              f"{encoder.stream} stream, not {spec.stream!r}; fix encoders[].stream")

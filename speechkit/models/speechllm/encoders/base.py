@@ -30,6 +30,8 @@ class Encoder(nn.Module, ABC):
     dim: int = 0
     frame_rate: float = 50.0  # Hz
     window_samples: int = 30 * SAMPLE_RATE
+    min_samples: int = 0  # shorter audio is zero-padded to this length first (spec `min_s`)
+    wave_norm: bool = False  # each audio layer-normalized first (spec `wave_norm`)
 
     def __init__(self, num_layers: int, layer_weights: bool) -> None:
         super().__init__()
@@ -53,6 +55,10 @@ class Encoder(nn.Module, ABC):
         windows: list[np.ndarray] = []
         owner: list[int] = []
         for i, audio in enumerate(audios):
+            if self.wave_norm:  # torch layer_norm over the whole clip, eps 1e-8 (Llama-AVSR)
+                audio = _layer_norm(audio)
+            if len(audio) < self.min_samples:
+                audio = np.pad(audio, (0, self.min_samples - len(audio)))
             n = max(1, math.ceil(len(audio) / self.window_samples))
             for w in range(n):
                 windows.append(audio[w * self.window_samples:(w + 1) * self.window_samples])
@@ -69,6 +75,14 @@ class Encoder(nn.Module, ABC):
         for i, j in enumerate(joined):
             out[i, :len(j)] = j
         return out, lengths
+
+
+WAVE_NORM_EPS = 1e-8  # Llama-AVSR datamodule/transforms.py
+
+
+def _layer_norm(audio: np.ndarray) -> np.ndarray:
+    x = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
+    return torch.nn.functional.layer_norm(x, x.shape, eps=WAVE_NORM_EPS).numpy()
 
 
 def encoder_config(spec: EncoderSpec, directory: Path | None) -> object:

@@ -32,6 +32,7 @@ class WhisperAudioEncoder(Encoder):
         full = self.max_frames * WHISPER_STRIDE * WHISPER_HOP
         self.window_samples = min(full, int(spec.window_s * SAMPLE_RATE))
         self.pad_window = spec.pad_window  # SALMONN: keep the frames over the padding too
+        self.frame_rounding, self.min_frames = spec.frame_rounding, spec.min_frames
         self.features = WhisperFeatureExtractor(
             feature_size=config.num_mel_bins, chunk_length=full // SAMPLE_RATE)
         self.encoder = WhisperEncoder(config)
@@ -47,7 +48,12 @@ class WhisperAudioEncoder(Encoder):
         out = self.encoder(mels.to(self.device_, self.dtype_),
                            output_hidden_states=self.layer_weights is not None)
         hidden = self._pick(out)
-        per_frame = WHISPER_HOP * WHISPER_STRIDE
-        frames = [min(self.max_frames, max(1, math.ceil(
-            (self.window_samples if self.pad_window else len(w)) / per_frame))) for w in windows]
+        frames = [min(self.max_frames, max(self.min_frames, self._frames(
+            self.window_samples if self.pad_window else len(w)))) for w in windows]
         return [hidden[i, :n] for i, n in enumerate(frames)]
+
+    def _frames(self, samples: int) -> int:
+        """Encoder frames that hold audio: ceil, or Llama-AVSR's int(n / 16000 * 50)."""
+        if self.frame_rounding == "floor":
+            return int(samples / SAMPLE_RATE * (SAMPLE_RATE / (WHISPER_HOP * WHISPER_STRIDE)))
+        return math.ceil(samples / (WHISPER_HOP * WHISPER_STRIDE))

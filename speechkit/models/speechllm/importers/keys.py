@@ -19,6 +19,8 @@ class KeyLedger:
     source: str  # the checkpoint file, for messages
     used: set[str] = field(default_factory=set)
     dropped: dict[str, str] = field(default_factory=dict)  # key -> why inference needs none
+    # key prefix -> the training option that saves such keys, said when they are refused
+    options: dict[str, str] = field(default_factory=dict)
 
     def has(self, key: str) -> bool:
         return key in self.state
@@ -62,6 +64,16 @@ def check_fits(expected: Mapping[str, torch.Tensor], tensors: dict[str, torch.Te
                              "speechkit refuses a partial conversion")
 
 
+def key_families(keys: list[str], depth: int = 4, n: int = 6) -> list[str]:
+    """The distinct leading parts of keys, layer numbers as `*` (`beats.encoder.layers.*`)."""
+    families: list[str] = []
+    for k in keys:
+        family = ".".join("*" if p.isdigit() else p for p in k.split(".")[:depth])
+        if family not in families:
+            families.append(family)
+    return families[:n]
+
+
 def _few(keys: list[str], n: int = 5) -> str:
     if not keys:
         return "none"
@@ -73,6 +85,8 @@ def refuse_leftover(ledger: KeyLedger) -> None:
     """Fail, naming them, when any source key was neither mapped nor dropped."""
     left = ledger.leftover()
     if left:
-        raise SpeechkitError(f"{ledger.source}: {len(left)} keys have no mapping ({_few(left)}); "
-                             "speechkit refuses a partial conversion. Is this a checkpoint of "
-                             "this model family?")
+        hint = next((why for prefix, why in ledger.options.items()
+                     if any(k.startswith(prefix) for k in left)), "")
+        raise SpeechkitError(f"{ledger.source}: {len(left)} keys have no mapping (key families "
+                             f"{', '.join(key_families(left))}; {_few(left)}); speechkit refuses a "
+                             f"partial conversion{hint}")

@@ -47,6 +47,12 @@ LORA_SCALING = 8 / 64  # Llama-AVSR: alpha 8 over reduction 64
 LORA_TARGETS = {"Q": "q_proj", "V": "v_proj"}
 BEAM_SIZE, MAX_NEW_TOKENS = 15, 32  # Llama-AVSR decoding (its README: sampling was left on)
 WHISPER_HEAD_DIM = 64  # every Whisper size: d_model / heads = 64
+COMPRESSIONS = ("stack", "avg-pooling")  # Llama-AVSR's --compression-mode
+MIN_WHISPER_FRAMES = 25  # encode_audio keeps max(int(n / 16000 * 50), 25) Whisper frames
+# Keys that other Llama-AVSR training options save, named when the conversion refuses them
+OPTION_KEYS = {
+    "audiovisual_proj.": ": audiovisual_proj.* is the one projector of AV-HuBERT audio-visual "
+                         "features (--single-projector-avhubert), which speechkit does not build"}
 WRAP = {"audio": ["<audio>", "</audio>"], "video": ["<video>", "</video>"]}
 PARTS = ("audio_encoder.", "video_encoder.", "audio_proj.", "video_proj.", "llm.")
 _LORA_KEY = "llm.model.layers.{}.self_attn.lora_{}_{}.weight"
@@ -83,11 +89,16 @@ def read_state_dict(file: Path) -> dict[str, torch.Tensor]:
 def convert_llama_avsr(ckpt: str | Path, out: str | Path, *, llm: str = DEFAULT_LLM,
                        lora_scaling: float = LORA_SCALING, video_norm_first: bool | None = None,
                        video_lora_scaling: float = avhubert.AVHUBERT_LORA_SCALING,
+                       compression: str | None = None, ratios: dict[str, int] | None = None,
                        overwrite: bool = False) -> ConversionReport:
-    """Convert a Llama-AVSR state dict into a speechkit checkpoint directory at `out`."""
+    """Convert a Llama-AVSR state dict into a speechkit checkpoint directory at `out`.
+    `compression` and `ratios` (modality -> k) are the training run's --compression-mode and
+    --downsample-ratio-{audio,video}: stacking reads k off the projector, averaging cannot."""
+    if compression is not None and compression not in COMPRESSIONS:
+        raise SpeechkitError(f"--compression-mode {compression!r}: use {' or '.join(COMPRESSIONS)}")
     out = Path(out)
     check_new_output(out, overwrite)
-    ledger = KeyLedger(read_state_dict(Path(ckpt)), str(ckpt))
+    ledger = KeyLedger(read_state_dict(Path(ckpt)), str(ckpt), options=dict(OPTION_KEYS))
     llm_dir = resolve_source(llm, builtin_llms(), "LLM")
     with staged_directory(out) as tmp:
         encoders, bridge = [], BridgeSpec(type="llama-avsr")
@@ -105,7 +116,8 @@ def convert_llama_avsr(ckpt: str | Path, out: str | Path, *, llm: str = DEFAULT_
         lspec = _llm(ledger, llm_dir, tmp / "llm", lora_scaling)
         bridge.out_dim = lspec.hidden_size
         for enc in encoders:
-            bridge.inputs[enc.modality], part = _projector(ledger, enc, lspec.hidden_size)
+            bridge.inputs[enc.modality], part = _projector(ledger, enc, lspec.hidden_size,
+                                                           compression, (ratios or {}).get(enc.modality))
             tensors.update(part)
         refuse_leftover(ledger)
         spec = CheckpointSpec(encoders=encoders, bridge=bridge, llm=lspec,
@@ -150,13 +162,16 @@ def _whisper(ledger: KeyLedger, directory: Path) -> EncoderSpec:
     directory.mkdir(parents=True)
     config.save_pretrained(directory)
     save_weights(directory / "model.safetensors", {f"model.encoder.{k}": v for k, v in state.items()})
+    # Llama-AVSR's test transform layer-normalizes the waveform; it keeps int(n / 320) frames, 25 at least
     return EncoderSpec(modality="audio", stream="audio", type="whisper", source="audio_encoder",
-                       dim=dim)
+                       dim=dim, wave_norm=True, frame_rounding="floor", min_frames=MIN_WHISPER_FRAMES)
 
 
-def _projector(ledger: KeyLedger, enc: EncoderSpec,
-               hidden: int) -> tuple[BridgeInput, dict[str, torch.Tensor]]:
-    """`<modality>_proj.{0,2}` -> the bridge's projector; the stacking rate from its input size."""
+def _projector(ledger: KeyLedger, enc: EncoderSpec, hidden: int, compression: str | None,
+               ratio: int | None) -> tuple[BridgeInput, dict[str, torch.Tensor]]:
+    """`<modality>_proj.{0,2}` (and `.3`, the --layernorm-projector LayerNorm) -> the bridge's
+    projector. Stacking: the rate is the input width over the encoder's. Averaging: the input
+    is one frame wide whatever the rate, so the rate must be given."""
     p = f"{enc.modality}_proj."
     first, last = ledger.take(p + "0.weight"), ledger.take(p + "2.weight")
     rate, rest = divmod(first.shape[1], enc.dim)
@@ -164,13 +179,37 @@ def _projector(ledger: KeyLedger, enc: EncoderSpec,
         raise SpeechkitError(f"{ledger.source}: {p}0.weight {tuple(first.shape)} / {p}2.weight "
                              f"{tuple(last.shape)} do not fit a {enc.dim}-d encoder and a "
                              f"{hidden}-d LLM")
+    flag = f"--downsample-ratio-{enc.modality}"
+    if compression == "avg-pooling":
+        if rate != 1:
+            raise SpeechkitError(f"{ledger.source}: {p}0.weight takes {rate} stacked frames: the "
+                                 "checkpoint was trained with --compression-mode stack; drop "
+                                 "--compression-mode avg-pooling")
+        if not ratio:
+            raise SpeechkitError(f"{ledger.source}: a projector trained with --compression-mode "
+                                 f"avg-pooling does not record its rate: pass {flag} K as in training")
+        rate, pooling = ratio, "mean"
+    else:
+        pooling = "stack"
+        if rate == 1 and compression is None:
+            raise SpeechkitError(
+                f"{ledger.source}: {p}0.weight takes one {enc.dim}-d frame per LLM token, as "
+                "Llama-AVSR's --compression-mode avg-pooling gives whatever its rate: pass "
+                f"--compression-mode avg-pooling {flag} K as in training (or --compression-mode "
+                "stack for a run with rate 1)")
+        if ratio and ratio != rate:
+            raise SpeechkitError(f"{ledger.source}: {p}0.weight stacks {rate} frames, not "
+                                 f"{flag} {ratio}")
+    norm = ledger.has(p + "3.weight")  # --layernorm-projector: nn.LayerNorm after the MLP
     tensors = {f"bridge.proj.{enc.modality}.{i}.{kind}": ledger.take(f"{p}{i}.{kind}")
-               for i in (0, 2) for kind in ("weight", "bias")}
+               for i in ((0, 2, 3) if norm else (0, 2)) for kind in ("weight", "bias")}
     extra = [k for k in ledger.under(p) if k not in ledger.used]
     if extra:
-        raise SpeechkitError(f"{ledger.source}: unexpected projector keys {extra[:4]}")
-    return BridgeInput(in_dim=enc.dim, rate=rate, pooling="stack",
-                       hidden_dim=first.shape[0]), tensors
+        raise SpeechkitError(f"{ledger.source}: unexpected projector keys {extra[:4]}; speechkit "
+                             "knows Llama-AVSR's Linear-ReLU-Linear projector, with the LayerNorm "
+                             "of --layernorm-projector")
+    return BridgeInput(in_dim=enc.dim, rate=rate, pooling=pooling, hidden_dim=first.shape[0],
+                       norm=norm), tensors
 
 
 def _llm(ledger: KeyLedger, llm_dir: Path, directory: Path, scaling: float) -> LLMSpec:

@@ -30,6 +30,7 @@ from speechkit.models.speechllm.checkpoint import (
     QFormerSpec,
     check_new_output,
 )
+from speechkit.models.speechllm.importers.keys import key_families
 from speechkit.models.speechllm.prompts import DEFAULT_TASK_PROMPTS
 
 SPEECH, AUDIO_EVENTS = "audio", "beats"  # the two encoders' names (bridge inputs)
@@ -40,6 +41,10 @@ SALMONN_TASKS = ("asr", "st", "aac", "er", "sv", "sqa")
 SALMONN_BEAM, SALMONN_MAX_NEW_TOKENS = 4, 200  # configs/decode_config.yaml generate settings
 SALMONN_LORA_ALPHA = 32.0  # configs/decode_config.yaml: lora_rank 8, lora_alpha 32
 BERT_BASE_HEADS = 12  # the Q-Former is bert-base-uncased's config with 2 layers
+# SALMONN adds "[PAD]" as the pad token and resizes Vicuna's embeddings (vocab 32001); the
+# checkpoint holds no row for it, so speechkit gives it the mean row.
+SALMONN_PAD = "[PAD]"
+SALMONN_MIN_S = 1.0  # utils.py prepare_one_sample: clips under 1 s are zero-padded to 1 s
 WINDOW_FRAMES = 17  # second_per_window 0.333333 x 1500 / 30 s (SALMONN's kernel and stride)
 
 LORA_KEY = re.compile(r"^llama_model\.base_model\.model\.(model\.layers\.(\d+)\.[\w.]+?\."
@@ -47,6 +52,10 @@ LORA_KEY = re.compile(r"^llama_model\.base_model\.model\.(model\.layers\.(\d+)\.
 QFORMER_LAYER = re.compile(r"^speech_Qformer\.bert\.encoder\.layer\.(\d+)\.(.+)$")
 BUFFERS = (re.compile(r"^speech_Qformer\.bert\.embeddings\.position_ids$"),
            re.compile(r"^llama_model\..*\.rotary_emb\.inv_freq$"))
+# BEATs shares layer 0's relative position bias with every layer; named_parameters() lists it
+# once, so the runner's filter (drop what does not require grad) keeps layers 1.. as copies.
+BEATS_BIAS_COPY = re.compile(r"^beats\.encoder\.layers\.(\d+)\.self_attn\."
+                             r"relative_attention_bias\.weight$")
 # Q-Former layer parts: SALMONN (BERT) name -> speechkit WindowQFormer name
 LAYER_PARTS = {
     "attention.self.query": "self_attn.query", "attention.self.key": "self_attn.key",
@@ -85,6 +94,8 @@ def split_salmonn_state(state: dict[str, torch.Tensor]) -> SalmonnWeights:
             out.lora[f"base_model.model.{lora.group(1)}.{lora.group(4)}.weight"] = value
         elif any(b.match(key) for b in BUFFERS):
             out.dropped[key] = "buffer recomputed when the model is built"
+        elif (copy := BEATS_BIAS_COPY.match(key)) is not None and copy.group(1) != "0":
+            out.dropped[key] = "copy of BEATs' shared relative position bias (from --beats)"
         else:
             out.unmapped.append(key)
     return out
@@ -147,13 +158,14 @@ def salmonn_spec(bridge: dict[str, torch.Tensor], lora: LoraSpec, *, whisper: st
     q.segment = round(window_s * 50)  # 50 Hz frames per encoder window
     return CheckpointSpec(
         encoders=[EncoderSpec(modality=SPEECH, type="whisper", source=whisper, dim=whisper_dim,
-                              window_s=window_s, pad_window=True),
+                              window_s=window_s, pad_window=True, min_s=SALMONN_MIN_S),
                   EncoderSpec(modality=AUDIO_EVENTS, type="beats", source=beats, dim=beats_dim,
-                              window_s=window_s, pad_window=True)],
+                              window_s=window_s, pad_window=True, min_s=SALMONN_MIN_S)],
         bridge=BridgeSpec(type="qformer", out_dim=hidden, qformer=q,
                           inputs={SPEECH: BridgeInput(in_dim=whisper_dim),
                                   AUDIO_EVENTS: BridgeInput(in_dim=beats_dim)}),
-        llm=LLMSpec(source=llm, hidden_size=hidden, vocab_size=vocab, lora=lora),
+        llm=LLMSpec(source=llm, hidden_size=hidden, vocab_size=vocab + 1, lora=lora),
+        added_tokens=[SALMONN_PAD],
         prompt=PromptSpec(template="salmonn", tasks={t: DEFAULT_TASK_PROMPTS[t] for t in SALMONN_TASKS}),
         decode=DecodeDefaults(beam_size=SALMONN_BEAM, max_new_tokens=SALMONN_MAX_NEW_TOKENS))
 
@@ -209,9 +221,13 @@ def convert_salmonn(ckpt: str | Path, whisper: str, beats: str | Path, llm: str,
     check_new_output(out, overwrite)
     parts = split_salmonn_state(read_salmonn_state(ckpt))
     if parts.unmapped:
-        raise SpeechkitError(f"{ckpt}: {len(parts.unmapped)} keys have no place in a speechkit "
-                             f"SALMONN checkpoint ({', '.join(parts.unmapped[:4])}); conversion "
-                             "refused: is it a SALMONN checkpoint?")
+        raise SpeechkitError(f"{ckpt}: {len(parts.unmapped)} keys have no place in a SALMONN "
+                             f"checkpoint as its runner saves it (key families "
+                             f"{', '.join(key_families(parts.unmapped))}, e.g. {parts.unmapped[0]}); "
+                             "conversion refused: SALMONN trains only speech_Qformer, "
+                             "speech_query_tokens, speech_llama_proj, ln_speech, ln_audio and the "
+                             "LoRA (a run with freeze_whisper/freeze_beats false or lora false saves "
+                             "other weights, which speechkit does not load)")
     cfg, beats_state = read_beats_checkpoint(beats)
     beats_dim = BeatsConfig.from_dict(cfg).encoder_embed_dim
     whisper_src, whisper_dim = _whisper(whisper)

@@ -82,7 +82,7 @@ def map_wavllm(state: dict[str, torch.Tensor], n_heads: int) -> Mapped:
         elif key.startswith("audio_encoder.model."):
             out.whisper["model.encoder." + key[len("audio_encoder.model."):]] = value
         elif key.startswith("wavlm_encoder.model."):
-            out.wavlm[key[len("wavlm_encoder.model."):]] = value
+            out.wavlm[_weight_norm_name(key[len("wavlm_encoder.model."):])] = value
         elif key == "wavlm_encoder.output_weights":
             out.bridge["encoders.wavlm.layer_weights"] = value
         elif key.startswith("wavlm_audio_proj."):
@@ -94,6 +94,17 @@ def map_wavllm(state: dict[str, torch.Tensor], n_heads: int) -> Mapped:
         else:
             out.unknown.append(key)
     return out
+
+
+# torch < 2.1 saves WavLM's weight-normed position conv as weight_g/weight_v; torch's
+# parametrizations (what transformers builds now) name the same tensors original0/original1.
+WEIGHT_NORM = {"weight_g": "parametrizations.weight.original0",
+               "weight_v": "parametrizations.weight.original1"}
+
+
+def _weight_norm_name(key: str) -> str:
+    stem, _, leaf = key.rpartition(".")
+    return f"{stem}.{WEIGHT_NORM[leaf]}" if leaf in WEIGHT_NORM else key
 
 
 def _bridge_key(key: str) -> str | None:

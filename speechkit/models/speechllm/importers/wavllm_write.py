@@ -18,6 +18,7 @@ from speechkit.models.speechllm.checkpoint import (
     staged_directory,
     write_spec,
 )
+from speechkit.models.speechllm.importers.keys import key_families
 from speechkit.models.speechllm.importers.wavllm import (
     RMS_EPS,
     TOKENIZER_FILES,
@@ -49,7 +50,11 @@ def write_checkpoint(ckpt: Path, out: Path, whisper: Path, wavlm: Path, llm: Pat
     mapped = map_wavllm(state, heads)
     if mapped.unknown:
         raise SpeechkitError(f"{ckpt}: {len(mapped.unknown)} keys have no place in a WavLLM "
-                             f"checkpoint ({mapped.unknown[:6]}); conversion refused")
+                             f"checkpoint (key families {', '.join(key_families(mapped.unknown))}; "
+                             f"{mapped.unknown[:4]}); conversion refused: speechkit converts the "
+                             "released model (use_wavlm, LoRA on wq/wk/wv/wo with the prompt gate); "
+                             "other ModelArgs options (lora_moe, use_llama_adapter, add_bias, "
+                             "add_scale) save weights it does not build")
     rows = mapped.llm.get("model.embed_tokens.weight")
     if rows is not None:
         cfg.vocab_size = int(rows.shape[0])
