@@ -224,8 +224,8 @@ class Ct2WhisperModel(WhisperModel):
         tokenizer = WhisperTokenizer(directory / "tokenizer.json", vocab)
         self.processor = _Processor(tokenizer)  # transformers' WhisperProcessor: 2 s to import
         self.multilingual = self.model.is_multilingual
-        self.decoder = Ct2Decoder(self.model, tokenizer, whisper_tokens(config, tokenizer, vocab, self.multilingual),
-                                  sampler=lambda: load(1))
+        tokens = whisper_tokens(config, tokenizer, vocab, self.multilingual)
+        self.decoder = Ct2Decoder(self.model, tokenizer, tokens, sampler=lambda: load(1))
         self._held: dict[tuple[int, bytes], np.ndarray] = {}  # content key -> encoder output
         self._describe = {"name": name, "family": "whisper", "source": str(directory),
                           **(describe or {}), "engine": "ctranslate2", "dtype": compute_type,

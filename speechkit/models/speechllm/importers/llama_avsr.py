@@ -86,9 +86,10 @@ def convert_llama_avsr(ckpt: str | Path, out: str | Path, *, llm: str = DEFAULT_
                        overwrite: bool = False) -> ConversionReport:
     """Convert a Llama-AVSR state dict into a speechkit checkpoint directory at `out`."""
     out = Path(out)
-    check_new_output(out, overwrite)
+    check_new_output(out, overwrite, (ckpt, llm))
     ledger = KeyLedger(read_state_dict(Path(ckpt)), str(ckpt))
     llm_dir = resolve_source(llm, builtin_llms(), "LLM")
+    check_new_output(out, overwrite, (llm_dir,))  # a built-in resolves to its folder in the cache
     with staged_directory(out) as tmp:
         encoders, bridge = [], BridgeSpec(type="llama-avsr")
         tensors: dict[str, torch.Tensor] = {}

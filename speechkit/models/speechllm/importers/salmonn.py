@@ -206,7 +206,7 @@ def convert_salmonn(ckpt: str | Path, whisper: str, beats: str | Path, llm: str,
     from speechkit.models.speechllm.encoders.beats import BeatsConfig, read_beats_checkpoint
 
     out = Path(out)
-    check_new_output(out, overwrite)
+    check_new_output(out, overwrite, (ckpt, whisper, beats, llm))
     parts = split_salmonn_state(read_salmonn_state(ckpt))
     if parts.unmapped:
         raise SpeechkitError(f"{ckpt}: {len(parts.unmapped)} keys have no place in a speechkit "
