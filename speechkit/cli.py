@@ -142,6 +142,7 @@ def transcribe(
     runtime = runtime_options(device, dtype, quant, engine, threads, lora_scale, lora_gate=lora_gate)
     scale = scale_options(runner, address, workers, gpus)
     formats = parse_formats(fmt)
+    k_n = parse_shard(shard)  # checked before the inputs are read
     items = shard_items(expand_inputs(inputs), shard)
     check_inputs(items)
     check_task(model, task)
@@ -153,7 +154,7 @@ def transcribe(
                             word_timestamps=word_timestamps)
     for line in unused_option_warnings(model, runtime, options, batch_size or None):
         warn(line)
-    name = "transcripts.shard-{}-of-{}.jsonl".format(*parse_shard(shard)) if shard else "transcripts.jsonl"
+    name = "transcripts.shard-{}-of-{}.jsonl".format(*k_n) if k_n else "transcripts.jsonl"
     results_path = out or (output_dir or Path(".")) / name
     output_dir = output_dir or results_path.parent
     summary = transcribe_to_jsonl(

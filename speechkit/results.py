@@ -15,12 +15,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
 import shutil
 import stat
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,28 @@ def _lock(real: Path, shown: Path) -> int:
         if current:
             return fd
         os.close(fd)  # its holder removed it as we opened it: lock the next one
+
+
+@contextlib.contextmanager
+def locked(out: Path, inputs: Iterable[Path] = ()) -> Iterator[None]:
+    """Hold the results-file lock of `out` (a file about to be rewritten) and of each input
+    file read meanwhile (a file another run still appends to is refused, not read half-done).
+    An input whose folder takes no lock file cannot have a writer either: it is read as is."""
+    held: list[tuple[Path, int]] = []
+    try:
+        held.append((out, _lock(out, out)))
+        for path in dict.fromkeys(Path(os.path.realpath(p)) for p in inputs):
+            if path == out or not path.is_file():
+                continue
+            try:
+                held.append((path, _lock(path, path)))
+            except SpeechkitError:
+                if os.access(path.parent, os.W_OK):
+                    raise  # another run holds it
+        yield
+    finally:
+        for path, fd in reversed(held):
+            _unlock(path, fd)
 
 
 def _unlock(real: Path, fd: int) -> None:

@@ -301,9 +301,12 @@ def build_manifest(
 
 def parse_shard(shard: str | tuple[int, int] | None) -> tuple[int, int] | None:
     """`"K/N"` or `(K, N)` -> (K, N) with 0 <= K < N (K is 0-based, as --rank/--world-size)."""
-    if shard is None or shard == "":
+    if shard is None:
         return None
     if isinstance(shard, str):
+        if not shard.strip():  # `--shard "$K/$N"` with both unset: never run everything unsharded
+            raise SpeechkitError("--shard is empty; use K/N with 0 <= K < N, e.g. 0/4 for the "
+                                 "first of 4 shards, or leave --shard out to run every item")
         k, sep, n = shard.partition("/")
         try:
             shard = (int(k), int(n))
