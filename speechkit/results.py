@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import shutil
 import stat
@@ -25,7 +24,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from speechkit.data import Result, dumps_line, parse_result
+from speechkit.data import Result, dumps_line, parse_json_line, parse_result
 from speechkit.errors import SpeechkitError
 
 REDO_HINT = "use --overwrite to redo them, or write to a new output path"
@@ -114,11 +113,8 @@ def _unlock(real: Path, fd: int) -> None:
 
 
 def _parse_line(raw: bytes) -> Result | None:
-    try:
-        obj = json.loads(raw.decode("utf-8"))
-    except ValueError:  # not UTF-8, not JSON
-        return None
-    return parse_result(obj) if isinstance(obj, dict) else None
+    obj, _ = parse_json_line(raw)
+    return parse_result(obj) if obj is not None else None
 
 
 def _repair_tail(real: Path) -> bytes:

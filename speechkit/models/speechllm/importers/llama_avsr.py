@@ -19,7 +19,13 @@ from pathlib import Path
 import torch
 
 from speechkit.errors import SpeechkitError
-from speechkit.models.safe_load import load_plain_pickle, pretrained, read_safetensors
+from speechkit.models.safe_load import (
+    check_weights_file,
+    load_plain_pickle,
+    pretrained,
+    read_safetensors,
+    refuse_non_finite,
+)
 from speechkit.models.speechllm.checkpoint import (
     ADAPTER_DIR,
     WEIGHTS_FILE,
@@ -65,8 +71,7 @@ class ConversionReport:
 def read_state_dict(file: Path) -> dict[str, torch.Tensor]:
     """The released state dict (torch file read with weights_only=True, or safetensors);
     a Lightning `{"state_dict": {"model.…": …}}` wrapper is unwrapped."""
-    if not file.is_file():
-        raise SpeechkitError(f"--ckpt {file}: no such file")
+    check_weights_file(file, "--ckpt")
     obj = read_safetensors(file) if file.suffix == ".safetensors" else load_plain_pickle(file)
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
@@ -77,6 +82,7 @@ def read_state_dict(file: Path) -> dict[str, torch.Tensor]:
     if not any(k.startswith(PARTS) for k in obj):
         raise SpeechkitError(f"{file}: no audio_encoder.*, video_encoder.*, *_proj.* or llm.* "
                              "keys; not a Llama-AVSR checkpoint")
+    refuse_non_finite(obj, file)
     return obj
 
 
