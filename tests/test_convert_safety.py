@@ -159,3 +159,69 @@ def test_a_target_renamed_aside_by_a_killed_run_comes_back(tmp_path):
     clean_stale(tmp_path / "avsr")
     assert (tmp_path / "avsr" / "speechkit.json").read_text() == "{}\n"
     assert [p.name for p in tmp_path.iterdir()] == ["avsr"]
+
+
+# --- what --ckpt is, and weights that are not numbers -------------------------------------------
+
+
+@pytest.mark.parametrize(("make", "said"), [
+    (lambda p: p.mkdir(), "is a folder; pass the checkpoint file inside it"),
+    (lambda p: os.mkfifo(p), "is not a regular file (a pipe, device or socket)"),
+    (lambda p: p.symlink_to("/dev/zero"), "is not a regular file (a pipe, device or socket)"),
+    (lambda p: p.touch(), "is empty (0 bytes)"),
+    (lambda p: p.write_text("step,loss\n1,0.5\n"), "text, not a torch weights file"),
+    (lambda p: p.write_bytes(b"\x00\x01garbage" * 10), "no torch file, not a torch weights file"),
+])
+def test_a_ckpt_that_is_no_checkpoint_file_is_named(parts, tmp_path, convert, make, said):
+    ckpt = tmp_path / "model.pth"
+    make(ckpt)
+    res = convert("--ckpt", ckpt, "--llm", parts["llm"], "--out", tmp_path / "out")
+    assert res.exit_code != 0
+    line = one_line(res.output)
+    assert str(ckpt) in line and said in line, line
+    assert "pickled Python objects" not in line
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_weights_holding_nan_or_inf_are_refused_at_conversion(parts, tmp_path, convert, value):
+    state = dict(parts["state"])
+    key = "video_proj.2.weight"
+    state[key] = state[key].clone()
+    state[key][3, 5] = value
+    torch.save(state, tmp_path / "model.pth")
+    res = convert("--ckpt", tmp_path / "model.pth", "--llm", parts["llm"], "--out", tmp_path / "out")
+    assert res.exit_code != 0
+    line = one_line(res.output)
+    assert f"tensor {key} holds NaN or infinite values (1 of" in line, line
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture(scope="module")
+def converted(parts, tmp_path_factory):
+    from speechkit.models.speechllm.importers.llama_avsr import convert_llama_avsr
+
+    root = tmp_path_factory.mktemp("converted")
+    torch.save(parts["state"], root / "model.pth")
+    convert_llama_avsr(root / "model.pth", root / "vsr", llm=str(parts["llm"]))
+    return root / "vsr"
+
+
+@pytest.mark.parametrize("where", ["bridge.safetensors", "llm/model.safetensors"])
+def test_weights_holding_nan_are_refused_at_load(converted, tmp_path, where):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from speechkit.errors import SpeechkitError
+    from speechkit.models.speechllm import load_speechllm
+
+    ckpt = tmp_path / "vsr"
+    shutil.copytree(converted, ckpt)
+    load_speechllm(str(ckpt))  # loads as converted
+    tensors = load_file(str(ckpt / where))
+    name = next(k for k, v in tensors.items() if v.is_floating_point() and v.ndim == 2)
+    tensors[name][0, 0] = float("nan")
+    save_file(tensors, str(ckpt / where))
+    with pytest.raises(SpeechkitError, match=r"holds NaN or infinite values \(1 of"):
+        load_speechllm(str(ckpt))
