@@ -225,3 +225,22 @@ def test_weights_holding_nan_are_refused_at_load(converted, tmp_path, where):
     save_file(tensors, str(ckpt / where))
     with pytest.raises(SpeechkitError, match=r"holds NaN or infinite values \(1 of"):
         load_speechllm(str(ckpt))
+
+
+def test_convert_edge_cases_are_one_line_naming_problem_and_fix(parts, tmp_path, convert):
+    torch.save(parts["state"], tmp_path / "model.pth")
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "empty").mkdir()
+    ckpt, llm = tmp_path / "model.pth", parts["llm"]
+    cases = [
+        (("--llm", llm, "--out", tmp_path / "afile" / "sub"), "is a file, so no folder can be made"),
+        (("--llm", tmp_path / "empty", "--out", tmp_path / "o"), "transformers cannot read it"),
+        (("--llm", tmp_path / "afile", "--out", tmp_path / "o"), "a file; pass the model's directory"),
+        (("--llm", llm, "--out", ""), "--out is empty or the current folder"),
+        (("--llm", llm, "--out", "/proc/speechkit-out"), "cannot write a folder beside it"),
+    ]
+    for args, said in cases:
+        res = convert("--ckpt", ckpt, *args)
+        assert res.exit_code != 0, args
+        assert said in one_line(res.output), (args, res.output)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "empty", "model.pth"]

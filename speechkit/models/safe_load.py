@@ -99,8 +99,13 @@ def pretrained(loader: Any, directory: str | Path, **kwargs: Any) -> Any:
     refuse_custom_code(directory)
     for file in sorted(directory.glob("*.safetensors")):
         check_safetensors(file)  # headers only: a damaged file is named, not a library error
-    return loader.from_pretrained(str(directory), trust_remote_code=False,
-                                  local_files_only=True, **kwargs)
+    try:
+        return loader.from_pretrained(str(directory), trust_remote_code=False,
+                                      local_files_only=True, **kwargs)
+    except (OSError, ValueError, KeyError, TypeError) as e:  # no config, no model_type, ...
+        raise SpeechkitError(f"{directory}: transformers cannot read it ({first_line(e, 200)}); "
+                             "pass a transformers model directory (config.json with a "
+                             "model_type, its weights and tokenizer)") from None
 
 
 def hub_snapshot(repo_id: str, what: str) -> Path:

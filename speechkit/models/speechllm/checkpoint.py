@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -319,7 +320,11 @@ def read_spec(path: str | Path) -> CheckpointSpec:
 
 def check_new_output(out: Path, overwrite: bool, inputs: Iterable[str | Path | None] = ()) -> None:
     """Refuse an `out` that is, or holds, one of the `inputs` (with --force writing it would
-    delete them), a file, or a non-empty directory unless asked to replace it."""
+    delete them), a file, a place no folder can be made, or a non-empty directory unless
+    asked to replace it."""
+    if not str(out) or str(out) == ".":
+        raise SpeechkitError("--out is empty or the current folder; name a new folder for the "
+                             "checkpoint, e.g. --out ckpt/converted")
     for given in inputs:
         if given is None or not str(given):
             continue
@@ -334,6 +339,15 @@ def check_new_output(out: Path, overwrite: bool, inputs: Iterable[str | Path | N
                              "write (a new or empty folder)")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise SpeechkitError(f"{out} exists and is not empty; pick a new --out or pass --force")
+    above = out.absolute().parent
+    while not above.exists():
+        above = above.parent
+    if not above.is_dir():
+        raise SpeechkitError(f"--out {out}: {above} is a file, so no folder can be made there; "
+                             "pick an --out in a folder")
+    if not os.access(above, os.W_OK | os.X_OK):
+        raise SpeechkitError(f"--out {out}: {above} is not writable; pick an --out in a folder "
+                             "you can write to")
 
 
 def _holds(out: Path, source: Path) -> bool:
@@ -350,7 +364,11 @@ def staged_directory(out: Path) -> Iterator[Path]:
     """A staging folder beside `out` to write a checkpoint into; when the block finishes, it
     replaces `out` (renames), and when it fails, it is removed and `out` is left as it was.
     Staging folders that killed runs left for the same `out` are removed first."""
-    tmp = new_staging_dir(out)
+    try:
+        tmp = new_staging_dir(out)
+    except OSError as e:
+        raise SpeechkitError(f"--out {out}: cannot write a folder beside it ({e.strerror}); pick "
+                             "an --out in a folder you can write to") from None
     try:
         yield tmp
         replace_dir(tmp, out)
