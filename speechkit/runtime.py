@@ -191,8 +191,8 @@ def add_lips(item: Item, task: str, inputs: Inputs, lips: CropPool | None) -> di
             raise
         return {"note": f"{first_line(e)}; decoded from the audio alone",
                 "fallback": "audio_only"}  # avsr without lips: recorded in the result
-    inputs[VIDEO] = stream.frames
-    return {"lips": {"frames": len(stream.frames), "face_frames": stream.face_frames,
+    inputs[VIDEO] = stream.model_crops  # uint8: the video encoder normalizes it chunk by chunk
+    return {"lips": {"frames": len(stream.crops), "face_frames": stream.face_frames,
                      "backend": stream.backend}}
 
 

@@ -24,15 +24,26 @@ KEEP_FRAMES = 750  # frames kept from the tracking pass (30 s; about 170 MB at 6
 
 @dataclass
 class LipStream:
-    """What a model reads from a video: lip crops at 25 fps on the audio's clock."""
+    """What a model reads from a video: lip crops at 25 fps on the audio's clock, kept as
+    uint8 (a 10-minute clip's float32 input would be 8x the memory, 460 MB); the model input
+    is made from them where it is read."""
 
-    frames: np.ndarray  # [T, 88, 88] float32 model input ((gray/255 - 0.421) / 0.165)
     fps: float  # 25.0
     face_frames: int  # frames where a face was found (the others are interpolated)
     backend: str  # the landmark backend that found the faces
     crops: np.ndarray  # [T, 96, 96] uint8: the crops as a person would look at them
     face_boxes: np.ndarray  # [T, 4] float32 (x0, y0, x1, y1) in the scaled frame's pixels
     mouth_boxes: np.ndarray  # [T, 4] float32, same pixels
+
+    @property
+    def model_crops(self) -> np.ndarray:
+        """[T, 88, 88] uint8: the center crops the model reads (video encoders normalize them)."""
+        return geo.center_crops(self.crops)
+
+    @property
+    def frames(self) -> np.ndarray:
+        """[T, 88, 88] float32 model input ((gray/255 - 0.421) / 0.165), made on each access."""
+        return geo.model_input(self.crops)
 
 
 @functools.lru_cache(maxsize=2)
@@ -161,7 +172,7 @@ def lip_stream(path: str | os.PathLike, *, offset_s: float | None = None,
                     "the audio's length", display_name(path), len(crops.crops), n_frames,
                     "cut" if n_frames < len(crops.crops) else "padded with the last frame")
     fit = functools.partial(vf.fit_length, n=n_frames)
-    return LipStream(frames=geo.model_input(fit(crops.crops)), fps=float(vf.FPS),
+    return LipStream(fps=float(vf.FPS),
                      face_frames=int(fit(crops.has_face).sum()), backend=backend,
                      crops=fit(crops.crops), face_boxes=fit(crops.face_boxes),
                      mouth_boxes=fit(crops.mouth_boxes))
