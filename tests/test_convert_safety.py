@@ -244,3 +244,13 @@ def test_convert_edge_cases_are_one_line_naming_problem_and_fix(parts, tmp_path,
         assert res.exit_code != 0, args
         assert said in one_line(res.output), (args, res.output)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "empty", "model.pth"]
+
+
+def test_a_tensor_of_the_wrong_shape_is_one_line(parts, tmp_path, convert):
+    state = dict(parts["state"])
+    state["llm.model.embed_tokens.weight"] = torch.tensor(1.0)  # a scalar where a matrix belongs
+    torch.save(state, tmp_path / "model.pth")
+    res = convert("--ckpt", tmp_path / "model.pth", "--llm", parts["llm"], "--out", tmp_path / "out")
+    assert res.exit_code != 0
+    assert "not shaped like a released Llama-AVSR checkpoint" in one_line(res.output)
+    assert not (tmp_path / "out").exists()
