@@ -142,12 +142,19 @@ def dumps_line(obj: dict[str, Any]) -> str:
 
 def read_json_object(path: Path, what: str) -> dict[str, Any]:
     """A JSON file holding one object; anything else is a user error naming the file."""
+    require_regular_file(Path(path), what.removesuffix(" file"))  # a FIFO would block forever
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise SpeechkitError(f"{path}: not a valid JSON {what} ({e})") from None
-    if not isinstance(data, dict):
-        raise SpeechkitError(f"{path}: a {what} holds one JSON object")
+    except RecursionError:
+        raise SpeechkitError(f"{path}: not a valid JSON {what} (nests deeper than Python's JSON "
+                             "reader goes); fix the file") from None
+    except ValueError as e:  # an integer of more than 4300 digits
+        raise SpeechkitError(f"{path}: not a valid JSON {what} ({str(e).partition(':')[0]})") from None
+    if not isinstance(data, dict) or _too_deep(data):
+        raise SpeechkitError(f"{path}: a {what} holds one JSON object, nested at most "
+                             f"{MAX_JSON_DEPTH} levels")
     return data
 
 

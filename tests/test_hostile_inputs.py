@@ -249,3 +249,23 @@ def test_lips_batch_goes_on_past_a_damaged_entry(face_clip, tmp_path):
     assert str(entry) in run.stderr.decode()
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "again.mp4", "again.png", "face.mp4", "face.png"]
+
+
+# --- bench: a suite file or manifest that is a FIFO or nests without end ---------------------------
+
+
+@pytest.mark.parametrize(("name", "make", "said"), [
+    ("suite.json", os.mkfifo, "not a regular file"),
+    ("items.jsonl", os.mkfifo, "not a regular file"),
+    ("suite.json", lambda p: Path(p).write_text("[" * 100000 + "]" * 100000), "nests deeper"),
+    ("suite.json", lambda p: Path(p).write_text('{"a":' * 500 + "1" + "}" * 500), "nested at most"),
+])
+def test_bench_on_a_hostile_suite_file_is_one_line(tmp_path, name, make, said):
+    path = tmp_path / name
+    make(path)
+    run = subprocess.run([sys.executable, "-m", "speechkit", "bench", str(path), "--task", "asr",
+                          "--model", "whisper-tiny.en", "--out-dir", str(tmp_path / "run")],
+                         env=cli_env(), capture_output=True, text=True, timeout=CASE_TIMEOUT)
+    assert run.returncode != 0 and "unexpected" not in run.stderr
+    assert [x for x in run.stderr.splitlines() if x.strip()] == [run.stderr.strip()], run.stderr
+    assert said in run.stderr
