@@ -47,7 +47,7 @@ def clean_stale(out: Path) -> list[Path]:
         return removed
     for entry in entries:
         kind, pid = _staging_owner(entry.name, out.name)
-        if kind is None or _alive(pid):
+        if kind is None or process_alive(pid):
             continue
         old = entry / out.name
         if kind == REPLACED and (old.exists() or old.is_symlink()) and not out.exists():
@@ -67,7 +67,8 @@ def _staging_owner(name: str, target: str) -> tuple[str | None, int]:
     return None, 0
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` (this one included) is running on this machine."""
     if pid == os.getpid():
         return True
     try:

@@ -269,3 +269,22 @@ def test_bench_on_a_hostile_suite_file_is_one_line(tmp_path, name, make, said):
     assert run.returncode != 0 and "unexpected" not in run.stderr
     assert [x for x in run.stderr.splitlines() if x.strip()] == [run.stderr.strip()], run.stderr
     assert said in run.stderr
+
+
+def test_half_written_outputs_of_killed_runs_are_removed(face_clip, tmp_path):
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    pid = int(gone.stdout)
+    out, home = tmp_path / "out", tmp_path / "home"
+    out.mkdir()
+    (out / f".lips-{pid}-0a1b2c3d.partial.mp4").write_bytes(b"half a video")
+    (out / ".lips-notes.txt").write_text("not ours")
+    run = lips(face_clip, "--out", out, home=home)
+    assert run.returncode == 0, run.stderr
+    assert sorted(p.name for p in out.iterdir()) == [".lips-notes.txt", "face.mp4", "face.png"]
+    (entry,) = (home / "lips").rglob("*.npz")
+    stale = entry.parent / f".{entry.name[:8]}.{pid}.x1y2.tmp"
+    stale.write_bytes(b"half an entry")
+    entry.unlink()
+    assert lips(face_clip, "--out", tmp_path / "again", home=home).returncode == 0
+    assert not stale.exists() and entry.exists()

@@ -33,10 +33,11 @@ def lips(
     from speechkit.formats import output_stems
     from speechkit.media.ffmpeg import display_name
     from speechkit.media.lips import cached_crops, load_backend
-    from speechkit.media.lips.review import write_contact_sheet, write_crop_video
+    from speechkit.media.lips.review import remove_stale_partials, write_contact_sheet, write_crop_video
 
     load_backend(backend)  # a missing backend is a usage error: say so before any work
     _make_out_dir(out_dir)
+    remove_stale_partials(out_dir)
     stems = output_stems((str(v), str(v)) for v in videos)
     failed = 0
     for video in videos:

@@ -15,6 +15,7 @@ import numpy as np
 
 from speechkit.hashing import file_sha256
 from speechkit.paths import speechkit_home
+from speechkit.staging import process_alive
 
 log = logging.getLogger("speechkit")
 
@@ -110,9 +111,10 @@ def save_crops(key: str, crops: LipCrops, settings: dict) -> None:
     records its key, its settings and a checksum of its arrays, checked when it is read."""
     path = _file(key)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(path.parent)
     arrays = _arrays(crops)
     record = {"key": key, "settings": _settings_text(settings), "checksum": _checksum(arrays)}
-    fd, tmp = tempfile.mkstemp(prefix=f".{key[:8]}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{key[:8]}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays, record=np.frombuffer(json.dumps(record).encode("utf-8"), np.uint8))
@@ -122,3 +124,11 @@ def save_crops(key: str, crops: LipCrops, settings: dict) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _remove_stale_temporaries(folder: Path) -> None:
+    """Remove the half-written entries of killed runs (`.KEY8.PID.XXXX.tmp`, PID gone)."""
+    for entry in folder.glob(".*.tmp"):
+        parts = entry.name.split(".")
+        if len(parts) >= 4 and parts[2].isdigit() and not process_alive(int(parts[2])):
+            entry.unlink(missing_ok=True)

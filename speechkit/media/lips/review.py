@@ -4,6 +4,7 @@ sheet of evenly spaced crops, frames without a face framed in red."""
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import subprocess
 from pathlib import Path
@@ -16,6 +17,7 @@ from speechkit.errors import SpeechkitError
 from speechkit.media.ffmpeg import _ffmpeg_input, _reason, display_name, ffmpeg_exe
 from speechkit.media.lips.cache import LipCrops
 from speechkit.media.lips.frames import FPS
+from speechkit.staging import process_alive
 
 SHEET_COLUMNS = 8
 SHEET_TILES = 48  # crops on a contact sheet at most, evenly spaced over the clip
@@ -45,6 +47,17 @@ def write_crop_video(crops: np.ndarray, out: Path, sound: str | os.PathLike | No
     finally:
         tmp.unlink(missing_ok=True)
     return out
+
+
+PARTIAL = re.compile(r"\.lips-(\d+)-[0-9a-f]+\.partial\.\w+$")  # a file being written
+
+
+def remove_stale_partials(folder: Path) -> None:
+    """Remove the half-written outputs that killed `lips` runs left in `folder`."""
+    for entry in folder.iterdir():
+        found = PARTIAL.match(entry.name)
+        if found and not process_alive(int(found.group(1))):
+            entry.unlink(missing_ok=True)
 
 
 def _partial(out: Path) -> Path:
