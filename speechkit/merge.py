@@ -16,7 +16,7 @@ from pathlib import Path
 
 from speechkit.data import Item, Result, dumps_line, parse_result, read_jsonl, require_regular_file
 from speechkit.errors import SpeechkitError
-from speechkit.results import locked, output_file, same_model
+from speechkit.results import locked, model_label, output_file, same_model
 
 
 def shard_items(items: Sequence[Item], shard: str | None) -> list[Item]:
@@ -82,14 +82,6 @@ def _torn_tail(path: Path) -> int | None:
     return data.count(b"\n") + 1
 
 
-def _run_label(r: Result) -> str:
-    model = r.model or {}
-    sha = model.get("sha256")
-    how = "".join(f", {k} {model[k]}" for k in ("engine", "quant") if model.get(k))
-    name = model.get("name") or model.get("source") or "an unrecorded model"
-    return f"{name} (sha256 {sha[:12]}{how})" if sha else f"{name}{how and ' (' + how[2:] + ')'}"
-
-
 def _check_one_run(found: list[tuple[Path, Result]]) -> None:
     """Refuse to merge finished lines of different models or decode settings (the rule resume
     applies to a results file): their scores would mean nothing together."""
@@ -100,8 +92,8 @@ def _check_one_run(found: list[tuple[Path, Result]]) -> None:
     for path, r in ok[1:]:
         if (r.model or first.model) and not same_model(r.model, first.model):
             raise SpeechkitError(
-                f"{path} ({r.id}) was made by {_run_label(r)} and {first_path} ({first.id}) by "
-                f"{_run_label(first)}; merge shards of one model and settings (run the odd shard "
+                f"{path} ({r.id}) was made by {model_label(r.model)} and {first_path} ({first.id}) by "
+                f"{model_label(first.model)}; merge shards of one model and settings (run the odd shard "
                 "again with them, --overwrite)")
         old, new = first.decode or {}, r.decode or {}
         if keys := [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]:

@@ -173,7 +173,7 @@ def same_model(recorded: dict[str, Any] | None, current: dict[str, Any] | None) 
             and recorded.get("lora_scaling", current.get("lora_scaling")) == current.get("lora_scaling"))
 
 
-def _model_label(d: dict[str, Any] | None) -> str:
+def model_label(d: dict[str, Any] | None) -> str:
     if not d:
         return "an unrecorded model"
     sha = d.get("sha256")
@@ -185,7 +185,7 @@ def reuse_conflict(r: Result, model: dict[str, Any] | None,
                    decode: dict[str, Any] | None) -> str | None:
     """Why a finished line cannot be reused by a run with this model and settings, or None."""
     if not same_model(r.model, model):
-        return f"model {_model_label(r.model)} and this run uses {_model_label(model)}"
+        return f"model {model_label(r.model)} and this run uses {model_label(model)}"
     old, new = r.decode or {}, decode or {}
     keys = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
     if keys:
