@@ -149,6 +149,7 @@ def transcribe(
     runtime = runtime_options(device, dtype, quant, engine, threads, lora_scale, lora_gate=lora_gate)
     scale = scale_options(runner, address, workers, gpus)
     formats = parse_formats(fmt)
+    k_n = parse_shard(shard)  # checked before the inputs are read
     subtitles = SubtitleOptions(max_line_width, max_line_count, max_words_per_line)
     if subtitles != SubtitleOptions() and not {"srt", "vtt"} & set(formats):
         warn("--max-line-width, --max-line-count and --max-words-per-line lay out srt and vtt "
@@ -164,7 +165,7 @@ def transcribe(
                             word_timestamps=word_timestamps)
     for line in unused_option_warnings(model, runtime, options, batch_size or None):
         warn(line)
-    name = "transcripts.shard-{}-of-{}.jsonl".format(*parse_shard(shard)) if shard else "transcripts.jsonl"
+    name = "transcripts.shard-{}-of-{}.jsonl".format(*k_n) if k_n else "transcripts.jsonl"
     results_path = out or (output_dir or Path(".")) / name
     output_dir = output_dir or results_path.parent
     summary = transcribe_to_jsonl(

@@ -144,33 +144,65 @@ def dumps_line(obj: dict[str, Any]) -> str:
 
 def read_json_object(path: Path, what: str) -> dict[str, Any]:
     """A JSON file holding one object; anything else is a user error naming the file."""
+    require_regular_file(Path(path), what.removesuffix(" file"))  # a FIFO would block forever
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise SpeechkitError(f"{path}: not a valid JSON {what} ({e})") from None
-    if not isinstance(data, dict):
-        raise SpeechkitError(f"{path}: a {what} holds one JSON object")
+    except RecursionError:
+        raise SpeechkitError(f"{path}: not a valid JSON {what} (nests deeper than Python's JSON "
+                             "reader goes); fix the file") from None
+    except ValueError as e:  # an integer of more than 4300 digits
+        raise SpeechkitError(f"{path}: not a valid JSON {what} ({str(e).partition(':')[0]})") from None
+    if not isinstance(data, dict) or _too_deep(data):
+        raise SpeechkitError(f"{path}: a {what} holds one JSON object, nested at most "
+                             f"{MAX_JSON_DEPTH} levels")
     return data
 
 
+MAX_JSON_DEPTH = 64  # nesting levels a line may hold: records are a few levels deep
+
+
 def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
-    """Yield (line number, object or None, error or None); blank lines are skipped."""
+    """Yield (line number, object or None, error or None); blank lines are skipped. Whatever a
+    line holds (not JSON, nested without end, numbers past any limit) is that line's error."""
     with open(path, "rb") as fh:
         for lineno, raw in enumerate(fh, 1):
             if not raw.strip():
                 continue
-            try:
-                obj = json.loads(raw.decode("utf-8"))
-            except UnicodeDecodeError:
-                yield lineno, None, "is not UTF-8 text"
-                continue
-            except json.JSONDecodeError as e:
-                yield lineno, None, f"is not valid JSON ({e.msg} at column {e.colno})"
-                continue
-            if not isinstance(obj, dict):
-                yield lineno, None, "is not a JSON object"
-                continue
-            yield lineno, obj, None
+            obj, err = parse_json_line(raw)
+            yield lineno, obj, err
+
+
+def parse_json_line(raw: bytes) -> tuple[dict[str, Any] | None, str | None]:
+    """One JSONL line as (object, None), or (None, what is wrong with it)."""
+    try:
+        obj = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        return None, "is not UTF-8 text"
+    except json.JSONDecodeError as e:
+        return None, f"is not valid JSON ({e.msg} at column {e.colno})"
+    except RecursionError:
+        return None, f"nests deeper than {MAX_JSON_DEPTH} levels"
+    except ValueError as e:  # an integer of more than 4300 digits
+        return None, f"is not valid JSON ({str(e).partition(':')[0]})"
+    if not isinstance(obj, dict):
+        return None, "is not a JSON object"
+    if _too_deep(obj):  # later copies and writes of the record would recurse that deep
+        return None, f"nests deeper than {MAX_JSON_DEPTH} levels"
+    return obj, None
+
+
+def _too_deep(obj: Any) -> bool:
+    """Whether `obj` nests lists and objects more than MAX_JSON_DEPTH levels (no recursion)."""
+    stack = [(obj, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            return True
+        children = value.values() if isinstance(value, dict) else value
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return False
 
 
 def require_regular_file(path: Path, what: str) -> None:

@@ -36,6 +36,10 @@ _DURATION_KEYS = ("duration_s", "duration")
 _OFFSET_KEYS = ("offset_s", "offset")
 
 
+MAX_SECONDS = 1e7  # about 116 days: a longer offset or duration is a mistake, not a recording
+MIN_DURATION_S = 1 / 16000  # one sample at the 16 kHz the models read: shorter spans hold none
+
+
 def _seconds(obj: dict[str, Any], keys: tuple[str, ...], where: str,
              positive: bool = False) -> float | None:
     """A time in seconds from the first of `keys` present; ValueError naming the line if bad."""
@@ -47,14 +51,22 @@ def _seconds(obj: dict[str, Any], keys: tuple[str, ...], where: str,
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
             raise ValueError
         x = float(value)
-    except ValueError:
+    except (ValueError, OverflowError):  # an integer too large for a float overflows
         x = math.nan
+    shown = json.dumps(value, ensure_ascii=False) if math.isfinite(x) or not isinstance(value, float) \
+        else str(value).replace("inf", "Infinity").replace("nan", "NaN")
+    shown = shown if len(shown) <= 40 else shown[:37] + "..."
+    low = MIN_DURATION_S if positive else 0.0
     if not math.isfinite(x) or x < 0 or (positive and x == 0):
-        shown = json.dumps(value, ensure_ascii=False)
-        shown = shown if len(shown) <= 40 else shown[:37] + "..."
         limit = "more than 0" if positive else "0 or more"
         raise ValueError(f"{where}: {key} is {shown}, not a number of seconds ({limit}); "
                          "fix or remove that line")
+    if x < low:
+        raise ValueError(f"{where}: {key} is {shown} s, shorter than one sample at 16 kHz "
+                         f"({low:.6f} s); give a longer span or remove that line")
+    if x > MAX_SECONDS:
+        raise ValueError(f"{where}: {key} is {shown} s, out of range (at most {MAX_SECONDS:g} s); "
+                         "give it in seconds, or remove that line")
     return x
 
 
@@ -73,6 +85,8 @@ def _item_from_manifest(obj: dict[str, Any], base: Path, where: str) -> Item:
     `duration`/`offset`, read by `Item.from_dict` once the NeMo names are mapped. Its id: the
     line's `id`, else its path as written (relative to the manifest), with `#t=START,END` when
     the line gives an offset (one segment of a file)."""
+    if bad := _not_text(obj):
+        return Item(id=where, path="", error=f"{where}: {bad}; fix or remove that line")
     path = next((obj[k] for k in _PATH_KEYS if isinstance(obj.get(k), str) and obj[k]), None)
     if path is None:
         return Item(id=str(obj.get("id") or where), path="", error=(
@@ -84,6 +98,10 @@ def _item_from_manifest(obj: dict[str, Any], base: Path, where: str) -> Item:
         duration = _seconds(obj, _DURATION_KEYS, where, positive=True)
     except ValueError as e:
         return Item(id=str(obj.get("id") or where), path=p, error=str(e))
+    if obj.get("id") is not None and (isinstance(obj["id"], bool)
+                                      or not isinstance(obj["id"], (str, int))):
+        return Item(id=where, path=p, error=f"{where}: id is not text or a whole number; give "
+                                            "each line a text \"id\", or leave it out")
     if obj.get("id") not in (None, ""):
         item_id = str(obj["id"])
     else:
@@ -111,6 +129,26 @@ def _item_from_manifest(obj: dict[str, Any], base: Path, where: str) -> Item:
     if languages["target_language"]:
         line["target_language"] = languages["target_language"]
     return Item.from_dict(line, base)
+
+
+def _not_text(obj: dict[str, Any]) -> str | None:
+    """Which key of a line holds a string that is not text: a lone UTF-16 surrogate written as
+    a JSON escape ("\\ud800"). Escapes \\udc80-\\udcff stand for the bytes of a file name that
+    is not UTF-8 (Python's surrogateescape) and are taken."""
+    stack: list[tuple[str, Any]] = [(k, v) for k, v in obj.items()]
+    while stack:
+        key, value = stack.pop()
+        for text in (key, value) if isinstance(value, str) else (key,):
+            try:
+                text.encode("utf-8", "surrogateescape")
+            except UnicodeEncodeError as e:
+                return f"{key.encode('utf-8', 'backslashreplace').decode()} holds " \
+                       f"{text[e.start]!r}, a lone surrogate that is not text"
+        if isinstance(value, dict):
+            stack.extend((f"{key}.{k}", v) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((f"{key}[{i}]", v) for i, v in enumerate(value))
+    return None
 
 
 def _typed_field_problem(obj: dict[str, Any]) -> str | None:

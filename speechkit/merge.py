@@ -16,7 +16,7 @@ from pathlib import Path
 
 from speechkit.data import Item, Result, dumps_line, parse_result, read_jsonl, require_regular_file
 from speechkit.errors import SpeechkitError
-from speechkit.results import output_file
+from speechkit.results import locked, model_label, output_file, same_model
 
 
 def shard_items(items: Sequence[Item], shard: str | None) -> list[Item]:
@@ -57,14 +57,52 @@ def _read_shard(path: Path) -> list[Result]:
     if not path.exists():
         raise SpeechkitError(f"{path}: no such shard output; pass the JSONL files the shards wrote")
     require_regular_file(path, "shard output")
+    torn = _torn_tail(path)
     out = []
     for lineno, obj, err in read_jsonl(path):
         result = parse_result(obj) if obj is not None else None
+        if result is None and lineno == torn:
+            raise SpeechkitError(
+                f"{path}:{lineno} is a torn last line: the run writing this shard was killed "
+                "mid-line; run that shard again with the same command (it resumes and repairs "
+                "the file), then merge")
         if result is None:
             raise SpeechkitError(f"{path}:{lineno} is not a result line ({err or 'no id and path'}); pass "
                                  "the results files that transcribe or bench wrote")
         out.append(result)
     return out
+
+
+def _torn_tail(path: Path) -> int | None:
+    """The number of the file's last line when it lacks its newline (a killed writer), else None."""
+    with open(path, "rb") as fh:
+        data = fh.read()
+    if not data or data.endswith(b"\n"):
+        return None
+    return data.count(b"\n") + 1
+
+
+def _check_one_run(found: list[tuple[Path, Result]]) -> None:
+    """Refuse to merge finished lines of different models or decode settings (the rule resume
+    applies to a results file): their scores would mean nothing together."""
+    ok = [(path, r) for path, r in found if r.status == "ok"]
+    if not ok:
+        return
+    first_path, first = ok[0]
+    for path, r in ok[1:]:
+        if (r.model or first.model) and not same_model(r.model, first.model):
+            raise SpeechkitError(
+                f"{path} ({r.id}) was made by {model_label(r.model)} and {first_path} ({first.id}) by "
+                f"{model_label(first.model)}; merge shards of one model and settings (run the odd shard "
+                "again with them, --overwrite)")
+        old, new = first.decode or {}, r.decode or {}
+        if keys := [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]:
+            was = ", ".join(f"{k} {old.get(k)!r}" for k in keys)
+            now = ", ".join(f"{k} {new.get(k)!r}" for k in keys)
+            raise SpeechkitError(
+                f"{path} ({r.id}) was decoded with {now} and {first_path} ({first.id}) with "
+                f"{was}; merge shards of one model and settings (run the odd shard again with "
+                "them, --overwrite)")
 
 
 def _wins(new: Result, old: Result) -> bool:
@@ -87,19 +125,26 @@ def merge_results(out: str | Path, shards: Sequence[str | Path],
             Path(os.path.realpath(p)) for p in paths}:
         raise SpeechkitError(f"{out} already exists; pass --overwrite to replace it, or another "
                              "output path")
+    with locked(real, paths):  # no transcribe, bench or merge writes OUT or a shard meanwhile
+        return _merge_locked(real, out, paths, expected)
+
+
+def _merge_locked(real: Path, out: str | Path, paths: list[Path],
+                  expected: Sequence[Item] | None) -> MergeReport:
     report = MergeReport(Path(out))
     kept: dict[str, Result] = {}
     where: dict[str, list[str]] = {}
-    for path in paths:
-        results = _read_shard(path)
-        report.lines[str(path)] = len(results)
-        for r in results:
-            where.setdefault(r.id, []).append(str(path))
-            old = kept.get(r.id)
-            if old is not None and not _same(old, r) and r.id not in report.differing:
-                report.differing.append(r.id)
-            if old is None or _wins(r, old):
-                kept[r.id] = r
+    read = [(path, r) for path in paths for r in _read_shard(path)]
+    _check_one_run(read)
+    report.lines = {str(path): 0 for path in paths}
+    for path, r in read:
+        report.lines[str(path)] += 1
+        where.setdefault(r.id, []).append(str(path))
+        old = kept.get(r.id)
+        if old is not None and not _same(old, r) and r.id not in report.differing:
+            report.differing.append(r.id)
+        if old is None or _wins(r, old):
+            kept[r.id] = r
     report.duplicates = {i: files for i, files in where.items() if len(files) > 1}
     order = list(kept)
     if expected is not None:

@@ -15,16 +15,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
-import json
 import os
 import shutil
 import stat
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from speechkit.data import Result, dumps_line, parse_result
+from speechkit.data import Result, dumps_line, parse_json_line, parse_result
 from speechkit.errors import SpeechkitError
 from speechkit.journal import PieceJournal
 
@@ -84,6 +84,28 @@ def _lock(real: Path, shown: Path) -> int:
         os.close(fd)  # its holder removed it as we opened it: lock the next one
 
 
+@contextlib.contextmanager
+def locked(out: Path, inputs: Iterable[Path] = ()) -> Iterator[None]:
+    """Hold the results-file lock of `out` (a file about to be rewritten) and of each input
+    file read meanwhile (a file another run still appends to is refused, not read half-done).
+    An input whose folder takes no lock file cannot have a writer either: it is read as is."""
+    held: list[tuple[Path, int]] = []
+    try:
+        held.append((out, _lock(out, out)))
+        for path in dict.fromkeys(Path(os.path.realpath(p)) for p in inputs):
+            if path == out or not path.is_file():
+                continue
+            try:
+                held.append((path, _lock(path, path)))
+            except SpeechkitError:
+                if os.access(path.parent, os.W_OK):
+                    raise  # another run holds it
+        yield
+    finally:
+        for path, fd in reversed(held):
+            _unlock(path, fd)
+
+
 def _unlock(real: Path, fd: int) -> None:
     try:
         os.unlink(real.with_name(f".{real.name}.lock"))
@@ -92,11 +114,8 @@ def _unlock(real: Path, fd: int) -> None:
 
 
 def _parse_line(raw: bytes) -> Result | None:
-    try:
-        obj = json.loads(raw.decode("utf-8"))
-    except ValueError:  # not UTF-8, not JSON
-        return None
-    return parse_result(obj) if isinstance(obj, dict) else None
+    obj, _ = parse_json_line(raw)
+    return parse_result(obj) if obj is not None else None
 
 
 def _repair_tail(real: Path) -> bytes:
@@ -155,7 +174,7 @@ def same_model(recorded: dict[str, Any] | None, current: dict[str, Any] | None) 
             and recorded.get("lora_scaling", current.get("lora_scaling")) == current.get("lora_scaling"))
 
 
-def _model_label(d: dict[str, Any] | None) -> str:
+def model_label(d: dict[str, Any] | None) -> str:
     if not d:
         return "an unrecorded model"
     sha = d.get("sha256")
@@ -167,7 +186,7 @@ def reuse_conflict(r: Result, model: dict[str, Any] | None,
                    decode: dict[str, Any] | None) -> str | None:
     """Why a finished line cannot be reused by a run with this model and settings, or None."""
     if not same_model(r.model, model):
-        return f"model {_model_label(r.model)} and this run uses {_model_label(model)}"
+        return f"model {model_label(r.model)} and this run uses {model_label(model)}"
     old, new = r.decode or {}, decode or {}
     keys = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
     if keys:

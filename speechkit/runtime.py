@@ -128,8 +128,17 @@ def _prepare(item: Item, model: SpeechModel, task: str, recordings: DecodedRecor
         return _Prepared(item, error=why)
     need = model.streams(task)
     try:
-        inputs = _decode_audio_streams(item, need, recordings)
+        silent_video = False
+        try:
+            inputs = _decode_audio_streams(item, need, recordings)
+        except ItemError:
+            if not (task == "avsr" and VIDEO in need and _has_no_audio(item)):
+                raise
+            inputs, silent_video = {}, True  # avsr on a video without sound: its lips alone
         extras = add_lips(item, task, inputs, lips) if VIDEO in need else {}
+        if silent_video:  # recorded in the result, as the audio-only fallback is
+            extras |= {"note": "no audio stream; decoded from the video alone",
+                       "fallback": "video_only"}
     except Exception as e:  # an unforeseen failure must not stop the batch
         log.debug("decode failed", exc_info=True)
         return _Prepared(item, error=decode_failure(item.path, e))
@@ -195,9 +204,19 @@ def add_lips(item: Item, task: str, inputs: Inputs, lips: CropPool | None) -> di
             raise
         return {"note": f"{first_line(e)}; decoded from the audio alone",
                 "fallback": "audio_only"}  # avsr without lips: recorded in the result
-    inputs[VIDEO] = stream.frames
-    return {"lips": {"frames": len(stream.frames), "face_frames": stream.face_frames,
+    inputs[VIDEO] = stream.model_crops  # uint8: the video encoder normalizes it chunk by chunk
+    return {"lips": {"frames": len(stream.crops), "face_frames": stream.face_frames,
                      "backend": stream.backend}}
+
+
+def _has_no_audio(item: Item) -> bool:
+    """Whether the item's file holds no audio stream at all (a video without sound)."""
+    from speechkit.media.ffmpeg import probe
+
+    try:
+        return not probe(item.path).audio_streams
+    except ItemError:
+        return False
 
 
 def _whole_file(item: Item) -> bool:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from speechkit.commands.convert import convert_app
+from speechkit.commands.convert import convert_app, shaped_like
 from speechkit.terminal import plain
 
 out = Console()
@@ -45,10 +45,12 @@ def llama_avsr(
     added tokens, LoRA as a peft adapter, Llama-AVSR's prompts and beam-15 decoding."""
     from speechkit.models.speechllm.importers.llama_avsr import convert_llama_avsr
 
-    report = convert_llama_avsr(ckpt, out_dir, llm=llm, lora_scaling=lora_scaling,
-                                video_norm_first=video_norm_first, compression=compression_mode,
-                                ratios={m: r for m, r in (("audio", ratio_audio), ("video", ratio_video))
-                                        if r}, overwrite=force)
+    with shaped_like("Llama-AVSR", ckpt):
+        report = convert_llama_avsr(ckpt, out_dir, llm=llm, lora_scaling=lora_scaling,
+                                    video_norm_first=video_norm_first, compression=compression_mode,
+                                    ratios={m: r for m, r in (("audio", ratio_audio),
+                                                              ("video", ratio_video)) if r},
+                                    overwrite=force)
     spec = report.spec
     parts = ", ".join(f"{e.modality} {e.type} ({e.dim}) x{spec.bridge.inputs[e.modality].rate}"
                       for e in spec.encoders)

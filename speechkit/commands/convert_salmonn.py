@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from speechkit.commands.convert import convert_app
+from speechkit.commands.convert import convert_app, shaped_like
 from speechkit.terminal import plain
 
 out = Console()
@@ -32,7 +32,8 @@ def salmonn(
     the checkpoint is placed or reported, and an incomplete one is refused."""
     from speechkit.models.speechllm.importers.salmonn import convert_salmonn
 
-    done = convert_salmonn(ckpt, whisper, beats, llm, out_dir, overwrite=force)
+    with shaped_like("SALMONN", ckpt):
+        done = convert_salmonn(ckpt, whisper, beats, llm, out_dir, overwrite=force)
     q, lora = done.spec.bridge.qformer, done.spec.llm.lora
     assert q is not None and lora is not None  # a SALMONN conversion always writes both
     out.print(plain(f"wrote {out_dir}: {done.mapped} tensors placed (Q-Former {q.layers} layers, "

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from speechkit.commands.convert import convert_app
+from speechkit.commands.convert import convert_app, shaped_like
 from speechkit.terminal import plain
 
 out = Console()
@@ -35,7 +35,8 @@ def wavllm(
     an incomplete mapping is refused. The weights all come from --ckpt."""
     from speechkit.models.speechllm.importers.wavllm import convert_wavllm
 
-    report = convert_wavllm(ckpt, out_dir, whisper=whisper, wavlm=wavlm, llm=llm, overwrite=force)
+    with shaped_like("WavLLM", ckpt):
+        report = convert_wavllm(ckpt, out_dir, whisper=whisper, wavlm=wavlm, llm=llm, overwrite=force)
     parts = ", ".join(f"{k} {v}" for k, v in report["converted"].items())
     out.print(plain(f"wrote {report['out']}: {report['keys']} keys ({parts})"))
     for key, why in report["ignored"].items():

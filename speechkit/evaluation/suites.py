@@ -19,7 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from speechkit.data import Item, read_json_object
+from speechkit.data import Item, read_json_object, require_regular_file
 from speechkit.errors import SpeechkitError
 from speechkit.evaluation.metrics.normalizers import NORMALIZERS
 from speechkit.inputs import write_manifest
@@ -151,8 +151,8 @@ def suite_from_dict(d: dict[str, Any], path: Path | None = None) -> Suite:
 def load_suite(name_or_path: str | Path) -> Suite:
     """A built-in suite by name, or a user's suite JSON by path."""
     p = Path(name_or_path)
-    if p.suffix == ".json" or p.is_file():
-        if not p.is_file():
+    if p.suffix == ".json" or p.exists():
+        if not p.exists():
             raise SpeechkitError(f"{p}: no such suite file")
     else:
         p = manifests_dir() / f"{name_or_path}.json"
@@ -173,8 +173,9 @@ def manifest_suite(path: str | Path, task: str | None = None) -> Suite:
     from speechkit.inputs import read_manifest
 
     p = Path(path).expanduser().resolve()
-    if not p.is_file():
+    if not p.exists():
         raise SpeechkitError(f"{path}: no such manifest file")
+    require_regular_file(p, "manifest")
     if task is None:
         seen = {it.task for it in read_manifest(p) if it.task and not it.error}
         if len(seen) != 1:
@@ -301,9 +302,12 @@ def build_manifest(
 
 def parse_shard(shard: str | tuple[int, int] | None) -> tuple[int, int] | None:
     """`"K/N"` or `(K, N)` -> (K, N) with 0 <= K < N (K is 0-based, as --rank/--world-size)."""
-    if shard is None or shard == "":
+    if shard is None:
         return None
     if isinstance(shard, str):
+        if not shard.strip():  # `--shard "$K/$N"` with both unset: never run everything unsharded
+            raise SpeechkitError("--shard is empty; use K/N with 0 <= K < N, e.g. 0/4 for the "
+                                 "first of 4 shards, or leave --shard out to run every item")
         k, sep, n = shard.partition("/")
         try:
             shard = (int(k), int(n))

@@ -111,21 +111,30 @@ def _default_ffmpeg() -> str:
 
 
 def display_name(path: str | bytes | os.PathLike) -> str:
-    """The path as printable text: bytes that are not UTF-8 are shown as \\xNN escapes."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
+    """The path as printable text: bytes that are not UTF-8 are shown as \\xNN escapes (and a
+    lone surrogate, which no file name holds, as \\udXXX)."""
+    try:
+        raw = os.fsencode(path)
+    except UnicodeEncodeError:
+        raw = os.fspath(path).encode("utf-8", "backslashreplace")  # type: ignore[union-attr]
+    return raw.decode("utf-8", "backslashreplace")
 
 
-def _check_file(path: str | bytes | os.PathLike) -> bytes:
+def check_media_file(path: str | bytes | os.PathLike) -> bytes:
     """Fail with a clear message unless PATH is a readable, non-empty regular file; returns it
     as bytes. Anything else is refused before it is opened: a FIFO would block forever and a
     device such as /dev/zero never ends."""
     raw = os.fsencode(path)
     name = display_name(raw)
     try:
-        mode = os.stat(raw).st_mode
+        st = os.stat(raw)
+        mode = st.st_mode
         if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
             raise ItemError(f"{name}: not a regular file (a pipe, device or socket); pass a media "
                             "file")
+        if stat.S_ISREG(mode) and st.st_size == 0:
+            # Never read: a kernel file such as /proc/kmsg says 0 bytes and blocks when read.
+            raise ItemError(f"{name}: file is empty (0 bytes); copy or export it again")
         with open(raw, "rb") as f:
             empty = not f.read(1)
     except FileNotFoundError:
@@ -259,7 +268,7 @@ def _run_samples(args: list[str | bytes], sample_rate: int) -> tuple[int, np.nda
 
 def probe(path: str | bytes | os.PathLike) -> MediaInfo:
     """Streams and duration of a media file, parsed from `ffmpeg -i` (cover art is left out)."""
-    raw = _check_file(path)
+    raw = check_media_file(path)
     name = display_name(raw)
     proc = _run([ffmpeg_exe(), "-nostdin", "-hide_banner", "-i", _ffmpeg_input(raw)])
     # With no output file ffmpeg always exits 1; a readable input still prints "Input #0".
@@ -355,7 +364,7 @@ def decode_audio(
     `stream` counts audio streams only (0 = the first); offset_s and duration_s cut a span.
     Raises ItemError with a one-line reason and fix for anything wrong with the file.
     """
-    raw = _check_file(path)
+    raw = check_media_file(path)
     name = display_name(raw)
     try:
         stream = 0 if stream is None else int(stream)

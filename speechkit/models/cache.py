@@ -8,14 +8,13 @@ one is reused at the cost of reading one small marker file.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from speechkit.errors import SpeechkitError
+from speechkit.staging import new_staging_dir, replace_dir
 
 MARKER = "speechkit-converted.json"  # written last: its presence means the conversion finished
 
@@ -41,8 +40,7 @@ def convert_once(out: Path, stamp: dict[str, Any], build: Callable[[Path], None]
     """
     if is_converted(out, stamp):
         return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = new_staging_dir(out)  # also removes the staging folders of killed conversions
     try:
         build(tmp)
         if missing := [name for name in required if not (tmp / name).is_file()]:
@@ -59,10 +57,8 @@ def convert_once(out: Path, stamp: dict[str, Any], build: Callable[[Path], None]
 def _rename_into_place(tmp: Path, out: Path, stamp: dict[str, Any]) -> None:
     if is_converted(out, stamp):
         return  # a concurrent run finished first: keep its result, drop ours
-    if out.exists():  # a stale or interrupted earlier conversion
-        shutil.rmtree(out, ignore_errors=True)
     try:
-        os.replace(tmp, out)
+        replace_dir(tmp, out)  # an existing `out` is a stale or interrupted earlier conversion
     except OSError:
         if not is_converted(out, stamp):  # else a concurrent run finished first: use its result
             raise

@@ -12,6 +12,7 @@ import json
 import os
 import pickle
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -98,8 +99,13 @@ def pretrained(loader: Any, directory: str | Path, **kwargs: Any) -> Any:
     refuse_custom_code(directory)
     for file in sorted(directory.glob("*.safetensors")):
         check_safetensors(file)  # headers only: a damaged file is named, not a library error
-    return loader.from_pretrained(str(directory), trust_remote_code=False,
-                                  local_files_only=True, **kwargs)
+    try:
+        return loader.from_pretrained(str(directory), trust_remote_code=False,
+                                      local_files_only=True, **kwargs)
+    except (OSError, ValueError, KeyError, TypeError) as e:  # no config, no model_type, ...
+        raise SpeechkitError(f"{directory}: transformers cannot read it ({first_line(e, 200)}); "
+                             "pass a transformers model directory (config.json with a "
+                             "model_type, its weights and tokenizer)") from None
 
 
 def hub_snapshot(repo_id: str, what: str) -> Path:
@@ -129,11 +135,60 @@ def inside(root: str | Path, relative: str, where: str) -> Path:
     return target
 
 
-def load_weights(file: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors from a safetensors file, or a torch file holding nothing but tensors."""
+FINITE_CHUNK = 1 << 24  # elements checked at a time: a bounded temporary on large tensors
+
+
+def check_weights_file(file: str | Path, what: str = "weights file") -> Path:
+    """`file` if it is a non-empty regular file; else one line saying what it is instead (a
+    folder, a pipe or device that would block or never end, nothing) and what to pass."""
     file = Path(file)
-    if not file.is_file():
-        raise SpeechkitError(f"weights file {file} is missing")
+    try:
+        st = file.stat()
+    except FileNotFoundError:
+        raise SpeechkitError(f"{what} {file}: no such file; check the path") from None
+    except OSError as e:
+        raise SpeechkitError(f"{what} {file}: cannot be read ({e.strerror}); check the path") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise SpeechkitError(f"{what} {file} is a folder; pass the checkpoint file inside it")
+    if not stat.S_ISREG(st.st_mode):
+        raise SpeechkitError(f"{what} {file} is not a regular file (a pipe, device or socket); "
+                             "pass the checkpoint file itself")
+    if st.st_size == 0:
+        raise SpeechkitError(f"{what} {file} is empty (0 bytes); download or copy it again")
+    if not os.access(file, os.R_OK):
+        raise SpeechkitError(f"{what} {file}: permission denied; make it readable")
+    return file
+
+
+def non_finite(tensors: dict[str, torch.Tensor]) -> tuple[str, int, int] | None:
+    """The first floating tensor holding NaN or an infinity: (name, how many, of how many)."""
+    for name, t in tensors.items():
+        if not isinstance(t, torch.Tensor) or not t.is_floating_point() or t.numel() == 0:
+            continue
+        flat = t.detach().reshape(-1)
+        bad = 0
+        for start in range(0, flat.numel(), FINITE_CHUNK):
+            bad += int((~torch.isfinite(flat[start:start + FINITE_CHUNK])).sum())
+        if bad:
+            return name, bad, t.numel()
+    return None
+
+
+def refuse_non_finite(tensors: dict[str, torch.Tensor], source: str | Path) -> None:
+    """Stop on weights holding NaN or infinities (a damaged or diverged checkpoint): decoding
+    with them writes "ok" lines of nonsense."""
+    found = non_finite(tensors)
+    if found is not None:
+        name, bad, total = found
+        raise SpeechkitError(f"{source}: tensor {name} holds NaN or infinite values ({bad} of "
+                             f"{total}); the weights are damaged or diverged: use another "
+                             "checkpoint or download it again")
+
+
+def load_weights(file: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors from a safetensors file, or a torch file holding nothing but tensors; weights
+    holding NaN or infinities are refused, naming the tensor."""
+    file = check_weights_file(file)
     if file.suffix == ".safetensors":
         return read_safetensors(file)
     obj = load_plain_pickle(file)
@@ -141,17 +196,23 @@ def load_weights(file: str | Path) -> dict[str, torch.Tensor]:
         obj = obj["model"]  # SALMONN-style {"model": state_dict, ...}
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise SpeechkitError(f"{file}: not a state dict of tensors; convert it to safetensors")
+    refuse_non_finite(obj, file)
     return obj
 
 
 def read_safetensors(file: str | Path) -> dict[str, torch.Tensor]:
-    """All tensors of one safetensors file; a damaged file or a pickle is named as such."""
+    """All tensors of one safetensors file; a damaged file or a pickle is named as such, and
+    weights holding NaN or infinities are refused."""
     from safetensors.torch import load_file
 
     try:
-        return load_file(str(file))
+        tensors = load_file(str(check_weights_file(file)))
+    except SpeechkitError:
+        raise
     except Exception as e:  # SafetensorError, OSError, a header that is not JSON
         raise bad_safetensors(file, e) from None
+    refuse_non_finite(tensors, file)
+    return tensors
 
 
 def check_safetensors(file: str | Path) -> None:
@@ -187,8 +248,33 @@ def _looks_pickled(head: bytes) -> bool:
     return len(head) >= 3 and head[0] == 0x80 and 2 <= head[1] <= 5 and head[2] != 0
 
 
+def _looks_text(file: str | Path) -> bool:
+    with open(file, "rb") as fh:
+        head = fh.read(4096)
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return e.start > len(head) - 4  # only a character cut at the end of the sample
+    return b"\x00" not in head
+
+
+def _looks_safetensors(file: str | Path) -> bool:
+    """An 8-byte little-endian header length, then a JSON object."""
+    with open(file, "rb") as fh:
+        head = fh.read(9)
+    return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 1 << 27
+
+
 def load_plain_pickle(file: str | Path) -> Any:
-    """torch.load with the weights-only unpickler; our own message when it refuses."""
+    """torch.load with the weights-only unpickler; our own message when it refuses. A file
+    that is no pickle at all (text, safetensors, an archive of another kind) is named as such."""
+    with open(check_weights_file(file), "rb") as fh:
+        head = fh.read(4)
+    if not _looks_pickled(head):
+        kind = ("a safetensors file" if _looks_safetensors(file) else
+                "text" if _looks_text(file) else "no torch file")
+        raise SpeechkitError(f"{file}: {kind}, not a torch weights file (torch.save writes a "
+                             "zip archive or a pickle); pass the released checkpoint file")
     try:
         return torch.load(str(file), map_location="cpu", weights_only=True)
     except Exception as e:

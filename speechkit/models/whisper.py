@@ -57,7 +57,7 @@ class WhisperModel(SpeechModel):
         import torch
         from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
-        from speechkit.models.safe_load import pretrained
+        from speechkit.models.safe_load import pretrained, refuse_non_finite
         from speechkit.models.whisper_torch import WhisperDecoder
 
         self.name = name or str(source)
@@ -71,6 +71,8 @@ class WhisperModel(SpeechModel):
             raise SpeechkitError(f"cannot load Whisper model from {source}: {first_line(e)}; pass a "
                                  "local transformers directory or a built-in name "
                                  "(see `speechkit models`)") from None
+        if not str((describe or {}).get("source", "")).startswith("builtin:"):  # those are pinned
+            refuse_non_finite(dict(self.model.named_parameters()), source)
         self.model.to(device).eval()
         if int8:
             self.model = quantize_int8(self.model)

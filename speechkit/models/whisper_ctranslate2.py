@@ -57,10 +57,16 @@ MAX_TARGET_POSITIONS = 448  # decoder context in tokens, every Whisper size
 HELD_ENCODINGS = 16  # first pieces held between language detection and decoding (3 MB each, base)
 
 
-def whisper_tokens(config: dict, tokenizer: WhisperTokenizer, vocab_size: int) -> WhisperTokens:
-    """The special token ids, from a CTranslate2 Whisper dir's config.json and tokenizer."""
+def whisper_tokens(config: dict, tokenizer: WhisperTokenizer, vocab_size: int,
+                   multilingual: bool = True) -> WhisperTokens:
+    """The special token ids, from a CTranslate2 Whisper dir's config.json and tokenizer.
+
+    An English-only model is prompted with <|startoftranscript|> alone (openai-whisper): its
+    config.json still lists `lang_ids`, shifted by one and without <|en|>, so they are not read.
+    """
     tid = tokenizer.token_id
-    langs = {tokenizer.token(i).strip("<|>"): i for i in config.get("lang_ids", [])}
+    langs = ({tokenizer.token(i).strip("<|>"): i for i in config.get("lang_ids", [])}
+             if multilingual else {})
     tasks = {"transcribe": tid("<|transcribe|>"), "translate": tid("<|translate|>")} if langs else {}
     no_ts = tid("<|notimestamps|>")
     return WhisperTokens(
@@ -218,8 +224,8 @@ class Ct2WhisperModel(WhisperModel):
         tokenizer = WhisperTokenizer(directory / "tokenizer.json", vocab)
         self.processor = _Processor(tokenizer)  # transformers' WhisperProcessor: 2 s to import
         self.multilingual = self.model.is_multilingual
-        self.decoder = Ct2Decoder(self.model, tokenizer, whisper_tokens(config, tokenizer, vocab),
-                                  sampler=lambda: load(1))
+        tokens = whisper_tokens(config, tokenizer, vocab, self.multilingual)
+        self.decoder = Ct2Decoder(self.model, tokenizer, tokens, sampler=lambda: load(1))
         self._held: dict[tuple[int, bytes], np.ndarray] = {}  # content key -> encoder output
         self._describe = {"name": name, "family": "whisper", "source": str(directory),
                           **(describe or {}), "engine": "ctranslate2", "dtype": compute_type,

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 from dataclasses import dataclass
 
 from speechkit.errors import SpeechkitError
 from speechkit.scale import INSTALL_HINT, require_ray
-from speechkit.scale.options import ScaleOptions
+from speechkit.scale.options import ScaleOptions, cluster_endpoint
 
 DECODE_CPUS = 0.25  # logical CPUs a decode task asks for: one ffmpeg process, mostly waiting on I/O
 DECODE_RESERVE = 1.0  # CPUs kept for decode tasks beside CPU model workers (half a 1-CPU cluster)
 CPU_WORKER_THREADS = 2  # math threads of a CPU model worker when the workers are sized by the CPUs
 GPU_WORKER_CPUS = 1.0  # a GPU worker's own CPU: batching and its Python loop
+CONNECT_TIMEOUT_S = 10.0  # to reach a cluster's address; Ray itself retries for many minutes
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ def connect(address: str | None) -> tuple[bool, float]:
         _quiet_data(quiet)
         return False, 0.0
     t0 = time.perf_counter()
+    reachable(address or os.environ.get("RAY_ADDRESS"))
     if quiet:  # the core workers' own log lines stay in the session's log files
         os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
     try:
@@ -55,6 +58,23 @@ def connect(address: str | None) -> tuple[bool, float]:
                              f"not installed; install it with: {INSTALL_HINT}") from None
     _quiet_data(quiet)
     return True, time.perf_counter() - t0
+
+
+def reachable(address: str | None, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Fail within `timeout` when nothing listens at a HOST:PORT address (ray.init would keep
+    retrying it for minutes); `auto`, `local` and no address are Ray's to resolve."""
+    if not address:
+        return
+    endpoint = cluster_endpoint(address)
+    if endpoint is None:
+        return
+    try:
+        socket.create_connection(endpoint, timeout=timeout).close()
+    except OSError as e:
+        why = "timed out" if isinstance(e, TimeoutError) else (e.strerror or type(e).__name__)
+        raise SpeechkitError(f"no Ray cluster at --address {address} ({why} after at most "
+                             f"{timeout:g} s); start one with `ray start --head`, check the host "
+                             "and port, or leave --address out to run a local one") from None
 
 
 def _quiet_data(quiet: bool) -> None:

@@ -11,7 +11,7 @@ import numpy as np
 
 from speechkit.audio import SAMPLE_RATE, VIDEO_FPS
 from speechkit.errors import ItemError
-from speechkit.media.ffmpeg import _check_file, _ffmpeg_input, _reason, display_name, ffmpeg_exe, spawn
+from speechkit.media.ffmpeg import _ffmpeg_input, _reason, check_media_file, display_name, ffmpeg_exe, spawn
 
 FPS = VIDEO_FPS  # frames per second
 MAX_SIDE = 640  # px; frames are scaled down to this longer side (a face stays > 100 px in 1080p)
@@ -73,7 +73,7 @@ def iter_frames(path: str | bytes | os.PathLike, *, rgb: bool = False, offset_s:
     Streams from ffmpeg's pipe (one frame in memory at a time); raises ItemError when the
     file has no video stream or ffmpeg cannot read it.
     """
-    raw = _check_file(path)
+    raw = check_media_file(path)
     args = _command(raw, rgb, offset_s, duration_s, max_side)
     proc, read_stderr = spawn(args)
     try:

@@ -80,8 +80,13 @@ def mouth_boxes(landmarks: np.ndarray) -> np.ndarray:
     return np.concatenate([mouth.min(axis=1), mouth.max(axis=1)], axis=1).astype(np.float32)
 
 
+def center_crops(crops: np.ndarray) -> np.ndarray:
+    """[T, 96, 96] uint8 crops -> [T, 88, 88] uint8: the test-time center crop."""
+    lo = (CROP_SIZE - MODEL_SIZE) // 2
+    return np.ascontiguousarray(crops[:, lo:lo + MODEL_SIZE, lo:lo + MODEL_SIZE])
+
+
 def model_input(crops: np.ndarray) -> np.ndarray:
     """[T, 96, 96] uint8 crops -> [T, 88, 88] float32: the center crop, /255, normalized."""
-    lo = (CROP_SIZE - MODEL_SIZE) // 2
-    center = crops[:, lo:lo + MODEL_SIZE, lo:lo + MODEL_SIZE].astype(np.float32) / 255.0
+    center = center_crops(crops).astype(np.float32) / 255.0
     return (center - MEAN) / STD

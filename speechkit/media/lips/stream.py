@@ -11,12 +11,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from speechkit.errors import ItemError
-from speechkit.media.ffmpeg import decode_audio, display_name, probe
+from speechkit.media.ffmpeg import check_media_file, decode_audio, display_name, probe
 from speechkit.media.lips import frames as vf
 from speechkit.media.lips import geometry as geo
 from speechkit.media.lips import track as tr
 from speechkit.media.lips.backends import DEFAULT_BACKEND, LandmarkBackend, load_backend
-from speechkit.media.lips.cache import LipCrops, cache_key, load_crops, save_crops
+from speechkit.media.lips.cache import DamagedEntry, LipCrops, cache_key, load_crops, save_crops
 
 log = logging.getLogger("speechkit")
 KEEP_FRAMES = 750  # frames kept from the tracking pass (30 s; about 170 MB at 640x360 gray)
@@ -24,15 +24,26 @@ KEEP_FRAMES = 750  # frames kept from the tracking pass (30 s; about 170 MB at 6
 
 @dataclass
 class LipStream:
-    """What a model reads from a video: lip crops at 25 fps on the audio's clock."""
+    """What a model reads from a video: lip crops at 25 fps on the audio's clock, kept as
+    uint8 (a 10-minute clip's float32 input would be 8x the memory, 460 MB); the model input
+    is made from them where it is read."""
 
-    frames: np.ndarray  # [T, 88, 88] float32 model input ((gray/255 - 0.421) / 0.165)
     fps: float  # 25.0
     face_frames: int  # frames where a face was found (the others are interpolated)
     backend: str  # the landmark backend that found the faces
     crops: np.ndarray  # [T, 96, 96] uint8: the crops as a person would look at them
     face_boxes: np.ndarray  # [T, 4] float32 (x0, y0, x1, y1) in the scaled frame's pixels
     mouth_boxes: np.ndarray  # [T, 4] float32, same pixels
+
+    @property
+    def model_crops(self) -> np.ndarray:
+        """[T, 88, 88] uint8: the center crops the model reads (video encoders normalize them)."""
+        return geo.center_crops(self.crops)
+
+    @property
+    def frames(self) -> np.ndarray:
+        """[T, 88, 88] float32 model input ((gray/255 - 0.421) / 0.165), made on each access."""
+        return geo.model_input(self.crops)
 
 
 @functools.lru_cache(maxsize=2)
@@ -100,21 +111,30 @@ def compute_crops(path: str | os.PathLike, *, offset_s: float | None = None,
 def cached_crops(path: str | os.PathLike, *, offset_s: float | None = None,
                  duration_s: float | None = None, backend: str = DEFAULT_BACKEND,
                  cache: bool = True) -> LipCrops:
-    """compute_crops through the crop cache (keyed by content and settings)."""
+    """compute_crops through the crop cache (keyed by content and settings). A damaged or
+    mismatched entry is computed again with a warning naming it; a cache that cannot be
+    written (disk full, read-only) only costs the next run the same work."""
+    check_media_file(path)  # before the hash: a FIFO or /dev/zero would never end
     if not cache:
         return compute_crops(path, offset_s=offset_s, duration_s=duration_s, backend=backend)
+    settings = crop_settings(backend, offset_s, duration_s)
     try:
-        key = cache_key(path, crop_settings(backend, offset_s, duration_s))
+        key = cache_key(path, settings)
     except OSError:  # unreadable: let the decoder say why, in its words
         return compute_crops(path, offset_s=offset_s, duration_s=duration_s, backend=backend)
-    found = load_crops(key)
+    try:
+        found = load_crops(key, settings)
+    except DamagedEntry as e:
+        log.warning("%s", e)
+        found = None
     if found is not None:
         return found
     crops = compute_crops(path, offset_s=offset_s, duration_s=duration_s, backend=backend)
     try:
-        save_crops(key, crops)
-    except OSError as e:
-        log.warning("lip crops not cached (%s); they will be computed again next time", e)
+        save_crops(key, crops, settings)
+    except Exception as e:  # a full disk or a read-only cache never fails the clip
+        log.warning("lip crops of %s not cached (%s: %s); they will be computed again next time",
+                    display_name(path), type(e).__name__, e)
     return crops
 
 
@@ -152,7 +172,7 @@ def lip_stream(path: str | os.PathLike, *, offset_s: float | None = None,
                     "the audio's length", display_name(path), len(crops.crops), n_frames,
                     "cut" if n_frames < len(crops.crops) else "padded with the last frame")
     fit = functools.partial(vf.fit_length, n=n_frames)
-    return LipStream(frames=geo.model_input(fit(crops.crops)), fps=float(vf.FPS),
+    return LipStream(fps=float(vf.FPS),
                      face_frames=int(fit(crops.has_face).sum()), backend=backend,
                      crops=fit(crops.crops), face_boxes=fit(crops.face_boxes),
                      mouth_boxes=fit(crops.mouth_boxes))

@@ -51,7 +51,7 @@ def new_checkpoint(out: str | Path, *, audio_encoder: str = "whisper-base",
                    tokenizer: str | None = None, overwrite: bool = False) -> CheckpointSpec:
     """Assemble and save a checkpoint dir; an existing `out` is refused unless `overwrite`."""
     out = Path(out)
-    check_new_output(out, overwrite)
+    check_new_output(out, overwrite, (audio_encoder, llm, tokenizer))
     audio_encoder = _checked(audio_encoder, builtin_encoders(), "encoder")
     llm = _checked(llm, builtin_llms(), "LLM")
     tokenizer = _checked(tokenizer, builtin_llms(), "tokenizer") if tokenizer else None

@@ -23,7 +23,7 @@ from speechkit.models.base import (
     Inputs,
     SpeechModel,
 )
-from speechkit.models.safe_load import check_safetensors, inside, load_weights
+from speechkit.models.safe_load import check_safetensors, inside, load_weights, refuse_non_finite
 from speechkit.models.speechllm import generate as gen
 from speechkit.models.speechllm.bridges import Bridge, build_bridge
 from speechkit.models.speechllm.checkpoint import (
@@ -308,8 +308,19 @@ def load_speechllm(path: str, device: str = "cpu", quant: str | None = None,
     elif lora_gate is not None:
         raise SpeechkitError(f"--lora-gate: {path} has no prompt-aware LoRA (llm.prompt_lora in "
                              f"{SPEC_FILE}); leave the option out")
+    _refuse_non_finite_modules(path, encoders, bridge, llm)
     model.sha256, model.part_sha256 = checkpoint_sha256(root, parts)
     return model
+
+
+def _refuse_non_finite_modules(path: str, encoders: list, bridge: torch.nn.Module,
+                               llm: torch.nn.Module) -> None:
+    """Weights holding NaN or infinities stop the load, naming the tensor: with them every item
+    would come out "ok" with nonsense text. Quantized (integer) weights are not checked."""
+    for enc in encoders:
+        refuse_non_finite(dict(enc.named_parameters()), f"{path}: encoder {enc.modality!r}")
+    refuse_non_finite(dict(bridge.named_parameters()), f"{path}: bridge")
+    refuse_non_finite(dict(llm.named_parameters()), f"{path}: LLM")
 
 
 def _checked_files(root: Path, spec: CheckpointSpec) -> tuple[dict[str, torch.Tensor],

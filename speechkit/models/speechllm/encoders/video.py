@@ -22,14 +22,18 @@ from torch import nn
 
 from speechkit.audio import VIDEO_FPS
 from speechkit.errors import SpeechkitError
+from speechkit.media.lips.geometry import MEAN as LIP_MEAN
+from speechkit.media.lips.geometry import STD as LIP_STD
 from speechkit.models.safe_load import load_weights
 from speechkit.models.speechllm.checkpoint import EncoderSpec, load_state_strict
 from speechkit.models.speechllm.encoders.base import Encoder
 from speechkit.models.speechllm.encoders.video_conformer import ConformerBackEnd
 from speechkit.models.speechllm.encoders.video_transformer import TransformerBackEnd
-from speechkit.models.speechllm.encoders.visual_frontend import ACTIVATIONS, VisualFrontEnd
+from speechkit.models.speechllm.encoders.visual_frontend import ACTIVATIONS, STEM_KERNEL, VisualFrontEnd
 
 CROP_SIZE = 88  # the model input is the center 88x88 of a 96x96 mouth crop
+FRONTEND_FRAMES = 64  # frames through the 3-D conv + ResNet at a time: bounded activations
+FRONTEND_CONTEXT = STEM_KERNEL[0] // 2  # neighbour frames the 3-D conv reads on each side
 CONFIG_FILE = "config.json"
 RANDOM_SEED = 0  # source "random": the same weights on every load
 BACKENDS = ("transformer", "conformer")
@@ -112,13 +116,34 @@ class VisualSpeechNet(nn.Module):
             self.encoder = TransformerBackEnd(c.dim, c.layers, c.heads, c.ffn_dim, c.norm_first,
                                               c.conv_pos, c.conv_pos_groups)
 
-    def forward(self, crops: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-        x = self.proj(self.frontend(crops))
+    def forward(self, crops: torch.Tensor, keep: torch.Tensor,
+                valid: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.proj(self.frame_features(crops, valid))
         if self.post_extract_proj is not None:
             x = self.post_extract_proj(self.layer_norm(torch.cat([torch.zeros_like(x), x], -1)))
         elif self.layer_norm is not None:
             x = self.layer_norm(x)
         return self.encoder(x, keep)
+
+
+    def frame_features(self, crops: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """The front-end over [B, T, H, W] crops, FRONTEND_FRAMES frames at a time (each chunk
+        with the neighbours its 3-D conv reads, so the result equals one pass over all T).
+        uint8 crops are normalized chunk by chunk, so a long clip is never held as floats;
+        frames outside `valid` [B, T] (padding) are zeros after normalizing, as float input's."""
+        t = crops.shape[1]
+        parts = []
+        for start in range(0, max(t, 1), FRONTEND_FRAMES):
+            lo, hi = max(0, start - FRONTEND_CONTEXT), min(t, start + FRONTEND_FRAMES + FRONTEND_CONTEXT)
+            chunk = crops[:, lo:hi]
+            if chunk.dtype == torch.uint8:
+                chunk = (chunk.float() / 255.0 - LIP_MEAN) / LIP_STD
+                if valid is not None:
+                    chunk = chunk * valid[:, lo:hi, None, None]
+                chunk = chunk.to(self.proj.weight.dtype)
+            out = self.frontend(chunk)
+            parts.append(out[:, start - lo:start - lo + min(FRONTEND_FRAMES, t - start)])
+        return torch.cat(parts, dim=1)
 
 
 def video_config(spec: EncoderSpec, directory: Path | None) -> VideoEncoderConfig:
@@ -184,10 +209,15 @@ class VideoEncoder(Encoder):
                                  f"frames of one size (88x88), got {sorted(shapes)}")
         lengths = torch.tensor([len(w) for w in windows])
         longest = max(1, int(lengths.max()))  # an empty window still runs one zero frame
-        x = torch.zeros(len(windows), longest, *shapes.pop())
+        # uint8 crops (lip_stream's) stay uint8 until the front-end normalizes each chunk;
+        # float crops are taken as already normalized. Padding: the value of a normalized 0.
+        raw = all(w.dtype == np.uint8 for w in windows)
+        x = torch.zeros(len(windows), longest, *shapes.pop(), dtype=torch.uint8 if raw else torch.float32)
         for i, w in enumerate(windows):
-            x[i, :len(w)] = torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32))
+            x[i, :len(w)] = torch.from_numpy(np.ascontiguousarray(w, dtype=np.uint8 if raw else np.float32))
+        valid = torch.arange(longest)[None, :] < lengths[:, None]  # real frames; padding is 0
         keep = torch.arange(longest)[None, :] < lengths[:, None]
         keep[:, 0] |= lengths == 0  # attention needs one key; the frame is dropped below
-        feats = self.model(x.to(self.device_, self.dtype_), keep.to(self.device_))
+        x = x.to(self.device_) if raw else x.to(self.device_, self.dtype_)
+        feats = self.model(x, keep.to(self.device_), valid.to(self.device_))
         return [feats[i, :n] for i, n in enumerate(lengths.tolist())]

@@ -19,7 +19,13 @@ from pathlib import Path
 import torch
 
 from speechkit.errors import SpeechkitError
-from speechkit.models.safe_load import load_plain_pickle, pretrained, read_safetensors
+from speechkit.models.safe_load import (
+    check_weights_file,
+    load_plain_pickle,
+    pretrained,
+    read_safetensors,
+    refuse_non_finite,
+)
 from speechkit.models.speechllm.checkpoint import (
     ADAPTER_DIR,
     WEIGHTS_FILE,
@@ -71,8 +77,7 @@ class ConversionReport:
 def read_state_dict(file: Path) -> dict[str, torch.Tensor]:
     """The released state dict (torch file read with weights_only=True, or safetensors);
     a Lightning `{"state_dict": {"model.…": …}}` wrapper is unwrapped."""
-    if not file.is_file():
-        raise SpeechkitError(f"--ckpt {file}: no such file")
+    check_weights_file(file, "--ckpt")
     obj = read_safetensors(file) if file.suffix == ".safetensors" else load_plain_pickle(file)
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
@@ -83,6 +88,7 @@ def read_state_dict(file: Path) -> dict[str, torch.Tensor]:
     if not any(k.startswith(PARTS) for k in obj):
         raise SpeechkitError(f"{file}: no audio_encoder.*, video_encoder.*, *_proj.* or llm.* "
                              "keys; not a Llama-AVSR checkpoint")
+    refuse_non_finite(obj, file)
     return obj
 
 
@@ -97,9 +103,10 @@ def convert_llama_avsr(ckpt: str | Path, out: str | Path, *, llm: str = DEFAULT_
     if compression is not None and compression not in COMPRESSIONS:
         raise SpeechkitError(f"--compression-mode {compression!r}: use {' or '.join(COMPRESSIONS)}")
     out = Path(out)
-    check_new_output(out, overwrite)
+    check_new_output(out, overwrite, (ckpt, llm))
     ledger = KeyLedger(read_state_dict(Path(ckpt)), str(ckpt), options=dict(OPTION_KEYS))
     llm_dir = resolve_source(llm, builtin_llms(), "LLM")
+    check_new_output(out, overwrite, (llm_dir,))  # a built-in resolves to its folder in the cache
     with staged_directory(out) as tmp:
         encoders, bridge = [], BridgeSpec(type="llama-avsr")
         tensors: dict[str, torch.Tensor] = {}

@@ -186,16 +186,17 @@ def check_shapes(expected: dict[str, torch.Tensor], found: dict[str, torch.Tenso
 
 def read_salmonn_state(file: str | Path) -> dict[str, torch.Tensor]:
     """The state dict of a SALMONN `.pth` (torch's weights-only loader; pickled code refused)."""
-    from speechkit.models.safe_load import load_plain_pickle
+    from speechkit.models.safe_load import check_weights_file, load_plain_pickle, refuse_non_finite
 
-    if not Path(file).is_file():
+    if not Path(file).exists():
         raise SpeechkitError(f"--ckpt {file}: no such file; pass salmonn_v1.pth or salmonn_7b_v0.pth")
-    obj = load_plain_pickle(file)
+    obj = load_plain_pickle(check_weights_file(file, "--ckpt"))
     state = obj.get("model", obj) if isinstance(obj, dict) else None
     if not isinstance(state, dict) or not state or not all(
             isinstance(v, torch.Tensor) for v in state.values()):
         raise SpeechkitError(f"{file}: not a SALMONN checkpoint ({{'model': state dict}}); pass "
                              "salmonn_v1.pth or salmonn_7b_v0.pth")
+    refuse_non_finite(state, file)
     return state
 
 
@@ -218,7 +219,7 @@ def convert_salmonn(ckpt: str | Path, whisper: str, beats: str | Path, llm: str,
     from speechkit.models.speechllm.encoders.beats import BeatsConfig, read_beats_checkpoint
 
     out = Path(out)
-    check_new_output(out, overwrite)
+    check_new_output(out, overwrite, (ckpt, whisper, beats, llm))
     parts = split_salmonn_state(read_salmonn_state(ckpt))
     if parts.unmapped:
         raise SpeechkitError(f"{ckpt}: {len(parts.unmapped)} keys have no place in a SALMONN "

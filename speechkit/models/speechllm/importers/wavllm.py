@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from speechkit.errors import SpeechkitError
-from speechkit.models.safe_load import load_weights, pretrained
+from speechkit.models.safe_load import check_weights_file, load_weights, pretrained
 from speechkit.models.speechllm.checkpoint import (
     BridgeInput,
     BridgeSpec,
@@ -70,7 +70,7 @@ class Mapped:
 
 def read_wavllm(file: str | Path) -> dict[str, torch.Tensor]:
     """The state dict of a WavLLM checkpoint (`{"model": ...}` or bare), no code executed."""
-    return load_weights(file)
+    return load_weights(check_weights_file(file, "--ckpt"))
 
 
 def map_wavllm(state: dict[str, torch.Tensor], n_heads: int) -> Mapped:

@@ -39,7 +39,7 @@ def write_checkpoint(ckpt: Path, out: Path, whisper: Path, wavlm: Path, llm: Pat
     """Convert `ckpt` into `out` (refused when anything is unmapped or missing)."""
     from transformers import AutoTokenizer
 
-    check_new_output(out, overwrite)
+    check_new_output(out, overwrite, (ckpt, whisper, wavlm, llm))
     configs = load_configs(whisper, wavlm, llm)
     cfg = configs["llm"]
     heads = int(cfg.num_attention_heads)
