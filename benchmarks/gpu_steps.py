@@ -115,18 +115,9 @@ def cycled(items: list[tuple[str, np.ndarray, str]], n: int) -> list[tuple[str, 
 # -- speech LLMs ----------------------------------------------------------------------------------
 
 def llm_tokenizer(carried: Path) -> str:
-    """The tokenizer random LLMs use: the built-in SmolLM2's, else the copy carried to a bare
-    machine (scripts/gpu-prepare saves it there)."""
-    from speechkit.errors import SpeechkitError
-    from speechkit.models.catalogue import builtin
-
-    try:
-        builtin("smollm2-135m").weight_files()
-        return "smollm2-135m"
-    except SpeechkitError:
-        if (carried / "llm-tokenizer").is_dir():
-            return str(carried / "llm-tokenizer")
-        raise
+    """The tokenizer random LLMs use: the carried copy (scripts/gpu-prepare saves it; a bare
+    machine has no other), else the built-in SmolLM2's."""
+    return str(carried / "llm-tokenizer") if (carried / "llm-tokenizer").is_dir() else "smollm2-135m"
 
 
 def write_llm_checkpoint(out: Path, label: str, shape: dict[str, Any], sz: Sizes,
@@ -202,16 +193,15 @@ def whisper_source(name: str, sz: Sizes, work: Path, carried: Path) -> tuple[str
     from speechkit.errors import SpeechkitError
     from speechkit.models.catalogue import builtin
 
-    processor = None
     try:
         builtin("whisper-base").weight_files()
         if name == "base":
             return "whisper-base", True
-        processor = builtin("whisper-base").load()  # converted once; its processor files
     except SpeechkitError:
-        processor = carried / "whisper-processor"  # saved by scripts/gpu-prepare
-        if not (processor / "tokenizer.json").is_file():
-            raise
+        pass
+    processor = carried / "whisper-processor"  # saved by scripts/gpu-prepare
+    if not (processor / "tokenizer.json").is_file():
+        processor = builtin("whisper-base").load()  # its config and tokenizer, converted once
     out = work / f"whisper-{name}-random"
     if not (out / "config.json").is_file():
         _random_whisper(Path(processor), {} if name == "base" else sz.whisper_large, out)
