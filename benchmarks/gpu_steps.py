@@ -230,6 +230,7 @@ def _random_whisper(processor_dir: Path, shape: dict[str, int], out: Path) -> No
     proc = WhisperProcessor.from_pretrained(processor_dir)
     features = WhisperFeatureExtractor(feature_size=config.num_mel_bins)
     WhisperProcessor(feature_extractor=features, tokenizer=proc.tokenizer).save_pretrained(out)
+    features.save_pretrained(out)  # preprocessor_config.json, which faster-whisper reads
 
 
 def whisper_torch_rows(name: str, sz: Sizes, work: Path, carried: Path) -> list[dict]:
@@ -298,7 +299,10 @@ def faster_whisper_rows(name: str, sz: Sizes, work: Path, carried: Path) -> list
 
         ct2_dir = work / f"whisper-{name}-random-ct2"
         if not (ct2_dir / "model.bin").is_file():
-            ctranslate2.converters.TransformersConverter(source).convert(str(ct2_dir), force=True)
+            # faster-whisper reads the tokenizer and the mel count from the model folder
+            ctranslate2.converters.TransformersConverter(
+                source, copy_files=["tokenizer.json", "preprocessor_config.json"]
+            ).convert(str(ct2_dir), force=True)
     device = "cuda" if sz.device.startswith("cuda") else "cpu"
     t0 = time.perf_counter()
     model = WhisperModel(str(ct2_dir), device=device, compute_type=sz.faster_whisper_compute)
