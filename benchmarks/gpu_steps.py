@@ -117,7 +117,8 @@ def cycled(items: list[tuple[str, np.ndarray, str]], n: int) -> list[tuple[str, 
 def llm_tokenizer(carried: Path) -> str:
     """The tokenizer random LLMs use: the carried copy (scripts/gpu-prepare saves it; a bare
     machine has no other), else the built-in SmolLM2's."""
-    return str(carried / "llm-tokenizer") if (carried / "llm-tokenizer").is_dir() else "smollm2-135m"
+    found = carried / "llm-tokenizer"
+    return str(found.resolve()) if found.is_dir() else "smollm2-135m"
 
 
 def write_llm_checkpoint(out: Path, label: str, shape: dict[str, Any], sz: Sizes,
@@ -130,11 +131,8 @@ def write_llm_checkpoint(out: Path, label: str, shape: dict[str, Any], sz: Sizes
 
     tokenizer = llm_tokenizer(carried)
     if shape["family"] == "salmonn":
-        import salmonn_shape
-
-        salmonn_shape.TOKENIZER = tokenizer
         tiny = shape["llm"] == "tiny"
-        salmonn_shaped(out, shape["llm"], "tiny" if tiny else "full")
+        salmonn_shaped(out, shape["llm"], "tiny" if tiny else "full", tokenizer)
         return f"{label}: Whisper large-v2 + BEATs, Q-Former, Vicuna-{shape['llm']} shape, LoRA r 8"
     tiny = shape["llm"] == "tiny"
     llm_cfg = (dict(LLAMA_8B, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,

@@ -54,7 +54,7 @@ BEATS = {
 QFORMER = {"full": dict(), "tiny": dict(hidden_size=32, heads=2, intermediate_size=64)}
 
 
-def salmonn_shaped(out: Path, llm: str, encoders: str) -> None:
+def salmonn_shaped(out: Path, llm: str, encoders: str, tokenizer: str = TOKENIZER) -> None:
     """Write the checkpoint: spec, random Q-Former weights and a fresh LoRA adapter."""
     from speechkit.models.speechllm.checkpoint import (
         BridgeInput,
@@ -73,7 +73,7 @@ def salmonn_shaped(out: Path, llm: str, encoders: str) -> None:
 
     whisper, beats = WHISPER[encoders], BEATS[encoders]
     qformer = QFormerSpec(**QFORMER[encoders])
-    lspec = LLMSpec(source="random", tokenizer=TOKENIZER,
+    lspec = LLMSpec(source="random", tokenizer=tokenizer,
                     lora=LoraSpec(r=8, alpha=32.0, target_modules=["q_proj", "v_proj"]))
     lspec.vocab_size = len(load_tokenizer(lspec, []))
     lspec.config = dict(model_type="llama", vocab_size=lspec.vocab_size, rms_norm_eps=1e-6,
