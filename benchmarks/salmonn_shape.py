@@ -50,8 +50,11 @@ BEATS = {
                  max_distance=128, gru_rel_pos=True),
 }
 
+# SALMONN's window Q-Former (BERT-base sizes, checkpoint.QFormerSpec's defaults); tiny for CPU checks
+QFORMER = {"full": dict(), "tiny": dict(hidden_size=32, heads=2, intermediate_size=64)}
 
-def salmonn_shaped(out: Path, llm: str, encoders: str) -> None:
+
+def salmonn_shaped(out: Path, llm: str, encoders: str, tokenizer: str = TOKENIZER) -> None:
     """Write the checkpoint: spec, random Q-Former weights and a fresh LoRA adapter."""
     from speechkit.models.speechllm.checkpoint import (
         BridgeInput,
@@ -69,7 +72,8 @@ def salmonn_shaped(out: Path, llm: str, encoders: str) -> None:
     from speechkit.models.speechllm.llm import llm_config, load_tokenizer
 
     whisper, beats = WHISPER[encoders], BEATS[encoders]
-    lspec = LLMSpec(source="random", tokenizer=TOKENIZER,
+    qformer = QFormerSpec(**QFORMER[encoders])
+    lspec = LLMSpec(source="random", tokenizer=tokenizer,
                     lora=LoraSpec(r=8, alpha=32.0, target_modules=["q_proj", "v_proj"]))
     lspec.vocab_size = len(load_tokenizer(lspec, []))
     lspec.config = dict(model_type="llama", vocab_size=lspec.vocab_size, rms_norm_eps=1e-6,
@@ -80,7 +84,7 @@ def salmonn_shaped(out: Path, llm: str, encoders: str) -> None:
                               dim=whisper["d_model"], pad_window=True),
                   EncoderSpec(modality="beats", type="beats", source="random", config=beats,
                               dim=beats["encoder_embed_dim"], pad_window=True)],
-        bridge=BridgeSpec(type="qformer", out_dim=lspec.hidden_size, qformer=QFormerSpec(),
+        bridge=BridgeSpec(type="qformer", out_dim=lspec.hidden_size, qformer=qformer,
                           inputs={"audio": BridgeInput(in_dim=whisper["d_model"]),
                                   "beats": BridgeInput(in_dim=beats["encoder_embed_dim"])}),
         llm=lspec, prompt=PromptSpec(template="salmonn"),
