@@ -168,12 +168,12 @@ def test_conversion_reports_each_dropped_key(parts, tmp_path):
 
 def _task_batch(testdata, spoken):
     """One batch per task: (task, inputs, per-item prompts, options). The weights are random, so
-    any speech or sound serves: LibriVox sentences (one reader), cards and raw clips (others)."""
+    any speech serves: LibriVox sentences (one reader), the cards and raw clips (recorded apart)."""
     librivox = sorted((testdata / "librivox").glob("*.wav"))  # 7.1, 3.0, 5.3, 6.0, 3.3 s
     asr = [_clip(p) for p in (librivox[1], librivox[4], testdata / "cards/001.wav")]
     er = [_clip(testdata / f"cards/{n}.wav") for n in ("002", "004")]
     trials = [(librivox[0], librivox[2]), (librivox[3], testdata / "goforward.raw"),
-              (testdata / "cards/003.wav", testdata / "numbers.raw")]  # same, other, other
+              (testdata / "cards/003.wav", testdata / "numbers.raw")]  # one reader, then mixed sources
     sv = [{ENROLL: _clip(e), AUDIO: _clip(t)} for e, t in trials]
     return [
         ("asr", audio_inputs(asr), None, {}),

@@ -52,7 +52,7 @@ def test_real_librivox_clips_come_out_right(whisper_base, testdata, tmp_path):
 
 
 def cards(testdata, n=5):
-    """Spoken card names by another speaker (pocketsphinx-testdata cards/), with their words."""
+    """Spoken card names (pocketsphinx-testdata cards/, recorded apart from LibriVox), with their words."""
     lines = (testdata / "cards" / "cards.transcription").read_text().splitlines()
     out = []
     for line in lines[:n]:
@@ -70,7 +70,7 @@ def assert_batched_equals_one_at_a_time(model, paths, tmp_path):
 
 
 def test_batched_output_equals_one_at_a_time(whisper_base, testdata, tmp_path):
-    # two speakers, 1.1 to 7.1 s: a batch pads the shorter ones
+    # LibriVox and cards recordings, 1.1 to 7.1 s: a batch pads the shorter ones
     paths = [str(p) for p, _ in librivox(testdata, 3) + cards(testdata, 2)]
     assert_batched_equals_one_at_a_time(whisper_base, paths, tmp_path)
 

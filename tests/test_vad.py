@@ -18,7 +18,7 @@ GAP_S = 8.0  # s of near-silence between the clips: a "long silence" the VAD mus
 NOISE_RMS = 1e-4  # about -80 dBFS: a quiet floor, so the gaps are not digital zeros
 SPEECH_DBFS = -30.0  # 50 ms frames louder than this are surely speech and must be covered
 LIBRIVOX = "librivox/sense_and_sensibility_01_austen_64kb-{}.wav"
-CLIPS = (  # pocketsphinx-testdata read speech of several speakers, about 38 s in all; each
+CLIPS = (  # pocketsphinx-testdata read speech from three recording sets, about 38 s; each
     # entry's files are joined back to back into one stretch of speech
     (LIBRIVOX.format("0870"), LIBRIVOX.format("0920")),  # 13.1 s: longer than a 10 s span
     (LIBRIVOX.format("0880"),),

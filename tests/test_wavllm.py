@@ -21,7 +21,7 @@ from tests.conftest import read_testdata_audio
 from tests.wavllm_reference import component_dirs, ref_logits, wavllm_state
 
 # pocketsphinx-testdata; the weights are random, so any speech serves: 1.1, 3.0, 2.8 and 3.0 s
-# by three speakers (the cards, the LibriVox reader, the raw clips)
+# from three recording sets (the cards, LibriVox, the raw clips)
 CLIPS = ["cards/001.wav", "librivox/sense_and_sensibility_01_austen_64kb-0880.wav",
          "goforward.raw", "something.raw"]
 SV = [("librivox/sense_and_sensibility_01_austen_64kb-0930.wav", "numbers.raw")]
