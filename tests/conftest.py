@@ -49,6 +49,18 @@ def pocketsphinx_dir() -> Path | None:
     return None
 
 
+def read_testdata_audio(path: Path):
+    """16 kHz mono float32 samples of a pocketsphinx-testdata file; its .raw files are 16 kHz
+    s16le without a header, the rest ffmpeg decodes."""
+    import numpy as np
+
+    from speechkit.media.ffmpeg import decode_audio
+
+    if path.suffix == ".raw":
+        return (np.fromfile(path, "<i2") / 32768).astype(np.float32)
+    return decode_audio(str(path))
+
+
 @pytest.fixture(scope="session")
 def testdata() -> Path:
     d = pocketsphinx_dir()
@@ -132,3 +144,12 @@ def cli():
     register(app)
     runner = CliRunner()
     return lambda *args: runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="session")
+def spoken(tmp_path_factory) -> dict[str, Path]:
+    """German and French speech made by eSpeak NG (tests/synth.py): {"de": wav, "fr": wav}."""
+    from tests.synth import FRENCH, GERMAN, write_speech
+
+    root = tmp_path_factory.mktemp("spoken")
+    return {u.language: write_speech(root / f"{u.language}.wav", u) for u in (GERMAN, FRENCH)}

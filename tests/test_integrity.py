@@ -273,10 +273,9 @@ def test_overwrite_redoes_only_the_given_input_and_a_failed_one_changes_nothing(
 
 
 @pytest.mark.slow
-def test_two_runs_on_one_out_never_duplicate_or_lose_a_line(whisper_base, dev_dir, tmp_path):
+def test_two_runs_on_one_out_never_duplicate_or_lose_a_line(whisper_base, testdata, tmp_path):
     out = tmp_path / "r.jsonl"
-    inputs = [str(dev_dir / "asr_en" / "lhotse_LJ002-0020.wav"),
-              str(dev_dir / "asr_en" / "deepspeech_LDC93S1.wav")]
+    inputs = [str(testdata / "cards" / "001.wav"), str(testdata / "cards" / "003.wav")]  # 1.1, 1.5 s
     cmd = [sys.executable, "-m", "speechkit", "transcribe", *inputs, "--out", str(out),
            "--no-progress", "--device", "cpu"]
     runs = [subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,

@@ -12,7 +12,6 @@ from speechkit.inputs import expand_inputs
 from speechkit.models.base import DecodeOptions, audio_inputs
 from speechkit.models.whisper_decode import TIME_PRECISION, compression_ratio, resume_point, split_segments
 from speechkit.transcribe import transcribe_items
-from tests.conftest import DEV_DIR
 
 TB = 50364  # <|0.00|> of the multilingual Whisper vocabulary
 
@@ -99,7 +98,7 @@ def test_output_format_all_means_every_format():
 # -- long real recordings ----------------------------------------------------------------------
 
 
-def _long_recording(ffmpeg, clips, tmp_path, times: int):
+def _long_recording(clips, tmp_path, times: int):
     """The clips, repeated `times`, decoded and joined into one 16 kHz WAV; and its reference."""
     import wave
 
@@ -117,61 +116,88 @@ def _long_recording(ffmpeg, clips, tmp_path, times: int):
     return out, " ".join(ref for _ in range(times) for _, ref in clips)
 
 
-def _read_speech(testdata, with_dev_set: bool = False):
-    """Real read speech with references: five LibriVox clips, then (when asked and present)
-    the development set's English clips."""
+def _read_speech(testdata):
+    """Real read speech with references: the five LibriVox clips of pocketsphinx-testdata."""
     lines = (testdata / "librivox" / "transcription").read_text().splitlines()
     clips = []
     for line in lines[:5]:
         m = re.match(r"<s> (.*) </s> \((.*)\)", line.strip())
         clips.append((testdata / "librivox" / f"{m.group(2)}.wav", m.group(1)))
-    if with_dev_set and DEV_DIR is not None:
-        for line in (DEV_DIR / "manifest.jsonl").read_text().splitlines():
-            rec = json.loads(line)
-            if rec["task"] == "asr" and rec["language"] == "en":
-                clips.append((DEV_DIR / rec["path"], rec["reference"]))
     return clips
 
 
-@pytest.mark.slow
-def test_long_recording_same_words_with_and_without_language(whisper_base, testdata, ffmpeg, tmp_path):
-    """LibriVox and development-set clips twice over (about 100 s, four VAD pieces):
-    detecting the language gives the same transcript as naming it, every sentence once, at
-    the clips' own WER; the piece the language is detected on is encoded once, not twice."""
-    clips = _read_speech(testdata, with_dev_set=True)
-    path, reference = _long_recording(ffmpeg, clips, tmp_path, times=2)
+# A phrase of each LibriVox sentence that whisper-base gets word for word, without the first
+# word: int8 decoding may lose a leading "he" at feature rounding noise (1e-6).
+LIBRIVOX_PHRASES = ("john dashwood had then leisure", "not an ill disposed young man",
+                    "rather cold hearted and rather selfish", "might have been made still more respectable",
+                    "might even have been made amiable himself")
+
+
+def _dev_speech(dev_dir):
+    """The development set's English clips with their references."""
+    clips = []
+    for line in (dev_dir / "manifest.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        if rec["task"] == "asr" and rec["language"] == "en":
+            clips.append((dev_dir / rec["path"], rec["reference"]))
+    return clips
+
+
+def _assert_same_words_with_and_without_language(model, clips, times, tmp_path):
+    """The clips joined `times` over into one recording longer than a window: detecting the
+    language gives the same transcript as naming it, at least one segment a sentence (not one
+    line per VAD piece), each LibriVox sentence once a repetition, at the clips' own WER; the
+    piece the language is detected on is encoded once, not twice."""
+    from speechkit.media.ffmpeg import decode_audio
+    from speechkit.media.vad import split_long_audio
+
+    path, reference = _long_recording(clips, tmp_path, times=times)
+    pieces = split_long_audio(decode_audio(str(path)), max_s=model.max_input_s)
+    assert len(pieces) >= 2  # long enough to be cut, so detection and decoding span pieces
     items = expand_inputs([str(path)])
     texts, encoded = {}, {}
-    encode = whisper_base.decoder.encode
+    encode = model.decoder.encode
     for lang in (None, "en"):
         out = tmp_path / f"{lang}.jsonl"
         windows = []
-        whisper_base.decoder.encode = lambda f, windows=windows: windows.append(len(f)) or encode(f)
+        model.decoder.encode = lambda f, windows=windows: windows.append(len(f)) or encode(f)
         try:
-            stats = transcribe_items(items, whisper_base, DecodeOptions(language=lang), out)
+            stats = transcribe_items(items, model, DecodeOptions(language=lang), out)
         finally:
-            whisper_base.decoder.encode = encode
+            model.decoder.encode = encode
         encoded[lang] = sum(windows)
         assert stats.ok == 1
         r = next(iter(read_results(out).values()))
         texts[lang] = r.text
         assert r.language == "en"
-        assert len(r.segments) >= 12  # sentences, not one line per VAD piece
+        assert len(r.segments) >= len(clips) * times  # each sentence joined in has its segment
         assert all(a.start <= b.start for a, b in zip(r.segments, r.segments[1:], strict=False))
     assert texts[None] == texts["en"]
     assert encoded[None] == encoded["en"]
     hyp = words(texts[None])
     assert len(hyp.split()) == pytest.approx(len(words(reference).split()), rel=0.1)
-    # Once per repetition (neither dropped nor repeated at a piece's edge); not its first word:
-    # int8 decoding may lose a leading "he" at feature rounding noise (1e-6).
-    assert hyp.count("might even have been made amiable himself") == 2
+    for phrase in LIBRIVOX_PHRASES:  # once a repetition: neither dropped nor repeated at a piece's edge
+        assert hyp.count(phrase) == times, phrase
     assert jiwer.wer(words(reference), hyp) < 0.1
 
 
 @pytest.mark.slow
-def test_subtitle_files_use_whisper_segments(whisper_base, testdata, ffmpeg, tmp_path):
+def test_long_recording_same_words_with_and_without_language(whisper_base, testdata, tmp_path):
+    # the five LibriVox sentences four times over: about 100 s, more than three 30 s windows
+    _assert_same_words_with_and_without_language(whisper_base, _read_speech(testdata), 4, tmp_path)
+
+
+@pytest.mark.slow
+def test_long_recording_of_many_speakers_same_words_with_and_without_language(
+        whisper_base, testdata, dev_dir, tmp_path):
+    clips = _read_speech(testdata) + _dev_speech(dev_dir)  # twice over: about 100 s, six speakers
+    _assert_same_words_with_and_without_language(whisper_base, clips, 2, tmp_path)
+
+
+@pytest.mark.slow
+def test_subtitle_files_use_whisper_segments(whisper_base, testdata, tmp_path):
     clips = _read_speech(testdata)
-    path, _ = _long_recording(ffmpeg, clips, tmp_path, times=2)
+    path, _ = _long_recording(clips, tmp_path, times=2)
     transcribe_items(expand_inputs([str(path)]), whisper_base, DecodeOptions(language="en"),
                      tmp_path / "r.jsonl", formats=("srt", "vtt", "json"), format_dir=tmp_path)
     r = next(iter(read_results(tmp_path / "r.jsonl").values()))

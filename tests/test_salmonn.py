@@ -1,5 +1,5 @@
 """SALMONN checkpoints: conversion from the official layout, the window Q-Former against a
-reference forward, every task on real clips, long audio windowed with both encoders aligned,
+reference forward, every task on real recordings, long audio windowed with both encoders aligned,
 and the LoRA scaling override."""
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from speechkit.models.speechllm import load_speechllm
 from speechkit.models.speechllm.checkpoint import SPEC_FILE
 from speechkit.models.speechllm.importers.salmonn import convert_salmonn
 from speechkit.models.speechllm.prompts import render, task_prompt
+from tests.conftest import read_testdata_audio
 from tests.test_salmonn_tiny import (
     beats_official,
     lora_merged_llm,
@@ -67,10 +68,10 @@ def model(converted):
     return load_speechllm(str(converted), device="cpu")
 
 
-def _clip(dev_dir, name="asr_en/speechbrain_spk1_snt1.wav"):
-    from speechkit.media.ffmpeg import decode_audio
+SENTENCE = "librivox/sense_and_sensibility_01_austen_64kb-0880.wav"  # 3.0 s, pocketsphinx-testdata
 
-    return decode_audio(str(dev_dir / name))
+
+_clip = read_testdata_audio
 
 
 def _reference_logits(parts, model, wave, scaling):
@@ -108,8 +109,8 @@ def _speechkit_logits(model, wave):
 
 @pytest.mark.parametrize(("scale", "seconds"), [(None, 30.0), (2.0, None)])
 @torch.inference_mode()
-def test_converted_logits_match_the_official_layout(parts, converted, dev_dir, scale, seconds):
-    wave = _clip(dev_dir)  # 2.9 s; SALMONN encodes it as 30 s (88 windows) as speechkit does here
+def test_converted_logits_match_the_official_layout(parts, converted, testdata, scale, seconds):
+    wave = _clip(testdata / SENTENCE)  # 3.0 s; SALMONN encodes it as 30 s (88 windows) as speechkit does here
     if seconds:
         wave = np.resize(wave, int(seconds * 16000))
     model = load_speechllm(str(converted), device="cpu", lora_scale=scale)
@@ -165,27 +166,28 @@ def test_conversion_reports_each_dropped_key(parts, tmp_path):
     assert done.mapped == placed
 
 
-def _task_batch(dev_dir):
-    """One batch per task from the development set: (task, inputs, per-item prompts, options)."""
-    asr = [_clip(dev_dir, f"asr_en/{n}") for n in
-           ("speechbrain_spk1_snt1.wav", "lhotse_LJ002-0020.wav", "deepspeech_LDC93S1.wav")]
-    er = [_clip(dev_dir, str(p.relative_to(dev_dir))) for p in sorted((dev_dir / "er").rglob("*.wav"))]
-    trials = [line.split() for line in (dev_dir / "sv/trials.txt").read_text().splitlines()
-              if line and not line.startswith("#")][:3]
-    sv = [{ENROLL: _clip(dev_dir, e), AUDIO: _clip(dev_dir, t)} for _, e, t in trials]
+def _task_batch(testdata, spoken):
+    """One batch per task: (task, inputs, per-item prompts, options). The weights are random, so
+    any speech serves: LibriVox sentences (one reader), the cards and raw clips (recorded apart)."""
+    librivox = sorted((testdata / "librivox").glob("*.wav"))  # 7.1, 3.0, 5.3, 6.0, 3.3 s
+    asr = [_clip(p) for p in (librivox[1], librivox[4], testdata / "cards/001.wav")]
+    er = [_clip(testdata / f"cards/{n}.wav") for n in ("002", "004")]
+    trials = [(librivox[0], librivox[2]), (librivox[3], testdata / "goforward.raw"),
+              (testdata / "cards/003.wav", testdata / "numbers.raw")]  # one reader, then mixed sources
+    sv = [{ENROLL: _clip(e), AUDIO: _clip(t)} for e, t in trials]
     return [
         ("asr", audio_inputs(asr), None, {}),
-        ("st", audio_inputs([_clip(dev_dir, "st/speechbrain_cvss_common_voice_fr_17299458.wav"),
-                             asr[0]]), None, {"target_language": "de"}),
+        ("st", audio_inputs([_clip(spoken["fr"]), asr[0]]), None, {"target_language": "de"}),
         ("er", audio_inputs(er), None, {}),
         ("sv", sv, None, {}),
-        ("sqa", audio_inputs(asr[:2]), ["What did the child hurt?", "Which year is named?"], {}),
-        ("aac", audio_inputs([_clip(dev_dir, "caption/esc50_1-100032-A-0.wav"), asr[1]]), None, {}),
+        ("sqa", audio_inputs(asr[:2]), ["Who was not ill disposed?", "What might he have been made?"],
+         {}),
+        ("aac", audio_inputs([_clip(testdata / "something.raw"), asr[1]]), None, {}),
     ]
 
 
-def test_every_task_runs_and_a_batch_decodes_like_one_at_a_time(model, dev_dir):
-    for task, batch, prompts, extra in _task_batch(dev_dir):
+def test_every_task_runs_and_a_batch_decodes_like_one_at_a_time(model, testdata, spoken):
+    for task, batch, prompts, extra in _task_batch(testdata, spoken):
         options = DecodeOptions(task=task, max_new_tokens=5, **extra)
         hyps = model.generate(batch, options, prompts=prompts)
         batched = model.last_tokens
@@ -221,8 +223,9 @@ def short_windows(converted, tmp_path_factory):
 
 
 @torch.inference_mode()
-def test_long_audio_is_windowed_through_both_encoders_in_step(short_windows, dev_dir):
-    wave = _clip(dev_dir, "asr_en/wenet_librispeech-1995-1837-0001.wav")[:int(7.5 * 16000)]
+def test_long_audio_is_windowed_through_both_encoders_in_step(short_windows, testdata):
+    librivox = sorted((testdata / "librivox").glob("*.wav"))
+    wave = np.concatenate([_clip(p) for p in librivox[:2]])[:int(7.5 * 16000)]
     out, n = short_windows.encode(audio_inputs([wave]))["audio"]
     assert int(n[0]) == 8 + 8 + 8  # per 3 s window (the last padded as SALMONN): 150 frames -> 8
     chunks = [wave[i:i + 48000] for i in range(0, len(wave), 48000)]
@@ -233,9 +236,9 @@ def test_long_audio_is_windowed_through_both_encoders_in_step(short_windows, dev
     assert hyp[0].extras["windows"] == 3 and hyp[0].extras["window_s"] == 3.0
 
 
-def test_lora_scale_is_applied_and_recorded_by_transcribe(converted, dev_dir, tmp_path):
+def test_lora_scale_is_applied_and_recorded_by_transcribe(converted, testdata, tmp_path):
     out = tmp_path / "out.jsonl"
-    clip = dev_dir / "asr_en/lhotse_LJ002-0020.wav"
+    clip = testdata / SENTENCE
     res = cli("transcribe", str(clip), "--model", str(converted), "--device", "cpu",
               "--lora-scale", "2", "--max-new-tokens", "3", "--beam-size", "1", "--out", str(out))
     assert res.exit_code == 0, res.output
@@ -252,9 +255,9 @@ def test_lora_scale_is_applied_and_recorded_by_transcribe(converted, dev_dir, tm
 
 
 @torch.inference_mode()
-def test_without_window_padding_only_frames_with_audio_reach_the_llm(converted, dev_dir, tmp_path):
+def test_without_window_padding_only_frames_with_audio_reach_the_llm(converted, testdata, tmp_path):
     model = _variant(converted, tmp_path / "ck", pad_window=False)
-    wave = _clip(dev_dir)
+    wave = _clip(testdata / SENTENCE)
     short = wave[:3200]  # 0.2 s: 10 frames, fewer than a window's 17
     out, n = model.encode(audio_inputs([short, wave]))["audio"]
     alone, k = model.encode(audio_inputs([short]))["audio"]

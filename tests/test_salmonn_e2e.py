@@ -1,10 +1,11 @@
 """A SALMONN-shaped checkpoint on real parts: the whisper-base encoder, SmolLM2-135M in 4-bit
 on the CPU and a random BEATs, converted from the official layout and run by `speechkit bench`
-on the development clips."""
+on real recordings (LibriVox sentences from pocketsphinx-testdata)."""
 
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -17,7 +18,7 @@ SMOLLM_HIDDEN, SMOLLM_LAYERS, SMOLLM_KV = 576, 30, 192  # 3 key/value heads of 6
 
 
 @pytest.mark.slow
-def test_salmonn_shaped_checkpoint_benches_real_clips_in_4bit(tmp_path, dev_dir):
+def test_salmonn_shaped_checkpoint_benches_real_clips_in_4bit(tmp_path, testdata):
     from typer.testing import CliRunner
 
     from speechkit.cli import _register_subcommands, app
@@ -35,11 +36,11 @@ def test_salmonn_shaped_checkpoint_benches_real_clips_in_4bit(tmp_path, dev_dir)
                               "--whisper", "whisper-base", "--beats", str(tmp_path / "beats.pt"),
                               "--llm", "smollm2-135m", "--out", str(ck)])
     assert res.exit_code == 0, res.output
-    lines = [json.loads(x) for x in (dev_dir / "manifest.jsonl").read_text().splitlines()]
-    clips = [x for x in lines if x["task"] == "asr" and x["language"] == "en"][:4]
-    manifest = tmp_path / "dev-asr.jsonl"
-    manifest.write_text("".join(json.dumps({"path": str(dev_dir / x["path"]), "reference": x["reference"],
-                                            "task": "asr"}) + "\n" for x in clips))
+    lines = (testdata / "librivox" / "transcription").read_text().splitlines()[:4]
+    clips = [{"path": str(testdata / "librivox" / f"{m[2]}.wav"), "reference": m[1], "task": "asr"}
+             for m in (re.match(r"<s> (.*) </s> \((.*)\)", x.strip()) for x in lines)]
+    manifest = tmp_path / "librivox-asr.jsonl"
+    manifest.write_text("".join(json.dumps(x) + "\n" for x in clips))
     out = tmp_path / "bench"
     res = runner.invoke(app, ["bench", str(manifest), "--model", str(ck), "--quant", "4bit",
                               "--device", "cpu", "--max-new-tokens", "8", "--beam-size", "2",
@@ -53,7 +54,7 @@ def test_salmonn_shaped_checkpoint_benches_real_clips_in_4bit(tmp_path, dev_dir)
     assert "wer" in json.dumps(scores)
 
     model = load_speechllm(str(ck), device="cpu", quant="4bit")
-    audios = [decode_audio(str(dev_dir / x["path"])) for x in clips]
+    audios = [decode_audio(x["path"]) for x in clips]
     asr = DecodeOptions(task="asr", max_new_tokens=8)
     model.generate(audio_inputs(audios), asr)
     batched = model.last_tokens

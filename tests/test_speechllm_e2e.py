@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-DEV_ASR = Path(__file__).resolve().parents[2] / "shared/data/dev/asr_en"
-
 
 @pytest.mark.slow
 def test_new_checkpoint_transcribes_real_speech_in_4bit(tmp_path, testdata):
-    files = sorted(str(p) for p in DEV_ASR.glob("*.wav"))[:4]
-    if not files:  # the development set is optional; pocketsphinx-testdata is always there
-        files = sorted(str(p) for p in (testdata / "librivox").glob("*.wav"))[:4]
+    files = sorted(str(p) for p in (testdata / "librivox").glob("*.wav"))[:4]
     from speechkit.cli import _register_subcommands, app
     from speechkit.media.ffmpeg import decode_audio
     from speechkit.models.base import DecodeOptions, audio_inputs

@@ -51,26 +51,66 @@ def test_real_librivox_clips_come_out_right(whisper_base, testdata, tmp_path):
     assert len(r.segments) == 1 and r.segments[0].start == 0.0
 
 
-def test_batched_output_equals_one_at_a_time(whisper_base, testdata, dev_dir, tmp_path):
-    paths = [str(p) for p, _ in librivox(testdata, 3)] + [
-        str(dev_dir / "asr_en" / "whisper_jfk.flac"), str(dev_dir / "asr_en" / "lhotse_LJ002-0020.wav")]
+def cards(testdata, n=5):
+    """Spoken card names (pocketsphinx-testdata cards/, recorded apart from LibriVox), with their words."""
+    lines = (testdata / "cards" / "cards.transcription").read_text().splitlines()
+    out = []
+    for line in lines[:n]:
+        m = re.match(r"<s> (.*) </s> \((.*)\)", line.strip())
+        out.append((testdata / "cards" / f"{m.group(2)}.wav", " ".join(m.group(1).split())))
+    return out
+
+
+def assert_batched_equals_one_at_a_time(model, paths, tmp_path):
     items = expand_inputs(paths)
-    _, batched = run(items, whisper_base, tmp_path, "b.jsonl", batch_size=5)
-    _, single = run(items, whisper_base, tmp_path, "s.jsonl", batch_size=1)
+    _, batched = run(items, model, tmp_path, "b.jsonl", batch_size=len(paths))
+    _, single = run(items, model, tmp_path, "s.jsonl", batch_size=1)
+    assert len(batched) == len(paths)
     assert {k: r.text for k, r in batched.items()} == {k: r.text for k, r in single.items()}
 
 
-def test_german_is_detected_and_translated_to_english(whisper_base, dev_dir, tmp_path):
-    item = expand_inputs([str(dev_dir / "asr_multi" / "leopard_test_de.wav")])
-    _, res = run(item, whisper_base, tmp_path, "de.jsonl")
+def test_batched_output_equals_one_at_a_time(whisper_base, testdata, tmp_path):
+    # LibriVox and cards recordings, 1.1 to 7.1 s: a batch pads the shorter ones
+    paths = [str(p) for p, _ in librivox(testdata, 3) + cards(testdata, 2)]
+    assert_batched_equals_one_at_a_time(whisper_base, paths, tmp_path)
+
+
+def test_batched_output_equals_one_at_a_time_on_dev_clips(whisper_base, testdata, dev_dir, tmp_path):
+    paths = [str(p) for p, _ in librivox(testdata, 3)] + [
+        str(dev_dir / "asr_en" / "whisper_jfk.flac"), str(dev_dir / "asr_en" / "lhotse_LJ002-0020.wav")]
+    assert_batched_equals_one_at_a_time(whisper_base, paths, tmp_path)
+
+
+def assert_detected_and_translated(model, path, language, tmp_path):
+    item = expand_inputs([str(path)])
+    _, res = run(item, model, tmp_path, f"{language}.jsonl")
     (r,) = res.values()
-    assert r.language == "de"
-    stats = transcribe_items(item, whisper_base, DecodeOptions(task="translate", language="de"),
-                             tmp_path / "tr.jsonl")
-    (t,) = read_results(tmp_path / "tr.jsonl").values()
+    assert r.language == language
+    stats = transcribe_items(item, model, DecodeOptions(task="translate", language=language),
+                             tmp_path / f"{language}-en.jsonl")
+    (t,) = read_results(tmp_path / f"{language}-en.jsonl").values()
     assert stats.ok == 1 and t.task == "translate"
     ascii_ratio = sum(c.isascii() for c in t.text) / max(1, len(t.text))
     assert t.text and t.text != r.text and ascii_ratio > 0.95
+    return r, t
+
+
+def test_german_is_detected_and_translated_to_english(whisper_base, spoken, tmp_path):
+    # eSpeak NG: "Guten Tag, meine Damen und Herren. Ich möchte Ihnen heute etwas über ..."
+    r, t = assert_detected_and_translated(whisper_base, spoken["de"], "de", tmp_path)
+    assert "guten tag" in words(r.text) and "good day" in words(t.text)
+
+
+def test_french_is_detected(whisper_base, spoken, tmp_path):
+    # eSpeak NG: "Bonjour à tous. Aujourd'hui, nous allons parler de la ville de Paris, ..."
+    _, res = run(expand_inputs([str(spoken["fr"])]), whisper_base, tmp_path, "fr.jsonl")
+    (r,) = res.values()
+    assert r.language == "fr" and "bonjour" in words(r.text) and "paris" in words(r.text)
+
+
+def test_german_recording_is_detected_and_translated_to_english(whisper_base, dev_dir, tmp_path):
+    assert_detected_and_translated(whisper_base, dev_dir / "asr_multi" / "leopard_test_de.wav", "de",
+                                   tmp_path)
 
 
 def test_long_audio_is_segmented_with_times(whisper_base, testdata, make_media, tmp_path):

@@ -5,26 +5,29 @@ from __future__ import annotations
 import logging
 import threading
 from itertools import pairwise
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from speechkit.media import vad
-from speechkit.media.ffmpeg import decode_audio
 from speechkit.media.vad import Span, fixed_windows, is_silent, split_long_audio
+from tests.conftest import read_testdata_audio
 
 SR = 16000  # Hz
 GAP_S = 8.0  # s of near-silence between the clips: a "long silence" the VAD must drop
 NOISE_RMS = 1e-4  # about -80 dBFS: a quiet floor, so the gaps are not digital zeros
 SPEECH_DBFS = -30.0  # 50 ms frames louder than this are surely speech and must be covered
-CLIPS = (  # real read speech from the development set, about 49 s in all
-    "asr_en/whisper_jfk.flac",
-    "sv/librispeech_test-other/1998/1998-15444-0000.flac",
-    "asr_en/wenet_librispeech-1995-1837-0001.wav",
-    "sv/librispeech_test-other/2033/2033-164914-0000.flac",
-    "asr_en/deepspeech_LDC93S1.wav",
-    "sv/librispeech_test-other/1998/1998-15444-0001.flac",
+LIBRIVOX = "librivox/sense_and_sensibility_01_austen_64kb-{}.wav"
+CLIPS = (  # pocketsphinx-testdata read speech from three recording sets, about 38 s; each
+    # entry's files are joined back to back into one stretch of speech
+    (LIBRIVOX.format("0870"), LIBRIVOX.format("0920")),  # 13.1 s: longer than a 10 s span
+    (LIBRIVOX.format("0880"),),
+    ("goforward.raw",),
+    (LIBRIVOX.format("0890"),),
+    ("numbers.raw",),
+    ("cards/005.wav",),
+    (LIBRIVOX.format("0930"),),
+    ("something.raw",),
 )
 
 
@@ -37,16 +40,13 @@ def fresh_vad_cache():
 
 
 @pytest.fixture(scope="module")
-def speech_with_gaps() -> tuple[np.ndarray, list[Span]]:
-    """Dev clips joined by GAP_S of quiet noise (> 60 s); returns audio and each clip's span."""
-    dev = Path(__file__).resolve().parents[2] / "shared/data/dev"
-    if not all((dev / c).is_file() for c in CLIPS):
-        pytest.skip(f"development set not found at {dev} (the clips in CLIPS are needed)")
+def speech_with_gaps(testdata) -> tuple[np.ndarray, list[Span]]:
+    """The CLIPS joined by GAP_S of quiet noise (> 60 s); returns audio and each clip's span."""
     rng = np.random.default_rng(0)
     parts, clips, t = [], [], GAP_S  # starts with a gap, too
     parts.append(rng.normal(0, NOISE_RMS, int(GAP_S * SR)).astype(np.float32))
-    for c in CLIPS:
-        audio = decode_audio(dev / c)
+    for files in CLIPS:
+        audio = np.concatenate([read_testdata_audio(testdata / f) for f in files])
         parts.append(audio)
         clips.append(Span(t, t + len(audio) / SR))
         t += len(audio) / SR + GAP_S
@@ -87,16 +87,17 @@ def test_vad_spans_cover_the_speech_and_skip_long_silences(speech_with_gaps, max
     for g in gaps:  # the heart of each gap is silence: no span may reach into it
         heart = Span(g.start + 1.0, g.end - 1.0)
         assert not any(s.start < heart.end and heart.start < s.end for s in spans), heart
-    # Speech is about 49 s of 105 s: the spans hold the speech, not the silences.
+    # Speech is about 38 s of 110 s: the spans hold the speech, not the silences.
     assert sum(s.duration for s in spans) < 0.6 * total_s
-    # 13.3 s of speech cannot fit a 10 s span: Silero splits it (at a pause when it can).
-    assert len(spans) >= len(clips) + (1 if max_s < 13.3 else 0)
+    # The longest clip cannot fit a shorter span: Silero splits it (at a pause when it can).
+    longest = max(c.duration for c in clips)
+    assert len(spans) >= len(clips) + (1 if max_s < longest else 0)
 
 
 def test_vad_merges_nearby_speech_into_one_span(speech_with_gaps):
     audio, clips = speech_with_gaps
-    first = audio[int(clips[0].start * SR) : int(clips[0].end * SR)]  # 11 s, several pauses
-    joined = np.concatenate([first, np.zeros(SR // 2, np.float32), first])  # 22.5 s
+    first = audio[int(clips[0].start * SR) : int(clips[0].end * SR)]  # 13.1 s, several pauses
+    joined = np.concatenate([first, np.zeros(SR // 2, np.float32), first])  # 26.7 s
     spans = split_long_audio(joined, max_s=20.0)
     assert_well_formed(spans, 20.0, len(joined) / SR)
     assert len(spans) == 2  # each copy is one span although the VAD finds pauses inside it
@@ -178,7 +179,7 @@ def test_merge_joins_close_regions_cuts_long_ones_and_breaks_at_long_gaps():
 
 def test_concurrent_callers_get_the_same_spans(speech_with_gaps):
     audio, clips = speech_with_gaps
-    piece = audio[: int(clips[0].end * SR) + 8 * SR]  # 27 s: a clip between two gaps
+    piece = audio[: int(clips[0].end * SR) + 8 * SR]  # 29 s: a clip between two gaps
     expected = split_long_audio(piece, max_s=10.0)
     results: list[list[Span]] = [[], []]
 

@@ -17,12 +17,15 @@ from speechkit.models.speechllm.prompt_lora import check_gate_mode
 from speechkit.models.speechllm.prompts import prompt_ids
 from speechkit.models.speechllm.prompts import task_prompt as make_prompt
 from speechkit.models.speechllm.sources import builtin_llms
+from tests.conftest import read_testdata_audio
 from tests.wavllm_reference import component_dirs, ref_logits, wavllm_state
 
-CLIPS = ["asr_en/lhotse_LJ002-0020.wav", "asr_en/deepspeech_LDC93S1.wav",
-         "er/ravdess/03-01-03-02-01-01-01.wav", "caption/esc50_1-100032-A-0.wav"]
-SV = [("sv/librispeech_test-other/1998/1998-15444-0001.flac",
-       "sv/librispeech_test-other/2033/2033-164914-0001.flac")]
+# pocketsphinx-testdata; the weights are random, so any speech serves: 1.1, 3.0, 2.8 and 3.0 s
+# from three recording sets (the cards, LibriVox, the raw clips)
+CLIPS = ["cards/001.wav", "librivox/sense_and_sensibility_01_austen_64kb-0880.wav",
+         "goforward.raw", "something.raw"]
+SV = [("librivox/sense_and_sensibility_01_austen_64kb-0930.wav", "numbers.raw")]
+LONG = "librivox/sense_and_sensibility_01_austen_64kb-0870.wav"  # 7.1 s
 
 
 @pytest.fixture(scope="module")
@@ -46,10 +49,8 @@ def model(wavllm):
     return load_speechllm(str(wavllm["ckpt"]))
 
 
-def _clip(dev_dir, name: str) -> np.ndarray:
-    from speechkit.media.ffmpeg import decode_audio
-
-    return decode_audio(str(dev_dir / name))
+def _clip(testdata, name: str) -> np.ndarray:
+    return read_testdata_audio(testdata / name)
 
 
 def _logits(model, audio: np.ndarray, prompt: str) -> torch.Tensor:
@@ -75,16 +76,16 @@ def test_every_key_is_converted_or_reported(wavllm):
     "Based on the attached audio, generate a comprehensive text transcription of the spoken "
     "content.", "Can you describe the emotional condition of the speaker in the provided audio "
     "clip?"])
-def test_converted_logits_match_the_official_layout(wavllm, model, dev_dir, prompt):
-    audio = _clip(dev_dir, CLIPS[0])
+def test_converted_logits_match_the_official_layout(wavllm, model, testdata, prompt):
+    audio = _clip(testdata, CLIPS[0])
     want = ref_logits(wavllm["state"], wavllm["dirs"], wavllm["tok"], audio, prompt)
     got = _logits(model, audio, prompt)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)  # float32 on both sides
     assert int(got.argmax()) == int(want.argmax())
 
 
-def test_the_gate_follows_the_prompt_and_can_be_overridden(wavllm, model, dev_dir):
-    audio = _clip(dev_dir, CLIPS[1])
+def test_the_gate_follows_the_prompt_and_can_be_overridden(wavllm, model, testdata):
+    audio = _clip(testdata, CLIPS[1])
     gates = [model.prompt_lora.prompt_gate(p, model.tokenizer) for p in ("Describe it.", "Transcribe.")]
     assert not torch.allclose(gates[0], gates[1])
     assert float(gates[0].min()) >= 0.0 and float(gates[0].max()) <= 3.0
@@ -107,18 +108,18 @@ def test_lora_gate_values_are_checked():
         check_gate_mode("loud")
 
 
-def _inputs(dev_dir, task: str) -> tuple[list[dict], list[str | None]]:
+def _inputs(testdata, task: str) -> tuple[list[dict], list[str | None]]:
     if task == "sv":
         pairs = SV + [(SV[0][1], SV[0][0])]
-        return [{ENROLL: _clip(dev_dir, a), AUDIO: _clip(dev_dir, b)} for a, b in pairs], [None] * 2
-    items = [{AUDIO: _clip(dev_dir, c)} for c in CLIPS[:3]]
+        return [{ENROLL: _clip(testdata, a), AUDIO: _clip(testdata, b)} for a, b in pairs], [None] * 2
+    items = [{AUDIO: _clip(testdata, c)} for c in CLIPS[:3]]
     questions = ["What is said?", "Who speaks?", "Is it loud?"] if task == "sqa" else [None] * 3
     return items, questions
 
 
 @pytest.mark.parametrize("task", ["asr", "st", "er", "sv", "sqa", "aac"])
-def test_every_task_batched_equals_one_at_a_time(model, dev_dir, task):
-    items, prompts = _inputs(dev_dir, task)
+def test_every_task_batched_equals_one_at_a_time(model, testdata, task):
+    items, prompts = _inputs(testdata, task)
     options = DecodeOptions(task=task, target_language="de" if task == "st" else None,
                             max_new_tokens=4)
     batched = model.generate(items, options, prompts=prompts)
@@ -131,8 +132,8 @@ def test_every_task_batched_equals_one_at_a_time(model, dev_dir, task):
             assert b.extras["p_yes"] == pytest.approx(s.extras["p_yes"], abs=1e-5)
 
 
-def test_dual_bridge_batch_equals_single(model, dev_dir):
-    items = [{AUDIO: _clip(dev_dir, c)} for c in CLIPS]
+def test_dual_bridge_batch_equals_single(model, testdata):
+    items = [{AUDIO: _clip(testdata, c)} for c in CLIPS]
     both = model.encode(items)["audio"]
     for i, x in enumerate(items):
         one = model.encode([x])["audio"]
@@ -141,9 +142,9 @@ def test_dual_bridge_batch_equals_single(model, dev_dir):
         torch.testing.assert_close(both[0][i, :n], one[0][0, :n], rtol=1e-5, atol=1e-5)
 
 
-def test_long_audio_with_beams_batched_equals_one_at_a_time(model, dev_dir):
-    long = np.concatenate([_clip(dev_dir, "asr_en/wenet_librispeech-1995-1837-0001.wav")] * 5)
-    items = [{AUDIO: _clip(dev_dir, CLIPS[0])}, {AUDIO: long}]  # 1.5 s and 44 s
+def test_long_audio_with_beams_batched_equals_one_at_a_time(model, testdata):
+    long = np.concatenate([_clip(testdata, LONG)] * 6)
+    items = [{AUDIO: _clip(testdata, CLIPS[0])}, {AUDIO: long}]  # 1.1 s and 43 s
     options = DecodeOptions(task="asr", max_new_tokens=3, beam_size=2)
     batched = model.generate(items, options)
     assert [h.text for h in batched] == [model.generate([x], options)[0].text for x in items]
@@ -177,7 +178,7 @@ def test_a_missing_weight_refuses_the_conversion(wavllm, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_convert_and_transcribe_from_the_command_line(wavllm, dev_dir, tmp_path):
+def test_convert_and_transcribe_from_the_command_line(wavllm, testdata, tmp_path):
     from typer.testing import CliRunner
 
     from speechkit.cli import _register_subcommands, app
@@ -190,14 +191,14 @@ def test_convert_and_transcribe_from_the_command_line(wavllm, dev_dir, tmp_path)
     assert res.exit_code == 0, res.output
     assert "not converted: audio_proj.weight (used only without WavLM)" in res.output
     out = tmp_path / "out.jsonl"
-    res = runner.invoke(app, ["transcribe", str(dev_dir / CLIPS[0]), "--model", str(tmp_path / "ck"),
+    res = runner.invoke(app, ["transcribe", str(testdata / CLIPS[0]), "--model", str(tmp_path / "ck"),
                               "--task", "asr", "--max-new-tokens", "2", "--lora-gate", "0.5",
                               "--out", str(out)])
     assert res.exit_code == 0, res.output
     line = json.loads(out.read_text().splitlines()[0])
     assert line["status"] == "ok"
     assert line["model"]["runtime"]["lora_gate"] == 0.5
-    res = runner.invoke(app, ["transcribe", str(dev_dir / CLIPS[0]), "--model", str(tmp_path / "ck"),
+    res = runner.invoke(app, ["transcribe", str(testdata / CLIPS[0]), "--model", str(tmp_path / "ck"),
                               "--lora-gate", "loud", "--out", str(tmp_path / "x.jsonl")])
     assert res.exit_code != 0
 

@@ -22,8 +22,6 @@ from speechkit.models.importers.ct2 import read_ct2_model
 from speechkit.models.importers.ct2_whisper import whisper_state_dict
 from speechkit.paths import models_dir
 
-DEV_DIR = Path(__file__).resolve().parents[2] / "shared/data/dev"
-JFK = DEV_DIR / "asr_en" / "whisper_jfk.flac"
 SAMPLE_RATE = 16000  # Hz, Whisper input
 TINY = dict(d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
             decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128, num_mel_bins=80,
@@ -312,7 +310,10 @@ def test_builtin_specs_are_complete():
 
 # --- real weights -----------------------------------------------------------------------------
 
-JFK_LINE = "ask not what your country can do for you"
+# (clip, words it holds, a word its English translation holds)
+LIBRIVOX = ("librivox/sense_and_sensibility_01_austen_64kb-0890.wav",
+            "unless to be rather cold hearted and rather selfish is to be ill disposed", "selfish")
+JFK = ("asr_en/whisper_jfk.flac", "ask not what your country can do for you", "country")
 
 
 def _words(text: str) -> str:
@@ -321,12 +322,10 @@ def _words(text: str) -> str:
 
 
 def _features(path: Path):
-    """A development-set clip as Whisper log-mel features (80 bins, 30 s), decoded by ffmpeg."""
+    """A recording as Whisper log-mel features (80 bins, 30 s), decoded by ffmpeg."""
     import imageio_ffmpeg
     from transformers import WhisperFeatureExtractor
 
-    if not path.is_file():
-        pytest.skip(f"development set clip {path} not found (../shared/data is absent)")
     raw = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-loglevel", "error",
                           "-i", str(path), "-ac", "1", "-ar", str(SAMPLE_RATE), "-f", "f32le",
                           "-"], capture_output=True, check=True).stdout
@@ -336,8 +335,17 @@ def _features(path: Path):
 
 
 @pytest.fixture(scope="module")
-def jfk_features():
-    return _features(JFK)
+def english(testdata):
+    """A LibriVox sentence (pocketsphinx-testdata): features, its words, a word of its translation."""
+    path, line, word = LIBRIVOX
+    return _features(testdata / path), line, word
+
+
+@pytest.fixture(scope="module")
+def jfk(dev_dir):
+    """Whisper's own test clip from the development set: 11 s of a 1961 speech."""
+    path, line, word = JFK
+    return _features(dev_dir / path), line, word
 
 
 @pytest.fixture(scope="module")
@@ -372,8 +380,7 @@ def _generate(processor, model, features, **kwargs) -> tuple[list[int], str]:
     return prompt, processor.tokenizer.decode(seq, skip_special_tokens=True).strip()
 
 
-@pytest.mark.slow
-def test_whisper_base_transcribes_translates_and_detects_english(real_home, jfk_features):
+def _assert_base_transcribes_translates_and_detects_english(features, line, word):
     processor, model = _convert_and_load("whisper-base")
     assert 72e6 < sum(p.numel() for p in model.parameters()) < 73e6
     gen, tok = model.generation_config, processor.tokenizer
@@ -382,35 +389,66 @@ def test_whisper_base_transcribes_translates_and_detects_english(real_home, jfk_
     assert len(tok) == model.config.vocab_size  # timestamp tokens included
     assert tok.convert_tokens_to_ids("<|0.00|>") == gen.no_timestamps_token_id + 1
     sot, en, transcribe, translate, no_ts = 50258, 50259, 50359, 50358, 50363
-    prompt, text = _generate(processor, model, jfk_features, language="en", task="transcribe")
-    assert prompt == [sot, en, transcribe, no_ts] and JFK_LINE in _words(text)
-    prompt, text = _generate(processor, model, jfk_features, language="en", task="translate")
-    assert prompt == [sot, en, translate, no_ts] and "country" in _words(text)
-    prompt, text = _generate(processor, model, jfk_features)  # language detected, transcribed
-    assert prompt == [sot, en, transcribe, no_ts] and JFK_LINE in _words(text)
+    prompt, text = _generate(processor, model, features, language="en", task="transcribe")
+    assert prompt == [sot, en, transcribe, no_ts] and line in _words(text)
+    prompt, text = _generate(processor, model, features, language="en", task="translate")
+    assert prompt == [sot, en, translate, no_ts] and word in _words(text).split()
+    prompt, text = _generate(processor, model, features)  # language detected, transcribed
+    assert prompt == [sot, en, transcribe, no_ts] and line in _words(text)
     with torch.inference_mode():
-        assert model.detect_language(input_features=jfk_features).tolist() == [en]
+        assert model.detect_language(input_features=features).tolist() == [en]
 
 
 @pytest.mark.slow
-def test_whisper_base_detects_german_and_translates_it(real_home):
+def test_whisper_base_transcribes_translates_and_detects_english(real_home, english):
+    _assert_base_transcribes_translates_and_detects_english(*english)
+
+
+@pytest.mark.slow
+def test_whisper_base_transcribes_translates_and_detects_english_in_jfk(real_home, jfk):
+    _assert_base_transcribes_translates_and_detects_english(*jfk)
+
+
+def _assert_base_detects_german_and_translates_it(features, german: tuple[str, str], word: str):
+    """`german`: two words of the transcription; `word`: one the translation keeps."""
     processor, model = _convert_and_load("whisper-base")
-    german = _features(DEV_DIR / "asr_multi" / "leopard_test_de.wav")  # "Der hinter diesem Portal"
     de = model.generation_config.lang_to_id["<|de|>"]
-    prompt, text = _generate(processor, model, german)
-    assert prompt[1] == de and "portal" in _words(text) and "der" in _words(text).split()
-    prompt, text = _generate(processor, model, german, task="translate")
-    assert prompt[1:3] == [de, 50358] and "portal" in _words(text) and "the" in _words(text)
+    prompt, text = _generate(processor, model, features)
+    assert prompt[1] == de and set(german) <= set(_words(text).split())
+    prompt, text = _generate(processor, model, features, task="translate")
+    assert prompt[1:3] == [de, 50358] and word in _words(text) and "the" in _words(text).split()
 
 
 @pytest.mark.slow
-def test_whisper_tiny_en_transcribes(real_home, jfk_features):
+def test_whisper_base_detects_german_and_translates_it(real_home, spoken):
+    # eSpeak NG: "Guten Tag, meine Damen und Herren. Ich möchte Ihnen heute etwas über ..."
+    _assert_base_detects_german_and_translates_it(_features(spoken["de"]), ("guten", "herren"),
+                                                  "day")
+
+
+@pytest.mark.slow
+def test_whisper_base_detects_german_in_a_recording_and_translates_it(real_home, dev_dir):
+    german = _features(dev_dir / "asr_multi" / "leopard_test_de.wav")  # "Der hinter diesem Portal"
+    _assert_base_detects_german_and_translates_it(german, ("der", "portal"), "portal")
+
+
+def _assert_tiny_en_transcribes(features, line):
     processor, model = _convert_and_load("whisper-tiny.en")
     assert 37e6 < sum(p.numel() for p in model.parameters()) < 38e6
     gen = model.generation_config
     assert not gen.is_multilingual and gen.eos_token_id == gen.pad_token_id == 50256
-    prompt, text = _generate(processor, model, jfk_features)
-    assert prompt == [50257, 50362] and JFK_LINE in _words(text)  # sot, notimestamps
+    prompt, text = _generate(processor, model, features)
+    assert prompt == [50257, 50362] and line in _words(text)  # sot, notimestamps
+
+
+@pytest.mark.slow
+def test_whisper_tiny_en_transcribes(real_home, english):
+    _assert_tiny_en_transcribes(*english[:2])
+
+
+@pytest.mark.slow
+def test_whisper_tiny_en_transcribes_jfk(real_home, jfk):
+    _assert_tiny_en_transcribes(*jfk[:2])
 
 
 @pytest.mark.slow
