@@ -169,18 +169,30 @@ def test_the_largest_face_is_the_one_followed(face_video, make_media):
     assert (crops.face_boxes[:, 2] <= left).all()
 
 
-def test_crops_are_cached_per_file_content_and_settings(face_video, tmp_path):
+def test_crops_are_cached_per_file_content_and_settings(face_video, tmp_path, monkeypatch, caplog):
+    from speechkit.media.lips import stream as lip_module
+
     path = face_video
     first = lip_stream(path)
     entries = list(cache_dir().rglob("*.npz"))
     assert len(entries) == 1
-    # Doctor the cached entry: the next call must read it instead of tracking again.
+    real_compute = lip_module.compute_crops
+
+    def no_tracking(*a, **kw):
+        raise AssertionError("tracked again instead of reading the cache")
+
+    monkeypatch.setattr(lip_module, "compute_crops", no_tracking)
+    again = lip_stream(path)  # read from the cache: no tracking
+    assert np.array_equal(again.crops, first.crops) and len(again.frames) == len(first.frames)
+    # A doctored entry (its checksum no longer matches) is computed again, with a warning naming it.
     with np.load(entries[0]) as z:
         doctored = {k: z[k] for k in z.files}
     doctored["crops"] = np.full_like(doctored["crops"], 7)
     np.savez(entries[0], **doctored)
-    again = lip_stream(path)
-    assert (again.crops == 7).all() and len(again.frames) == len(first.frames)
+    monkeypatch.setattr(lip_module, "compute_crops", real_compute)
+    redone = lip_stream(path)
+    assert np.array_equal(redone.crops, first.crops)
+    assert any(entries[0].name in r.getMessage() for r in caplog.records)
     lip_stream(path, duration_s=1.0)  # other settings: another entry
     assert len(list(cache_dir().rglob("*.npz"))) == 2
 
