@@ -168,12 +168,10 @@ def transcribe_to_jsonl(items: Sequence[Item], model_name: str | SpeechModel | M
         return _already_done(items, writer, console, echo, title)
     card, runtime = _sized_to(len(pending), card, runtime, scale)
     bar, lines = _progress_display(console, label, len(items), progress)
-    failures: list[Result] = []
     echoed: list[Result] = []
 
     def on_result(result: Result, stats: RunStats) -> None:
         if result.status != "ok":
-            failures.append(result)
             console.print(f"[red]failed:[/] {safe(result.error)}", highlight=False, soft_wrap=True)
         elif echo:
             echoed.append(result)

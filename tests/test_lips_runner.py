@@ -9,7 +9,7 @@ import pytest
 from speechkit.data import Item, read_results
 from speechkit.media.ffmpeg import decode_audio
 from speechkit.models.base import AUDIO, VIDEO, DecodeOptions, Hypothesis, SpeechModel
-from speechkit.runtime import _prepare
+from speechkit.prepare import _prepare
 from speechkit.transcribe import transcribe_items
 
 pytest.importorskip("dlib")

@@ -38,7 +38,7 @@ def test_lip_stream_keeps_crops_as_uint8_and_makes_floats_on_request(face_clip):
 
 def test_avsr_inputs_carry_uint8_crops(face_clip):  # noqa: F811
     from speechkit.data import Item
-    from speechkit.runtime import VIDEO, add_lips
+    from speechkit.prepare import VIDEO, add_lips
 
     inputs: dict = {}
     extras = add_lips(Item(id="x", path=str(face_clip)), "vsr", inputs, None)

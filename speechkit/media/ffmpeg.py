@@ -18,13 +18,12 @@ import numpy as np
 
 from speechkit.audio import SAMPLE_RATE
 from speechkit.errors import ItemError, SpeechkitError
+from speechkit.media.wav import wav_shortfall
 
 log = logging.getLogger("speechkit")
 
 FFMPEG_ENV = "SPEECHKIT_FFMPEG"  # path to an ffmpeg binary; overrides PATH and imageio-ffmpeg
 DETAIL_MAX_CHARS = 160  # ffmpeg's reason, as quoted in an error message
-WAV_SCAN_BYTES = 1 << 16  # bytes at the start of a WAV searched for its fmt and data chunks
-TRUNCATED_AFTER_S = 0.5  # s; a WAV missing more audio than its header promises is truncated
 _PARTIAL = "partial file"  # ffmpeg's mov/mp4 demuxer: the file ends inside its media data
 # ffmpeg prefixes log lines with their source, e.g. "[in#0 @ 0x55e9...] " or "[flac @ 0x55...] "
 _LOG_PREFIX = re.compile(r"^(\[[^\]]*@ 0x[0-9a-f]+\]\s*)+")
@@ -150,33 +149,6 @@ def check_media_file(path: str | bytes | os.PathLike) -> bytes:
     if empty:
         raise ItemError(f"{name}: file is empty (0 bytes); copy or export it again")
     return raw
-
-
-def _wav_shortfall(raw: bytes) -> tuple[float, float] | None:
-    """(promised, present) seconds when a RIFF/WAVE file is shorter than its header says.
-
-    ffmpeg decodes the bytes that are there without a word, so a cut-off copy would pass.
-    """
-    with open(raw, "rb") as f:
-        head = f.read(WAV_SCAN_BYTES)
-        size = os.fstat(f.fileno()).st_size
-    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-        return None
-    pos, byte_rate = 12, 0
-    while pos + 8 <= len(head):
-        chunk, n = head[pos : pos + 4], int.from_bytes(head[pos + 4 : pos + 8], "little")
-        body = pos + 8
-        if chunk == b"fmt " and body + 12 <= len(head):
-            byte_rate = int.from_bytes(head[body + 8 : body + 12], "little")  # bytes per second
-        elif chunk == b"data":
-            if byte_rate <= 0 or n in (0, 0xFFFFFFFF):  # 0 / all ones: written to a pipe
-                return None
-            present = max(0, size - body)
-            if (n - present) / byte_rate > TRUNCATED_AFTER_S:
-                return n / byte_rate, present / byte_rate
-            return None
-        pos = body + n + (n & 1)  # chunks are padded to an even length
-    return None
 
 
 def _ffmpeg_input(raw: bytes) -> bytes:
@@ -374,7 +346,7 @@ def decode_audio(
         ) from None
     if stream < 0:
         raise ItemError(f"{name}: --audio-stream {stream} is negative; pass 0 for the first")
-    shortfall = _wav_shortfall(raw)
+    shortfall = wav_shortfall(raw)
     if shortfall:
         raise ItemError(
             f"{name}: file is truncated: its header promises {shortfall[0]:.2f} s of audio but it "

@@ -14,7 +14,8 @@ from speechkit.errors import SpeechkitError, decode_failure
 from speechkit.models.base import AUDIO, ENROLL, VIDEO, DecodeOptions, SpeechModel
 from speechkit.models.identity import ModelCard
 from speechkit.models.registry import RuntimeOptions, load_model
-from speechkit.runtime import Transcriber, _Prepared, add_lips, check_item, cut_inputs
+from speechkit.prepare import _Prepared, add_lips, check_item, cut_inputs
+from speechkit.runtime import Transcriber
 
 
 def _load_same(card: ModelCard, runtime: RuntimeOptions) -> SpeechModel:

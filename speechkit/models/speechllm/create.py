@@ -21,9 +21,7 @@ from speechkit.models.speechllm.checkpoint import (
     LLMSpec,
     LoraSpec,
     PromptSpec,
-    check_new_output,
     save_weights,
-    staged_directory,
     write_spec,
 )
 from speechkit.models.speechllm.encoders import (
@@ -34,6 +32,7 @@ from speechkit.models.speechllm.encoders import (
     encoder_type,
 )
 from speechkit.models.speechllm.llm import llm_config, llm_directory, load_tokenizer
+from speechkit.models.speechllm.output import check_new_output, staged_directory
 from speechkit.models.speechllm.sources import RANDOM, builtin_encoders, builtin_llms, resolve_source
 
 NEW_SEED = 0  # bridge and LoRA initialisation: the same checkpoint every time

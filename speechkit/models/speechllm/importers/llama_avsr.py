@@ -37,14 +37,13 @@ from speechkit.models.speechllm.checkpoint import (
     LLMSpec,
     LoraSpec,
     PromptSpec,
-    check_new_output,
     save_weights,
-    staged_directory,
     write_spec,
 )
 from speechkit.models.speechllm.encoders.video import CONFIG_FILE
 from speechkit.models.speechllm.importers import avhubert
 from speechkit.models.speechllm.importers.keys import KeyLedger, check_fits, refuse_leftover
+from speechkit.models.speechllm.output import check_new_output, staged_directory
 from speechkit.models.speechllm.sources import builtin_llms, resolve_source
 
 DEFAULT_LLM = "meta-llama/Meta-Llama-3.1-8B"  # the LLM of the released checkpoints

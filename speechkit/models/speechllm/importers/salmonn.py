@@ -28,9 +28,9 @@ from speechkit.models.speechllm.checkpoint import (
     LoraSpec,
     PromptSpec,
     QFormerSpec,
-    check_new_output,
 )
 from speechkit.models.speechllm.importers.keys import key_families
+from speechkit.models.speechllm.output import check_new_output, staged_directory
 from speechkit.models.speechllm.prompts import DEFAULT_TASK_PROMPTS
 
 SPEECH, AUDIO_EVENTS = "audio", "beats"  # the two encoders' names (bridge inputs)
@@ -307,7 +307,6 @@ def _write(out: Path, spec: CheckpointSpec, parts: SalmonnWeights, cfg: dict,
         ADAPTER_DIR,
         WEIGHTS_FILE,
         save_weights,
-        staged_directory,
         write_spec,
     )
     from speechkit.models.speechllm.encoders.beats import write_beats_dir

@@ -13,9 +13,7 @@ from speechkit.models.safe_load import pretrained
 from speechkit.models.speechllm.bridges import build_bridge
 from speechkit.models.speechllm.checkpoint import (
     WEIGHTS_FILE,
-    check_new_output,
     save_weights,
-    staged_directory,
     write_spec,
 )
 from speechkit.models.speechllm.importers.keys import key_families
@@ -29,6 +27,7 @@ from speechkit.models.speechllm.importers.wavllm import (
     map_wavllm,
     read_wavllm,
 )
+from speechkit.models.speechllm.output import check_new_output, staged_directory
 
 PREPROCESSOR = ("preprocessor_config.json",)
 PART_WEIGHTS = "model.safetensors"
