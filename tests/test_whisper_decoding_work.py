@@ -72,3 +72,26 @@ def test_both_engines_decode_max_new_tokens_tokens(whisper_base, whisper_base_to
         with torch.inference_mode():
             d = model.decoder.decode(model._encode([audio]), [prompt], 1, 12, temperatures=(0.0,))[0]
         assert len(d.tokens) == 12 and d.truncated, (model.describe()["engine"], d.tokens)
+
+
+@pytest.mark.slow
+def test_a_finished_window_leaves_the_batch(whisper_base_torch, testdata):
+    """Rows fed to the decoder: each window's prompt once, then one per token it sampled before
+    its end; a short window does not run on beside a longer one."""
+    model = whisper_base_torch
+    enc = model._encode([decode_audio(p) for p, _ in librivox(testdata, 2)])
+    rows = [0]
+
+    def count(_module, args, kwargs, _output):
+        rows[0] += kwargs["input_ids"].shape[0]
+
+    hook = model.model.model.decoder.register_forward_hook(count, with_kwargs=True)
+    try:
+        with torch.inference_mode():
+            out = model.decoder.decode(enc, [model.decoder.tok.prompt("en", "transcribe")] * 2, 1, 224,
+                                       temperatures=(0.0,))
+    finally:
+        hook.remove()
+    lengths = [len(d.tokens) for d in out]
+    assert lengths[0] != lengths[1] and not any(d.truncated for d in out)
+    assert rows[0] == 2 + sum(lengths)

@@ -154,24 +154,30 @@ class WhisperDecoder:
         if temperature > 0:
             gens = [torch.Generator(device=enc_rows.device).manual_seed(SAMPLING_SEED + k % width)
                     for k in range(count)]
-        for _ in range(max_new):
-            logprobs = F.log_softmax(self._filter(logits, rows, prefix), dim=-1)
+        alive = list(range(count))  # the rows still decoding: the rows of the batch, in order
+        for step in range(max_new):
+            logprobs = F.log_softmax(self._filter(logits, [rows[k] for k in alive], prefix), dim=-1)
             if gens is None:
                 nxt = logprobs.argmax(-1).tolist()
             else:
                 probs = (logprobs / temperature).softmax(-1)
-                nxt = [int(torch.multinomial(probs[k], 1, generator=gens[k])) for k in range(count)]
-            lps = logprobs[torch.arange(count), torch.tensor(nxt)].tolist()
-            for k in range(count):
-                if done[k]:
-                    nxt[k] = self.tok.eot
-                    continue
-                sum_lp[k] += lps[k]
-                done[k] = nxt[k] == self.tok.eot
-            for k in range(count):
-                rows[k].append(nxt[k])
-            if all(done):
+                nxt = [int(torch.multinomial(probs[j], 1, generator=gens[k]))
+                       for j, k in enumerate(alive)]
+            lps = logprobs[torch.arange(len(alive)), torch.tensor(nxt)].tolist()
+            for j, k in enumerate(alive):
+                sum_lp[k] += lps[j]
+                rows[k].append(nxt[j])
+                done[k] = nxt[j] == self.tok.eot
+            still = [j for j, k in enumerate(alive) if not done[k]]
+            if not still or step == max_new - 1:
                 break
+            if len(still) < len(alive):
+                # A finished row leaves the batch: the other candidates no longer run to max_new
+                # beside one caught in a repetition loop, nor short windows beside a long one.
+                keep = torch.tensor(still, device=enc_rows.device)
+                cache.batch_select_indices(keep)
+                enc_rows = enc_rows[keep]
+                alive, nxt = [alive[j] for j in still], [nxt[j] for j in still]
             logits = self._step(torch.tensor(nxt, device=enc_rows.device)[:, None], enc_rows, cache)[:, -1]
         finals = []
         for i in range(n):
