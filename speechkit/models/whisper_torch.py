@@ -3,9 +3,9 @@ whisper_decode.py applied to the logits at each step.
 
 One encoder pass per window serves language detection, every fallback temperature and the
 word-timing pass, and the decoder's cross-attention keys and values of a window are computed
-once and shared by every temperature, sampled candidate and beam: computed per row and per
-temperature they cost 9 GFLOP a window each time (whisper-base), 27 times for a window that
-falls back to temperature 1.0 with 5 candidates. Each row of a batch is decoded independently,
+once per decoding and shared by every temperature, sampled candidate and beam: computed per
+row and per temperature they cost 9 GFLOP a window each time (whisper-base), 26 times for a
+window that falls back to temperature 1.0 with 5 candidates. Each row of a batch is decoded independently,
 so batched output equals one-at-a-time output.
 """
 
