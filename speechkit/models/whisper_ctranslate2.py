@@ -162,8 +162,11 @@ class Ct2Decoder:
         else:
             kwargs = {"beam_size": 1, "num_hypotheses": BEST_OF, "sampling_topk": 0,
                       "sampling_temperature": temperature}
+        # CTranslate2 decodes min(max_length / 2, max_length - prompt) new tokens (openai-whisper's
+        # half context at its default 448): this max_length gives exactly `max_new`.
+        max_length = max(2 * max_new, max_new + len(prompts[0]))
         results = model.generate(
-            self._view(enc), prompts, max_length=len(prompts[0]) + max_new, return_scores=True,
+            self._view(enc), prompts, max_length=max_length, return_scores=True,
             return_no_speech_prob=True, suppress_blank=True, suppress_tokens=self._suppress,
             max_initial_timestamp_index=MAX_INITIAL_TIMESTAMP_INDEX, **kwargs)
         out = []

@@ -1,0 +1,51 @@
+"""CPU seconds of one clip's Whisper decoding on both engines, temperature fallback included.
+
+A clip whose text fails the checks at every temperature is the slow case: a repetition loop
+runs to --max-new-tokens at each temperature, 5 candidates at each one above 0. Both engines
+load once; the clip is decoded `--repeats` times on each, alternately, and the median CPU
+seconds (user + system of this process, steadier than wall time on a shared machine) are
+reported with the decoding's tokens, temperature and text.
+
+    python benchmarks/whisper_fallback.py clip.wav --task translate
+    python benchmarks/whisper_fallback.py clip.wav --task translate --language fr --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+from speechkit.media.ffmpeg import decode_audio
+from speechkit.models.base import DecodeOptions, audio_inputs
+from speechkit.models.registry import RuntimeOptions, load_model
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("clip")
+    ap.add_argument("--task", default="transcribe")
+    ap.add_argument("--language", default=None)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--engines", default="ctranslate2,torch")
+    args = ap.parse_args()
+    audio = decode_audio(args.clip)
+    options = DecodeOptions(task=args.task, language=args.language)
+    models = {e: load_model("whisper-base", RuntimeOptions(device="cpu", engine=e, threads=args.threads))
+              for e in args.engines.split(",")}
+    cpu: dict[str, list[float]] = {e: [] for e in models}
+    text = {}
+    for _ in range(args.repeats):
+        for engine, model in models.items():
+            start = time.process_time()
+            hyp = model.generate(audio_inputs([audio]), options)[0]
+            cpu[engine].append(time.process_time() - start)
+            text[engine] = f"{hyp.language} T={hyp.extras.get('temperature')} {hyp.text!r}"
+    for engine in models:
+        print(f"{engine:12s} CPU s median {statistics.median(cpu[engine]):6.1f} "
+              f"(runs {', '.join(f'{c:.1f}' for c in cpu[engine])}): {text[engine]}")
+
+
+if __name__ == "__main__":
+    main()
