@@ -57,6 +57,7 @@ class Outcome:
     stderr: str
     seconds: float
     hung: bool
+    killed: bool = False  # killed by this script on purpose (SIGKILL midway)
 
 
 @dataclass
@@ -81,7 +82,7 @@ class Case:
 
 def unclear(run: Outcome) -> bool:
     return ("unexpected" in run.stderr or "Traceback" in run.stderr
-            or (run.rc is not None and run.rc not in CLEAN_EXIT))
+            or (run.rc is not None and run.rc not in CLEAN_EXIT and not run.killed))
 
 
 class Bench:
@@ -178,11 +179,20 @@ class Bench:
             self.ffmpeg(out, "-f", "lavfi", "-i", "testsrc=size=160x120:rate=25", "-t", "1")
         return out
 
+    @staticmethod
+    def quiet() -> None:
+        """No progress bars or notices from the tiny models built in this process."""
+        from transformers.utils import logging
+
+        logging.set_verbosity_error()
+        logging.disable_progress_bar()
+
     def parts(self) -> dict:
         """A tiny Llama-3-like LLM folder and a Llama-AVSR state dict (video only) for convert."""
         if self._parts is None:
             from tests.llama_avsr_parts import llama_avsr_state, tiny_llama3
 
+            self.quiet()
             d = self.root / "parts"
             llm = tiny_llama3(d / "llama")
             state = {k: v for k, v in llama_avsr_state(llm).items() if not k.startswith("audio_")}
@@ -194,6 +204,7 @@ class Bench:
         if self._avsr is None:
             from tests.llama_avsr_parts import tiny_llama_avsr
 
+            self.quiet()
             d = self.root / "avsr-ckpt"
             d.mkdir()
             self._avsr = tiny_llama_avsr(d)
@@ -468,7 +479,7 @@ def convert_cases(b: Bench) -> list[Case]:
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGKILL)
     first = b.finish(started)
-    first.rc, first.hung = (0 if first.rc in (-9, None) else first.rc), False  # killed on purpose
+    first.killed = first.rc == -signal.SIGKILL
     c.runs.append(first)
     expect(c, bool(staging), "the conversion ended before its staging folder was seen")
     run = conv(c, d / "model.pth", out)
@@ -765,7 +776,12 @@ def main() -> int:
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
-    print(f"wall time: {time.monotonic() - t0:.0f} s\n")
+    print(f"wall time: {time.monotonic() - t0:.0f} s")
+    timed = [(r.seconds, c) for c in everything for r in c.runs]
+    if timed:
+        longest, case = max(timed, key=lambda x: x[0])
+        print(f"longest command: {longest:.1f} s ({TITLES[case.cls]}: {case.name}); "
+              f"{len(timed)} commands in {len(everything)} cases\n")
     bad = [c for c in everything if not c.skipped and c.verdict != "clean"]
     print(f"### not clean: {len(bad)}\n")
     for c in bad:
