@@ -13,7 +13,7 @@ import stat
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from speechkit import strict_json
 from speechkit.errors import SpeechkitError
@@ -38,6 +38,9 @@ class Item:
     target_language: str | None = None  # the language to translate into (ST)
     meta: dict[str, Any] = field(default_factory=dict)  # free-form: anything else a line holds
     error: str | None = None  # set when the item could not even be read (bad manifest line)
+    # Where it was read ("list.jsonl:7"), named in its error line: set on the instance by
+    # read_manifest, not a field (no part of the record, its manifest line or its equality).
+    source: ClassVar[str | None] = None
 
     def to_dict(self, base: Path | None = None) -> dict[str, Any]:
         """A manifest line; with `base` (the manifest's folder) its media paths are relative to it."""

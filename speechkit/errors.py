@@ -13,12 +13,11 @@ def first_line(e: BaseException, limit: int | None = None) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[0][:limit]
 
 
-def decode_failure(path: str, e: Exception) -> str:
+def decode_failure(path: str, e: Exception, source: str | None = None) -> str:
     """The error line of an item whose media could not be decoded: a SpeechkitError's own
-    message, else what failed."""
-    if isinstance(e, SpeechkitError):
-        return str(e)
-    return f"{path}: could not decode ({type(e).__name__}: {e})"
+    message, else what failed; led by the manifest line it came from ("list.jsonl:7")."""
+    why = str(e) if isinstance(e, SpeechkitError) else f"{path}: could not decode ({type(e).__name__}: {e})"
+    return f"{source}: {why}" if source else why
 
 
 class ItemError(SpeechkitError):

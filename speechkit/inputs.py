@@ -181,6 +181,7 @@ def read_manifest(path: Path) -> list[Item]:
             items.append(Item(id=where, path="", error=f"{where} {err}; fix or remove that line"))
             continue
         item = _item_from_manifest(obj, path.parent, where)
+        item.source = where
         if not item.error and first_line.setdefault(item.id, lineno) != lineno:
             item = Item(id=where, path=item.path, reference=item.reference, error=(
                 f"{where}: id {item.id!r} repeats line {first_line[item.id]}; give each line its "

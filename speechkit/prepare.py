@@ -70,7 +70,7 @@ def _prepare(item: Item, model: SpeechModel, task: str, recordings: DecodedRecor
                        "fallback": "video_only"}
     except Exception as e:  # an unforeseen failure must not stop the batch
         log.debug("decode failed", exc_info=True)
-        return _Prepared(item, error=decode_failure(item.path, e))
+        return _Prepared(item, error=decode_failure(item.path, e, item.source))
     return cut_inputs(item, inputs, model, extras)
 
 

@@ -40,7 +40,7 @@ HOSTILE = [
     ('"just a string"', "is not a JSON object"),
     ('{"path": "/dev/zero", "id": "devzero"}', "not a regular file"),
     ('{"path": "fifo.wav", "id": "fifo"}', "not a regular file"),
-    ('{"path": "/proc/self/status", "id": "proc"}', "file is empty (0 bytes)"),
+    ('{"path": "/proc/self/status", "id": "proc"}', "a kernel file, not media"),
     ('{"path": "a.wav", "id": "good"}', None),
 ]
 
@@ -58,7 +58,7 @@ def test_every_hostile_manifest_line_is_its_own_error_item(hostile_manifest):
     items = read_manifest(hostile_manifest)
     assert len(items) == len(HOSTILE)
     for n, (item, (_, said)) in enumerate(zip(items, HOSTILE, strict=True), 1):
-        if said is None or said in ("not a regular file", "file is empty (0 bytes)"):
+        if said is None or said in ("not a regular file", "a kernel file, not media"):
             assert item.error is None, item.error  # found when its media is opened
         else:
             assert item.error and said in item.error and f"m.jsonl:{n}" in item.error, (n, item.error)
@@ -72,11 +72,12 @@ def test_a_run_over_hostile_lines_writes_every_line_and_decodes_the_good_one(hos
     assert run.returncode == 1, run.stderr  # some items failed, the run finished
     lines = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
     assert len(lines) == len(HOSTILE)
-    for line, (_, said) in zip(lines, HOSTILE, strict=True):
+    for n, (line, (_, said)) in enumerate(zip(lines, HOSTILE, strict=True), 1):
         if said is None:
             assert line["status"] == "ok" and "Dashwood" in line["text"]
-        else:
+        else:  # every error names its line, those found when the media is opened too
             assert line["status"] == "error" and said in line["error"], line["error"]
+            assert line["error"].startswith(f"m.jsonl:{n}"), line["error"]
 
 
 def test_a_results_line_nested_without_end_is_named_by_merge(tmp_path):

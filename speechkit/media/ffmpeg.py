@@ -133,6 +133,8 @@ def check_media_file(path: str | bytes | os.PathLike) -> bytes:
                             "file")
         if stat.S_ISREG(mode) and st.st_size == 0:
             # Never read: a kernel file such as /proc/kmsg says 0 bytes and blocks when read.
+            if os.path.realpath(raw).startswith((b"/proc/", b"/sys/")):
+                raise ItemError(f"{name}: a kernel file, not media; pass a media file")
             raise ItemError(f"{name}: file is empty (0 bytes); copy or export it again")
         with open(raw, "rb") as f:
             empty = not f.read(1)

@@ -34,5 +34,5 @@ def decode_row(row: dict[str, Any], task: str) -> dict[str, Any]:
         if task == "sv" and item.enroll:  # only verification trials read the enrollment file
             out["enroll"] = decode_audio(item.enroll, SAMPLE_RATE).astype(np.float32).tobytes()
     except Exception as e:  # any failure is this item's error line, never the run's
-        out["error"] = decode_failure(item.path, e)
+        out["error"] = decode_failure(item.path, e, item.source)
     return out

@@ -73,5 +73,5 @@ class ModelWorker:
         try:  # lip crops are made here, in the worker (cached per input like the local run's)
             extras = add_lips(item, self.task, inputs, None) if VIDEO in need else {}
         except Exception as e:  # a clip without a face under vsr: that item's error line
-            return _Prepared(item, error=decode_failure(item.path, e))
+            return _Prepared(item, error=decode_failure(item.path, e, item.source))
         return cut_inputs(item, inputs, self.model, extras)
