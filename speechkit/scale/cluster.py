@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
+import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from speechkit.errors import SpeechkitError
@@ -44,8 +47,9 @@ def connect(address: str | None) -> tuple[bool, float]:
     if quiet:  # the core workers' own log lines stay in the session's log files
         os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
     try:
-        ray.init(address=address, include_dashboard=False, log_to_driver=not quiet,
-                 logging_level=logging.ERROR if quiet else logging.INFO, configure_logging=True)
+        with _stderr_closed(quiet):  # Ray's core announces RAY_BACKEND_LOG_LEVEL on stderr as it starts
+            ray.init(address=address, include_dashboard=False, log_to_driver=not quiet,
+                     logging_level=logging.ERROR if quiet else logging.INFO, configure_logging=True)
     except ConnectionError as e:
         raise SpeechkitError(f"no Ray cluster at --address {address or os.environ.get('RAY_ADDRESS')} "
                              f"({e}); start one with `ray start --head`, or leave --address out to "
@@ -75,6 +79,25 @@ def reachable(address: str | None, timeout: float = CONNECT_TIMEOUT_S) -> None:
         raise SpeechkitError(f"no Ray cluster at --address {address} ({why} after at most "
                              f"{timeout:g} s); start one with `ray start --head`, check the host "
                              "and port, or leave --address out to run a local one") from None
+
+
+@contextlib.contextmanager
+def _stderr_closed(quiet: bool) -> Iterator[None]:
+    """File descriptor 2 pointed at /dev/null for the block when `quiet` (C++ code writes there
+    directly, past Python's logging); the services started meanwhile log to the session's files."""
+    if not quiet:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
 
 
 def _quiet_data(quiet: bool) -> None:
