@@ -107,3 +107,13 @@ def test_checkpoint_with_pickled_code_or_without_cfg_is_refused(tmp_path):
     torch.save({"model": {"x": torch.zeros(1)}}, tmp_path / "nocfg.pt")
     with pytest.raises(SpeechkitError, match="not a BEATs checkpoint"):
         read_beats_checkpoint(tmp_path / "nocfg.pt")
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_beats_file_with_non_finite_weights_is_refused_naming_the_tensor(tmp_path, bad):
+    weight = torch.zeros(4, 4)
+    weight[1, 2] = bad
+    torch.save({"cfg": {"encoder_layers": 1}, "model": {"encoder.layer.weight": weight}},
+               tmp_path / "beats.pt")
+    with pytest.raises(SpeechkitError, match="encoder.layer.weight"):
+        read_beats_checkpoint(tmp_path / "beats.pt")

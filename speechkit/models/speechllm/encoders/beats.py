@@ -18,7 +18,7 @@ import torch
 
 from speechkit.audio import SAMPLE_RATE
 from speechkit.errors import SpeechkitError
-from speechkit.models.safe_load import load_plain_pickle, read_safetensors
+from speechkit.models.safe_load import load_plain_pickle, read_safetensors, refuse_non_finite
 from speechkit.models.speechllm.checkpoint import EncoderSpec, load_state_strict
 from speechkit.models.speechllm.encoders.base import Encoder
 from speechkit.models.speechllm.encoders.beats_model import Beats, BeatsConfig, official_state
@@ -61,6 +61,7 @@ def read_beats_checkpoint(file: str | Path) -> tuple[dict[str, Any], dict[str, t
     if not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise SpeechkitError(f"{file}: its 'model' holds more than tensors; pass the official "
                              "BEATs .pt file")
+    refuse_non_finite(state, file)
     return obj["cfg"], state
 
 
