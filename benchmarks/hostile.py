@@ -724,15 +724,9 @@ BUILDERS = {"lips": lips_cases, "convert": convert_cases, "merge": merge_cases, 
 
 
 def machine() -> str:
-    model = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {len(os.sched_getaffinity(0))} cores, Python {platform.python_version()}"
+    from speechkit.threads import available_cores, cpu_model
+
+    return f"{cpu_model()}, {available_cores()} cores, Python {platform.python_version()}"
 
 
 def table(cls: str, cases: list[Case]) -> str:

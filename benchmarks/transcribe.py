@@ -112,18 +112,10 @@ def join_items(items: list[dict], seconds: float, folder: Path) -> list[dict]:
 
 def machine() -> str:
     """CPU model, cores and the math threads speechkit uses: figures belong to their machine."""
-    from speechkit.threads import available_cores, resolve_threads
+    from speechkit.threads import available_cores, cpu_model, resolve_threads
 
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     threads = resolve_threads()
-    return (f"{model}; {os.cpu_count()} cores ({available_cores()} usable); speechkit threads "
+    return (f"{cpu_model()}; {os.cpu_count()} cores ({available_cores()} usable); speechkit threads "
             f"{threads} (on CTranslate2: {threads} one-thread replicas; a one-file run: 1 replica); "
             f"load average {os.getloadavg()[0]:.1f} at the start")
 

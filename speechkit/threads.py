@@ -28,6 +28,18 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+def cpu_model() -> str:
+    """The processor's name as the kernel reports it (benchmarks print it with their figures)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
 def default_threads(cores: int | None = None) -> int:
     """Math threads for a machine with `cores` cores (default: this one)."""
     return min(cores or available_cores(), MAX_DEFAULT_THREADS)
