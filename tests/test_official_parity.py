@@ -8,21 +8,15 @@ import torch
 
 from speechkit.models.speechllm.generate import GenerationSettings, generate
 from speechkit.models.speechllm.importers.salmonn import convert_salmonn
-from tests.test_salmonn_tiny import beats_official, salmonn_official
-from tests.test_speechllm_tiny import TINY_WHISPER, tiny_llm, tiny_whisper
+from tests.test_salmonn_tiny import LLM_HIDDEN, beats_official, salmonn_official
+from tests.test_salmonn_tiny import salmonn_parts as build_salmonn_parts
 
-LLM_HIDDEN, LLM_LAYERS, LLM_KV = 64, 2, 32
 EOS_LIKE = 14  # a token the tiny LLM writes on these embeddings (32 tokens vs 21 early-stopped)
 
 
 @pytest.fixture(scope="module")
 def salmonn_parts(tmp_path_factory):
-    root = tmp_path_factory.mktemp("salmonn")
-    cfg, beats = beats_official(root / "beats.pt")
-    state = salmonn_official(TINY_WHISPER["d_model"], cfg["encoder_embed_dim"], LLM_HIDDEN,
-                             LLM_LAYERS, LLM_KV)
-    return {"root": root, "whisper": tiny_whisper(root / "whisper"), "llm": tiny_llm(root / "llm"),
-            "beats": root / "beats.pt", "state": state, "beats_cfg": cfg, "beats_state": beats}
+    return build_salmonn_parts(tmp_path_factory.mktemp("salmonn"))
 
 
 def test_salmonn_runner_save_with_beats_shared_bias_copies_converts(salmonn_parts, tmp_path):

@@ -19,27 +19,17 @@ from speechkit.models.speechllm.importers.salmonn import convert_salmonn
 from speechkit.models.speechllm.prompts import render, task_prompt
 from tests.conftest import read_testdata_audio
 from tests.test_salmonn_tiny import (
-    beats_official,
     lora_merged_llm,
-    salmonn_official,
+    salmonn_parts,
     salmonn_speech_embeds,
 )
-from tests.test_speechllm_tiny import TINY_WHISPER, tiny_llm, tiny_whisper
 
-LLM_HIDDEN, LLM_LAYERS, LLM_KV = 64, 2, 32  # tiny_llm: 4 heads of 16, 2 key/value heads
 ASR_PROMPT = "Recognize the speech and give me the transcription."
 
 
 @pytest.fixture(scope="module")
 def parts(tmp_path_factory):
-    root = tmp_path_factory.mktemp("salmonn")
-    cfg, beats = beats_official(root / "beats.pt")
-    state = salmonn_official(TINY_WHISPER["d_model"], cfg["encoder_embed_dim"], LLM_HIDDEN,
-                             LLM_LAYERS, LLM_KV)
-    torch.save({"model": state, "optimizer": {"state": {}}, "epoch": 3}, root / "salmonn.pth")
-    return {"root": root, "whisper": tiny_whisper(root / "whisper"), "llm": tiny_llm(root / "llm"),
-            "beats": root / "beats.pt", "ckpt": root / "salmonn.pth", "state": state,
-            "beats_cfg": cfg, "beats_state": beats}
+    return salmonn_parts(tmp_path_factory.mktemp("salmonn"))
 
 
 def cli(*args):

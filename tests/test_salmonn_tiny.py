@@ -206,3 +206,20 @@ def beats_reference(s: dict, cfg: dict, fbank: torch.Tensor) -> torch.Tensor:
         x = F.layer_norm(x * deep + y, x.shape[-1:], s[f"{p}.final_layer_norm.weight"],
                          s[f"{p}.final_layer_norm.bias"])
     return x.transpose(0, 1)[0]
+
+
+LLM_HIDDEN, LLM_LAYERS, LLM_KV = 64, 2, 32  # tiny_llm: 4 heads of 16, 2 key/value heads
+
+
+def salmonn_parts(root: Path) -> dict:
+    """Every part `convert salmonn` reads, at small sizes, in `root`: a tiny Whisper, BEATs
+    `.pt`, LLM and the SALMONN checkpoint as its runner saves it (with training state)."""
+    from tests.test_speechllm_tiny import TINY_WHISPER, tiny_llm, tiny_whisper
+
+    cfg, beats = beats_official(root / "beats.pt")
+    state = salmonn_official(TINY_WHISPER["d_model"], cfg["encoder_embed_dim"], LLM_HIDDEN,
+                             LLM_LAYERS, LLM_KV)
+    torch.save({"model": state, "optimizer": {"state": {}}, "epoch": 3}, root / "salmonn.pth")
+    return {"root": root, "whisper": tiny_whisper(root / "whisper"), "llm": tiny_llm(root / "llm"),
+            "beats": root / "beats.pt", "ckpt": root / "salmonn.pth", "state": state,
+            "beats_cfg": cfg, "beats_state": beats}
