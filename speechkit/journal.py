@@ -20,8 +20,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from speechkit.data import Item, Segment, dumps_line
+from speechkit.data import Item, Segment, dumps_line, parse_json_line
 from speechkit.models.base import Hypothesis
+from speechkit.staging import replace_file
 
 SPAN_DECIMALS = 3  # spans are matched to the millisecond (the voice activity detector's cuts)
 
@@ -62,13 +63,13 @@ class PieceJournal:
             data = data[:data.rfind(b"\n") + 1]  # so that the next line starts on its own
             os.truncate(self.path, len(data))
         for raw in data.splitlines(keepends=True):
+            d, _ = parse_json_line(raw)
             try:
-                d = json.loads(raw)
                 key = (d["id"], d["key"])
                 hyp = _hypothesis(d["hyp"])
                 span = _span(tuple(d["span"]))
             except (ValueError, KeyError, TypeError, AttributeError):
-                continue  # a damaged line: that piece is decoded again
+                continue  # a damaged line (or none): that piece is decoded again
             self._found.setdefault(key, {})[span] = (hyp, d.get("detected"))
             self._lines.append((d["id"], raw))
 
@@ -110,15 +111,10 @@ class PieceJournal:
         keep = [raw for item_id, raw in self._lines if item_id not in finished]
         if len(keep) == len(self._lines) and self.path.exists() == bool(keep):
             return
-        if not keep:
+        if keep:
+            replace_file(self.path, keep)
+        else:
             self.path.unlink(missing_ok=True)
-            return
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "wb") as fh:
-            fh.writelines(keep)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
 
 
 def _hypothesis(d: dict[str, Any]) -> Hypothesis:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import shutil
 import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any
 from speechkit.data import Result, dumps_line, parse_json_line, parse_result
 from speechkit.errors import SpeechkitError
 from speechkit.journal import PieceJournal
+from speechkit.staging import replace_file
 
 REDO_HINT = "use --overwrite to redo them, or write to a new output path"
 
@@ -141,15 +141,8 @@ def _compact(real: Path, data: bytes) -> dict[str, Result]:
     results = {r.id: r for r in parsed if r is not None}
     keep = [raw for i, (raw, r) in enumerate(zip(lines, parsed, strict=True))
             if r is None or last[r.id] == i]
-    if len(keep) == len(lines):
-        return results
-    tmp = real.with_name(f".{real.name}.compact")
-    with open(tmp, "wb") as fh:
-        fh.writelines(keep)
-        fh.flush()
-        os.fsync(fh.fileno())
-    shutil.copymode(real, tmp)
-    os.replace(tmp, real)  # atomic: readers see the old file or the new one
+    if len(keep) != len(lines):
+        replace_file(real, keep)
     return results
 
 

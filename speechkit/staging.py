@@ -1,4 +1,4 @@
-"""Staging folders: a directory is written beside its target and renamed into place.
+"""Staging: a directory or file is written beside its target and renamed into place.
 
 A staging folder's name carries the id of the process writing it (`.NAME.staging-PID-XXXX`),
 so a later run can tell one left by a killed process (its process is gone) from one being
@@ -78,3 +78,16 @@ def process_alive(pid: int) -> bool:
     except PermissionError:  # another user's live process
         return True
     return True
+
+
+def replace_file(path: Path, lines: list[bytes]) -> None:
+    """Rewrite `path` with `lines` atomically: readers and a crash see the old file or the new
+    one, never a mix (written beside it, synced, its permissions kept, renamed over it)."""
+    tmp = path.with_name(f".{path.name}.rewrite")
+    with open(tmp, "wb") as fh:
+        fh.writelines(lines)
+        fh.flush()
+        os.fsync(fh.fileno())
+    if path.exists():
+        shutil.copymode(path, tmp)
+    os.replace(tmp, path)

@@ -163,3 +163,19 @@ def test_a_torn_journal_line_is_ignored(tmp_path):
     j.close(finished=set())
     found, _ = PieceJournal(results).restore("a", key, [(0.0, 1.0), (1.0, 2.0)])
     assert [h.text for h in found.values()] == ["one", "two"]
+
+
+def test_a_damaged_journal_line_of_any_kind_is_decoded_again(tmp_path):
+    from speechkit.data import Item
+    from speechkit.journal import PieceJournal, piece_key
+    from speechkit.models.base import Hypothesis
+
+    results = tmp_path / "r.jsonl"
+    key = piece_key(Item(id="a", path="a.wav"), None, None)
+    j = PieceJournal(results)
+    j.add("a", key, (0.0, 1.0), Hypothesis(text="one"), None)
+    j.close(finished=set())
+    with open(journal_path(results), "ab") as fh:  # nesting past any parser, bytes, a list
+        fh.write(b"[" * 100000 + b"\n" + b"\xff\xfe\n" + b'["a"]\n')
+    found, _ = PieceJournal(results).restore("a", key, [(0.0, 1.0)])
+    assert [h.text for h in found.values()] == ["one"]
