@@ -23,7 +23,32 @@ def new_staging_dir(out: Path) -> Path:
     after removing the stale ones that killed runs left for the same target."""
     out.parent.mkdir(parents=True, exist_ok=True)
     clean_stale(out)
-    return Path(tempfile.mkdtemp(prefix=f".{out.name}.{STAGING}-{os.getpid()}-", dir=out.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.{STAGING}-{os.getpid()}-", dir=out.parent))
+    tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes it private (0700); the target is not
+    return tmp
+
+
+def settle_modes(folder: Path) -> None:
+    """Give a staged folder's files the modes the umask gives any new file (0644 under 022):
+    some writers (safetensors) make theirs private (0600)."""
+    mask = current_umask()
+    for path in [folder, *folder.rglob("*")]:
+        if not path.is_symlink():
+            path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
+
+
+def current_umask() -> int:
+    """The process umask (read without changing it where /proc allows: threads may be
+    creating files meanwhile)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def replace_dir(tmp: Path, out: Path) -> None:

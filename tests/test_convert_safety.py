@@ -107,6 +107,24 @@ def test_force_replaces_an_earlier_checkpoint_and_leaves_no_staging(parts, tmp_p
     assert [p.name for p in out.parent.iterdir()] == ["avsr"]
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_a_converted_checkpoint_follows_the_umask(parts, tmp_path, convert, umask):
+    """The folder and its files get the modes any other program would give them, not the
+    private 0700 of a temporary folder."""
+    torch.save(parts["state"], tmp_path / "model.pth")
+    out = tmp_path / "avsr"
+    old = os.umask(umask)
+    try:
+        res = convert("--ckpt", tmp_path / "model.pth", "--llm", parts["llm"], "--out", out)
+    finally:
+        os.umask(old)
+    assert res.exit_code == 0, res.output
+    assert out.stat().st_mode & 0o777 == 0o777 & ~umask
+    for f in out.rglob("*"):
+        want = (0o777 if f.is_dir() else 0o666) & ~umask
+        assert f.stat().st_mode & 0o777 == want, f
+
+
 def test_a_killed_conversion_leaves_staging_that_the_next_run_removes(parts, tmp_path, convert):
     torch.save(parts["state"], tmp_path / "model.pth")
     out = tmp_path / "ckpts" / "avsr"

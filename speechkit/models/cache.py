@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from speechkit.errors import SpeechkitError
-from speechkit.staging import new_staging_dir, replace_dir
+from speechkit.staging import new_staging_dir, replace_dir, settle_modes
 
 MARKER = "speechkit-converted.json"  # written last: its presence means the conversion finished
 
@@ -47,7 +47,7 @@ def convert_once(out: Path, stamp: dict[str, Any], build: Callable[[Path], None]
             raise SpeechkitError(f"converting {out.name} wrote no {', '.join(missing)}; "
                                  "reinstall its weights package and retry")
         (tmp / MARKER).write_text(json.dumps(stamp) + "\n")
-        tmp.chmod(0o755)  # mkdtemp makes it private; the cache is an ordinary directory
+        settle_modes(tmp)
         _rename_into_place(tmp, out, stamp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # gone already after a successful rename

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from speechkit.errors import SpeechkitError
-from speechkit.staging import new_staging_dir, replace_dir
+from speechkit.staging import new_staging_dir, replace_dir, settle_modes
 
 
 def check_new_output(out: Path, overwrite: bool, inputs: Iterable[str | Path | None] = ()) -> None:
@@ -67,6 +67,7 @@ def staged_directory(out: Path) -> Iterator[Path]:
                              "an --out in a folder you can write to") from None
     try:
         yield tmp
+        settle_modes(tmp)
         replace_dir(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
