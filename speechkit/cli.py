@@ -133,7 +133,8 @@ def transcribe(
 ) -> None:
     """Transcribe (or translate) media files in length-sorted batches; results go to JSONL.
 
-    Resumes by default: items already "ok" in the results file are skipped. Exit code 0 when
+    Without --out, the transcripts are also printed (`FILE: text` per file when there are
+    several). Resumes by default: items already "ok" in the results file are skipped. Exit code 0 when
     every item succeeded, 1 when some failed (their lines say why), 2 for usage errors.
     """
     from speechkit.commands.options import runtime_options, scale_options
@@ -172,7 +173,7 @@ def transcribe(
         items, model, options, results_path, runtime=runtime,
         batch_size=batch_size or None, formats=formats, format_dir=output_dir, subtitles=subtitles,
         overwrite=overwrite, console=err, progress=progress,
-        echo=len(items) == 1 and out is None, scale=scale)
+        echo=out is None, scale=scale)
     raise typer.Exit(0 if summary.failed == 0 else 1)
 
 

@@ -190,8 +190,8 @@ def transcribe_to_jsonl(items: Sequence[Item], model_name: str | SpeechModel | M
         task_id = bar.add_task("transcribe", total=len(items), audio="0:00:00", rtfx="-")
         stats = runner.run(items)
     load_s += seconds + getattr(runner, "start_s", 0.0)  # Ray: starting or joining the cluster
-    for r in echoed:
-        print(r.text)
+    if echo:
+        _echo(items, {r.id: r for r in echoed})
     summary = _summary(stats, load_s, writer)
     console.print(summary_table(summary, title=title))
     return summary
@@ -229,6 +229,14 @@ def _summary(stats: RunStats, load_s: float, writer: ResultWriter) -> Summary:
                    results_path=str(writer.path), settings=stats.settings)
 
 
+def _echo(items: Sequence[Item], done: dict[str, Result]) -> None:
+    """The transcripts on stdout in input order: the text alone for one input, `ID: text` per
+    line for several (failed items are named on stderr already)."""
+    for it in items:
+        if (r := done.get(it.id)) is not None and r.status == "ok":
+            print(r.text if len(items) == 1 else f"{it.id}: {r.text}")
+
+
 def _already_done(items: Sequence[Item], writer: ResultWriter, console: Console, echo: bool,
                   title: str) -> Summary:
     """A rerun with nothing left to do: the existing results, and no model loaded."""
@@ -236,8 +244,7 @@ def _already_done(items: Sequence[Item], writer: ResultWriter, console: Console,
                   "model and settings (--overwrite redoes them)", markup=False, highlight=False,
                   soft_wrap=True)
     if echo:
-        for it in items:
-            print(writer.latest(it.id).text)
+        _echo(items, {it.id: writer.latest(it.id) for it in items})
     mem = peak_memory_mb()
     summary = Summary(total=len(items), ok=0, failed=0, skipped=len(items), audio_s=0.0,
                       wall_s=0.0, load_s=0.0, rtfx=0.0, peak_rss_mb=mem["peak_rss_mb"],

@@ -204,6 +204,21 @@ def test_cli_transcribes_one_file_prints_it_and_writes_subtitles(testdata, tmp_p
         assert key in rec
 
 
+def test_cli_prints_each_transcript_of_several_files_in_input_order(testdata, tmp_path):
+    from speechkit.cli import _register_subcommands, app
+
+    _register_subcommands()
+    clips = [str(clip) for clip, _ in librivox(testdata, 2)]
+    args = ["transcribe", *reversed(clips), "--output-dir", str(tmp_path), "--device", "cpu"]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    lines = first.stdout.splitlines()
+    assert [ln.split(": ", 1)[0] for ln in lines] == list(reversed(clips))
+    assert all(len(words(ln.split(": ", 1)[1]).split()) > 3 for ln in lines)
+    again = CliRunner().invoke(app, args)  # nothing left to do: the same lines from the file
+    assert again.exit_code == 0 and again.stdout.splitlines() == lines
+
+
 def test_cli_exit_codes(testdata, tmp_path):
     from speechkit.cli import _register_subcommands, app
 
