@@ -133,9 +133,11 @@ def transcribe(
 ) -> None:
     """Transcribe (or translate) media files in length-sorted batches; results go to JSONL.
 
-    Without --out, the transcripts are also printed (`FILE: text` per file when there are
-    several). Resumes by default: items already "ok" in the results file are skipped. Exit code 0 when
+    Resumes by default: items already "ok" in the results file are skipped. Exit code 0 when
     every item succeeded, 1 when some failed (their lines say why), 2 for usage errors.
+
+    Without --out, the transcripts are also printed: the text for one file, `FILE: text` per
+    file for several.
     """
     from speechkit.commands.options import runtime_options, scale_options
     from speechkit.evaluation.suites import parse_shard
