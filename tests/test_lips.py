@@ -89,6 +89,27 @@ def test_a_video_with_no_face_is_an_item_error_that_says_so(make_media):
         lip_stream(path)
 
 
+def test_a_video_with_no_face_is_searched_every_fifth_frame_and_caches_little(make_media):
+    """A faceless video costs a fifth of the detections (dlib's detector is the slow part) and
+    its cache entry is small (the crops of faceless frames are zeros, stored compressed)."""
+    from speechkit.media.lips.frames import iter_frames
+    from speechkit.media.lips.track import SEARCH_CLOSELY, SEARCH_EVERY, track_face
+
+    path = make_media("noface8s.mp4", "-f", "lavfi", "-i",
+                      "testsrc=size=320x240:rate=25:duration=8", "-f", "lavfi", "-i",
+                      "sine=frequency=440:duration=8", "-shortest")
+    backend, calls = load_backend("dlib"), []
+    detect = backend.detect
+    backend.detect = lambda frame: calls.append(1) or detect(frame)
+    track = track_face(iter_frames(path), backend)
+    assert len(track.landmarks) == 200 and np.isnan(track.landmarks).all()
+    assert len(calls) <= SEARCH_CLOSELY + (200 - SEARCH_CLOSELY) // SEARCH_EVERY + 1, len(calls)
+    with pytest.raises(ItemError, match="no face found"):
+        lip_stream(path)
+    (entry,) = cache_dir().rglob("*.npz")
+    assert entry.stat().st_size < 100_000  # raw: 200 frames x 96 x 96 = 1.8 MB
+
+
 def test_an_audio_file_has_no_video_stream(make_media):
     path = make_media("tone.wav", "-f", "lavfi", "-i", "sine=frequency=440:duration=1")
     with pytest.raises(ItemError, match="has no video stream"):

@@ -117,7 +117,9 @@ def save_crops(key: str, crops: LipCrops, settings: dict) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{key[:8]}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays, record=np.frombuffer(json.dumps(record).encode("utf-8"), np.uint8))
+            # compressed: frames without a face are zeros (a faceless minute is 14 MB raw)
+            np.savez_compressed(
+                f, **arrays, record=np.frombuffer(json.dumps(record).encode("utf-8"), np.uint8))
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -56,8 +56,8 @@ def crop_settings(backend: str, offset_s: float | None, duration_s: float | None
     """Everything that changes the crops of a file: part of the cache key."""
     return {"backend": backend, "offset_s": offset_s or 0.0, "duration_s": duration_s,
             "fps": vf.FPS, "max_side": vf.MAX_SIDE, "detect_every": tr.DETECT_EVERY,
-            "detect_side": tr.DETECT_SIDE, "smooth": geo.SMOOTH_WINDOW, "crop": geo.CROP_SIZE,
-            "face_scale": geo.FACE_SCALE}
+            "detect_side": tr.DETECT_SIDE, "search": (tr.SEARCH_CLOSELY, tr.SEARCH_EVERY),
+            "smooth": geo.SMOOTH_WINDOW, "crop": geo.CROP_SIZE, "face_scale": geo.FACE_SCALE}
 
 
 class _KeptFrames:

@@ -14,6 +14,8 @@ from speechkit.media.lips.backends.base import Box, LandmarkBackend
 DETECT_EVERY = 5  # frames between face detections (0.2 s at 25 fps); landmarks carry the box
 DETECT_SIDE = 320  # px; detection runs on the frame scaled down to this longer side
 MIN_IOU = 0.3  # a detection overlapping the tracked face this much is the same face
+SEARCH_EVERY = DETECT_EVERY  # frames between detections after SEARCH_CLOSELY faceless frames
+SEARCH_CLOSELY = 25  # frames (1 s at 25 fps) searched one by one after the face is lost
 
 
 @dataclass
@@ -76,6 +78,13 @@ def _spread(points: np.ndarray) -> tuple[np.ndarray, float]:
     return center, float(np.sqrt(((points - center) ** 2).sum(axis=1).mean()))
 
 
+def _search_now(missing: int) -> bool:
+    """Whether to run the detector on a frame with no face in hand: on each frame of the first
+    second after the face was lost (a hand or a turn of the head), then every SEARCH_EVERY
+    frames (a video without a face costs a fifth of the detections)."""
+    return missing < SEARCH_CLOSELY or missing % SEARCH_EVERY == 0
+
+
 def track_face(frames: Iterable[np.ndarray], backend: LandmarkBackend,
                detect_every: int | None = None, detect_side: int | None = None,
                keep=None) -> Track:
@@ -87,18 +96,20 @@ def track_face(frames: Iterable[np.ndarray], backend: LandmarkBackend,
     marks, boxes = [], []
     box: Box | None = None
     follower: _Follower | None = None
-    since = detect_every
+    since, missing = detect_every, 0
     for frame in frames:
         if keep is not None:
             keep(frame)
-        if box is None or since >= detect_every:
+        if since >= detect_every or (box is None and _search_now(missing)):
             found = pick_face(_detect(backend, frame, detect_side), box)
             since, follower = 0, None
             box = found
-        if box is None:  # no face here: look again on the next frame
+        if box is None:  # no face here: look again soon (every frame just after one was lost)
             marks.append(np.full((68, 2), np.nan, np.float32))
             boxes.append(np.full(4, np.nan, np.float32))
+            missing += 1
             continue
+        missing = 0
         points = backend.landmarks(frame, box)
         if np.isnan(points).any():
             marks.append(np.full((68, 2), np.nan, np.float32))
