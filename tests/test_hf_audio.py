@@ -1,0 +1,145 @@
+"""transformers audio-text-to-text models on tiny random weights: speechkit's ids equal the
+model's own `generate`, batches decode as items one at a time, long audio is windowed, every
+setting is recorded, and models that need their own code are refused."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from speechkit.errors import SpeechkitError
+from speechkit.models.base import DecodeOptions, audio_inputs
+from speechkit.models.registry import RuntimeOptions, load_model
+from tests.hf_audio_parts import tiny_qwen2_audio
+from tests.test_speechllm_tiny import noise
+
+# family -> (builder of a tiny model directory, the transformers class that generates for it)
+FAMILIES = {"qwen2_audio": (tiny_qwen2_audio, "Qwen2AudioForConditionalGeneration")}
+AUDIOS = [noise(1.0, 1), noise(12.0, 2), noise(4.5, 3)]  # very different lengths
+ASR_PROMPT = "Recognize the speech and give me the transcription."
+
+
+@pytest.fixture(scope="module", params=sorted(FAMILIES))
+def family_dir(request, tmp_path_factory):
+    build, _ = FAMILIES[request.param]
+    return request.param, build(tmp_path_factory.mktemp(request.param) / "model")
+
+
+@pytest.fixture(scope="module")
+def family_model(family_dir):
+    return load_model(str(family_dir[1]), RuntimeOptions(device="cpu"))
+
+
+def reference_ids(family: str, directory, prompt: str, audios, beam: int, max_new: int):
+    """The model's own processor, chat template and `generate`, as its model card calls them."""
+    import transformers
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(directory)
+    processor.tokenizer.padding_side = "left"
+    model = getattr(transformers, FAMILIES[family][1]).from_pretrained(directory).eval()
+    turn = [{"role": "user", "content": [{"type": "audio"}, {"type": "text", "text": prompt}]}]
+    text = processor.apply_chat_template(turn, add_generation_prompt=True, tokenize=False)
+    inputs = processor(text=[text] * len(audios), audio=list(audios), sampling_rate=16000,
+                       return_tensors="pt", padding=True)
+    with torch.inference_mode():
+        out = model.generate(**inputs, max_new_tokens=max_new, num_beams=beam, do_sample=False)
+    eos = model.generation_config.eos_token_id
+    eos = set(eos if isinstance(eos, list) else [eos]) | {processor.tokenizer.eos_token_id}
+    rows = out[:, inputs["input_ids"].shape[1]:].tolist()
+    return [row[:next((j for j, t in enumerate(row) if t in eos), len(row))] for row in rows]
+
+
+def one_by_one(model, audios, options):
+    tokens = []
+    for a in audios:
+        model.generate(audio_inputs([a]), options)
+        tokens.extend(model.last_tokens)
+    return tokens
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+def test_ids_equal_the_models_own_generate(family_dir, family_model, beam):
+    family, directory = family_dir
+    options = DecodeOptions(task="asr", beam_size=beam, max_new_tokens=8)
+    family_model.generate(audio_inputs(AUDIOS), options)
+    assert family_model.last_tokens == reference_ids(family, directory, ASR_PROMPT, AUDIOS, beam, 8)
+    assert len(set(map(tuple, family_model.last_tokens))) == len(AUDIOS)  # the audio matters
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+def test_batched_output_equals_one_at_a_time(family_model, beam):
+    options = DecodeOptions(task="asr", beam_size=beam, max_new_tokens=8)
+    hyps = family_model.generate(audio_inputs(AUDIOS), options)
+    batched = family_model.last_tokens
+    assert batched == one_by_one(family_model, AUDIOS, options)
+    assert all(h.text and h.extras["windows"] == 1 for h in hyps)
+
+
+def test_long_audio_is_decoded_window_by_window_and_joined(family_model):
+    window = family_model.family.window_s
+    long = noise(2 * window + 5.0, 7)
+    options = DecodeOptions(task="asr", max_new_tokens=6)
+    (hyp,) = family_model.generate(audio_inputs([long]), options)
+    size = int(window * 16000)
+    parts = [family_model.generate(audio_inputs([long[s:s + size]]), options)[0].text
+             for s in range(0, len(long), size)]
+    assert hyp.extras["windows"] == 3 and hyp.text == " ".join(parts)
+    (er,) = family_model.generate(audio_inputs([long]), DecodeOptions(task="er", max_new_tokens=4))
+    assert er.extras["windows"] == 1 and er.extras["audio_left_out_s"] == pytest.approx(window + 5.0)
+
+
+def test_sv_asks_about_both_clips_and_records_p_yes(family_model):
+    trial = {"audio": AUDIOS[0], "enroll": AUDIOS[2]}
+    (hyp,) = family_model.generate([trial], DecodeOptions(task="sv", max_new_tokens=3))
+    assert 0.0 <= hyp.extras["p_yes"] <= 1.0 and 0.0 <= hyp.extras["p_yes_vs_no"] <= 1.0
+    text = family_model.tokenizer.decode(family_model.last_inputs["input_ids"][0])
+    assert text.count(family_model.family.audio_marker) == 2  # the enrollment, then the test
+
+
+def test_every_setting_is_recorded(family_dir, family_model):
+    from speechkit.models.identity import model_card
+
+    d = family_model.describe()
+    assert d["family"] == family_dir[0] and d["quant"] == "fp32" and d["dtype"] == "float32"
+    assert d["padding_side"] == "left" and d["window_s"] == family_model.family.window_s
+    assert d["generation"]["do_sample"] is False and set(d["prompts"]) >= {"asr", "sv", "aac"}
+    card = model_card(str(family_dir[1]), RuntimeOptions(device="cpu"))
+    assert card.identity["sha256"] == d["sha256"] and card.identity["quant"] == d["quant"]
+
+
+def test_a_model_that_needs_its_own_code_is_refused_by_name(family_dir, tmp_path):
+    directory = tmp_path / "remote"
+    shutil.copytree(family_dir[1], directory)
+    config = json.loads((directory / "config.json").read_text())
+    config["auto_map"] = {"AutoModel": "modeling_custom.CustomAudioModel"}
+    (directory / "config.json").write_text(json.dumps(config))
+    with pytest.raises(SpeechkitError, match="auto_map.*modeling_custom.py") as err:
+        load_model(str(directory), RuntimeOptions(device="cpu"))
+    assert "\n" not in str(err.value)
+
+
+def test_4bit_on_cpu_decodes_a_batch_as_one_at_a_time(family_dir):
+    model = load_model(str(family_dir[1]), RuntimeOptions(device="cpu", quant="4bit"))
+    import bitsandbytes as bnb
+
+    assert any(isinstance(m, bnb.nn.Linear4bit) for m in model.model.modules())
+    assert model.describe()["quant"] == "4bit"
+    options = DecodeOptions(task="asr", max_new_tokens=6)
+    hyps = model.generate(audio_inputs(AUDIOS), options)
+    assert model.last_tokens == one_by_one(model, AUDIOS, options) and all(h.text for h in hyps)
+
+
+def test_unknown_tasks_are_refused_before_loading(family_dir):
+    from speechkit.settings import check_task
+
+    with pytest.raises(SpeechkitError, match="vsr"):
+        check_task(str(family_dir[1]), "vsr")
+
+
+def test_waveforms_are_float32_16k_mono():
+    assert all(a.dtype == np.float32 and a.ndim == 1 for a in AUDIOS)
