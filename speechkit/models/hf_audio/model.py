@@ -26,6 +26,10 @@ from speechkit.models.speechllm.prompts import task_prompt
 from speechkit.tasks import find_task
 
 JOINED_TASKS = ("asr", "st")  # long audio: every window decoded, the texts joined in order
+# Generation config keys that are not decoding settings, or are recorded in `decode`.
+NOT_RECORDED = ("max_new_tokens", "num_beams", "return_dict_in_generate", "output_logits",
+                "output_attentions", "output_hidden_states", "transformers_version",
+                "_from_model_config")
 MAX_INPUT_S = 3600.0  # seconds per item; windowed here, never cut for asr and st
 
 
@@ -170,9 +174,7 @@ class AudioTextModel(SpeechModel):
     def describe(self) -> dict[str, Any]:
         """Identity and every setting that shapes the output."""
         config = self.generation_config(DecodeOptions(beam_size=1, max_new_tokens=1))
-        kept = {k: v for k, v in config.to_diff_dict().items()
-                if k not in ("max_new_tokens", "num_beams", "return_dict_in_generate",
-                             "output_logits", "transformers_version")}
+        kept = {k: v for k, v in config.to_diff_dict().items() if k not in NOT_RECORDED}
         return {"name": self.name, "type": "hf-audio", "family": self.family.model_type,
                 "class": self.family.model_class, "sha256": self.sha256, "quant": self.quant,
                 "dtype": str(self.dtype).replace("torch.", ""), "device": self._device,

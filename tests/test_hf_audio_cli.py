@@ -1,0 +1,102 @@
+"""transformers audio-text-to-text models through the commands users run: `transcribe` for
+every task, `bench` on librivox-mini into one table with a Whisper and a checkpoint row,
+resume refusing another model's settings, and `speechkit models` listing the families."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from speechkit.evaluation.report import markdown_table, table_rows
+from speechkit.models.base import DecodeOptions
+from tests.hf_audio_parts import tiny_qwen2_audio
+from tests.test_speechllm_tiny import noise
+
+runner = CliRunner()
+
+
+def speechkit(*args):
+    from speechkit.cli import _register_subcommands, app
+
+    _register_subcommands()
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def qwen2_audio_dir(tmp_path_factory):
+    return tiny_qwen2_audio(tmp_path_factory.mktemp("qwen2_audio") / "model")
+
+
+@pytest.fixture(scope="module")
+def wavs(tmp_path_factory):
+    import soundfile as sf
+
+    root = tmp_path_factory.mktemp("wavs")
+    paths = []
+    for i, seconds in enumerate((1.5, 4.0)):
+        paths.append(root / f"clip{i}.wav")
+        sf.write(paths[-1], noise(seconds, i), 16000)
+    return paths
+
+
+@pytest.mark.parametrize("task,extra", [("asr", []), ("st", ["--target-language", "de"]),
+                                        ("er", []), ("aac", []),
+                                        ("sqa", ["--prompt", "What do you hear? A or B?"])])
+def test_every_task_runs_through_transcribe(qwen2_audio_dir, wavs, tmp_path, task, extra):
+    out = tmp_path / "out.jsonl"
+    res = speechkit("transcribe", *wavs, "--model", qwen2_audio_dir, "--task", task, *extra,
+                    "--max-new-tokens", "4", "--out", out)
+    assert res.exit_code == 0, res.output
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [x["status"] for x in lines] == ["ok", "ok"] and all(x["text"] for x in lines)
+    model = lines[0]["model"]
+    assert model["type"] == "hf-audio" and model["family"] == "qwen2_audio"
+    assert model["quant"] == "fp32" and len(model["sha256"]) == 64
+
+
+def test_resume_refuses_results_of_other_settings(qwen2_audio_dir, wavs, tmp_path):
+    out = tmp_path / "out.jsonl"
+    first = speechkit("transcribe", wavs[0], "--model", qwen2_audio_dir, "--task", "asr",
+                      "--max-new-tokens", "3", "--out", out)
+    assert first.exit_code == 0, first.output
+    again = speechkit("transcribe", wavs[0], "--model", qwen2_audio_dir, "--task", "asr",
+                      "--quant", "4bit", "--max-new-tokens", "3", "--out", out)
+    message = str(again.exception)
+    assert again.exit_code != 0 and "quant fp32" in message and "quant 4bit" in message
+
+
+def test_models_lists_the_audio_llm_families():
+    res = speechkit("models")
+    assert res.exit_code == 0, res.output
+    assert "qwen2_audio" in res.output and "Qwen2-Audio" in res.output
+
+
+@pytest.mark.slow
+def test_bench_puts_audio_llm_whisper_and_checkpoint_in_one_table(qwen2_audio_dir, testdata,
+                                                                  tmp_path):
+    from speechkit.evaluation.bench import run_bench
+    from speechkit.models.speechllm import new_checkpoint
+    from tests.test_speechllm_tiny import tiny_llm, tiny_whisper
+
+    out = tmp_path / "hf"
+    res = speechkit("bench", "librivox-mini", "--model", qwen2_audio_dir, "--data-root", testdata,
+                    "--limit", "3", "--max-new-tokens", "6", "--out-dir", out, "--no-progress")
+    assert res.exit_code == 0, res.output
+    scores = json.loads((out / "scores.json").read_text())
+    assert scores["counts"]["scored"] == 3 and scores["metrics"]["wer"] >= 0
+    assert scores["run"]["model"]["family"] == "qwen2_audio"
+    assert "| wer |" in (out / "results.md").read_text()
+    ck = tmp_path / "ck"
+    new_checkpoint(ck, audio_encoder=str(tiny_whisper(tmp_path / "w")),
+                   llm=str(tiny_llm(tmp_path / "llm")), bridge="linear", rate=4, hidden_dim=48)
+    rows = table_rows(scores, system="qwen2-audio (tiny)", metrics=["wer"])
+    for system, model in (("whisper-tiny.en", "whisper-tiny.en"), ("speechkit checkpoint", ck)):
+        run = run_bench("librivox-mini", str(model), data_root=testdata, limit=3, progress=False,
+                        out_dir=tmp_path / system.replace(" ", "-"),
+                        decode=DecodeOptions(max_new_tokens=6))
+        rows += table_rows(run.summary, system=system, metrics=["wer"])
+    table = markdown_table(rows)
+    for system in ("qwen2-audio (tiny)", "whisper-tiny.en", "speechkit checkpoint"):
+        assert f"| {system} |" in table
