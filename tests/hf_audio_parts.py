@@ -52,3 +52,65 @@ def tiny_qwen2_audio(directory: Path) -> Path:
     torch.manual_seed(SEED)
     Qwen2AudioForConditionalGeneration(config).save_pretrained(directory)
     return directory
+
+
+# Mistral's control tokens in the order the Tekken files of its audio models give them, so that
+# [AUDIO] is id 24, the id VoxtralProcessor reads.
+TEKKEN_SPECIAL = ["<unk>", "<s>", "</s>", "[INST]", "[/INST]", "[AVAILABLE_TOOLS]",
+                  "[/AVAILABLE_TOOLS]", "[TOOL_RESULTS]", "[/TOOL_RESULTS]", "[TOOL_CALLS]", "[IMG]",
+                  "<pad>", "[IMG_BREAK]", "[IMG_END]", "[PREFIX]", "[MIDDLE]", "[SUFFIX]",
+                  "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]", "[TOOL_CONTENT]", "[ARGS]", "[CALL_ID]",
+                  "[THINK]", "[/THINK]", "[AUDIO]", "[BEGIN_AUDIO]", "[TRANSCRIBE]"]
+TEKKEN_N_SPECIAL = 32
+# tiktoken's split pattern of Mistral's Tekken tokenizer
+TEKKEN_PATTERN = (r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|"
+                  r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|"
+                  r"\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
+def tiny_tekken(file: Path) -> Path:
+    """A Tekken tokenizer file (mistral-common's format): the 256 bytes as the vocabulary, the
+    control tokens, and the audio section of Voxtral (16 kHz, 12.5 tokens a second, 30 s chunks)."""
+    import base64
+    import json
+
+    vocab = [{"rank": i, "token_bytes": base64.b64encode(bytes([i])).decode(), "token_str": None}
+             for i in range(256)]
+    file.write_text(json.dumps({
+        "config": {"pattern": TEKKEN_PATTERN, "num_vocab_tokens": 256,
+                   "default_vocab_size": 256 + TEKKEN_N_SPECIAL,
+                   "default_num_special_tokens": TEKKEN_N_SPECIAL, "version": "v7"},
+        "vocab": vocab,
+        "special_tokens": [{"rank": i, "token_str": t, "is_control": True}
+                           for i, t in enumerate(TEKKEN_SPECIAL)],
+        "audio": {"sampling_rate": 16000, "frame_rate": 12.5, "chunk_length_s": 30.0,
+                  "audio_encoding_config": {"num_mel_bins": 128, "hop_length": 160,
+                                            "window_size": 400}}}))
+    return file
+
+
+def tiny_voxtral(directory: Path) -> Path:
+    """A random Voxtral (1-layer encoder, 2-layer Llama) with its processor: a Whisper feature
+    extractor (128 mel bins) and mistral-common's tokenizer over `tiny_tekken`."""
+    from transformers import (
+        VoxtralConfig,
+        VoxtralForConditionalGeneration,
+        VoxtralProcessor,
+        WhisperFeatureExtractor,
+    )
+    from transformers.tokenization_mistral_common import MistralCommonBackend
+
+    directory.mkdir(parents=True, exist_ok=True)
+    tok = MistralCommonBackend(tokenizer_path=str(tiny_tekken(directory / "tekken.json")))
+    VoxtralProcessor(feature_extractor=WhisperFeatureExtractor(feature_size=128),
+                     tokenizer=tok).save_pretrained(directory)
+    # The projector reads 4 encoder frames at once: intermediate_size is 4 x hidden_size.
+    audio = dict(num_mel_bins=128, num_hidden_layers=1, num_attention_heads=2, hidden_size=32,
+                 intermediate_size=128, initializer_range=0.3)
+    text = dict(model_type="llama", vocab_size=256 + TEKKEN_N_SPECIAL, head_dim=8,
+                bos_token_id=1, eos_token_id=2, pad_token_id=11, **TINY_TEXT)
+    config = VoxtralConfig(audio_config=audio, text_config=text,
+                           audio_token_id=TEKKEN_SPECIAL.index("[AUDIO]"))
+    torch.manual_seed(SEED)
+    VoxtralForConditionalGeneration(config).save_pretrained(directory)
+    return directory

@@ -34,7 +34,9 @@ class Family:
     tasks: tuple[str, ...] = AUDIO_TASKS
     prompts: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_PROMPTS))
     keep_float: tuple[str, ...] = ()  # modules left unquantized under --quant 4bit/8bit
-    audio_marker: str = "<|AUDIO|>"  # the text that opens one clip in the model's input
+    audio_marker: str = "<|AUDIO|>"  # the token that opens one clip in the model's input
+    needs: tuple[str, str] | None = None  # (module, pip install) its processor needs beyond
+    #                                       speechkit's own dependencies, if any
 
     def conversation(self, prompt: str, n_audio: int) -> list[dict[str, Any]]:
         """One user turn: the clips, then the instruction (the layout of the model cards)."""
@@ -46,8 +48,10 @@ class Family:
         return processor.apply_chat_template(self.conversation(prompt, n_audio),
                                              add_generation_prompt=True, tokenize=False)
 
-    def inputs(self, processor: Any, texts: list[str], clips: list[list[np.ndarray]]) -> Any:
-        """The model inputs of a batch: each text holds one audio placeholder per clip."""
+    def inputs(self, processor: Any, prompts: list[str], clips: list[list[np.ndarray]]) -> Any:
+        """The model inputs of a batch of turns (an instruction and its clips each): the chat
+        text with one audio placeholder per clip, then the processor over texts and clips."""
+        texts = [self.chat_text(processor, p, len(c)) for p, c in zip(prompts, clips, strict=True)]
         flat = [c for item in clips for c in item]
         return processor(text=texts, audio=flat, sampling_rate=16000, return_tensors="pt",
                          padding=True)

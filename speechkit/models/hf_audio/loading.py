@@ -3,6 +3,7 @@ own processor, weights from safetensors only (no remote code, ever), 4-bit NF4 o
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,9 @@ def load_hf_audio(name: str, device: str = "cpu", quant: str | None = None) -> A
     if family is None:
         raise SpeechkitError(f"{name}: not an audio-text-to-text model speechkit runs (config.json "
                              f"model_type {model_type_of(path)!r}); see `speechkit models`")
+    if family.needs and importlib.util.find_spec(family.needs[0]) is None:
+        raise SpeechkitError(f"{name} is a {family.title} model, whose processor needs "
+                             f"{family.needs[0]}: {family.needs[1]}")
     quant = quant or default_quant(device)
     qconfig, dtype = quantization(quant, device, family)
     sha256 = dir_sha256(path, MODEL_SUFFIXES)  # before loading: what was read is what is named

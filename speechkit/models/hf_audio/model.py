@@ -35,11 +35,12 @@ MAX_INPUT_S = 3600.0  # seconds per item; windowed here, never cut for asr and s
 
 @dataclass
 class Request:
-    """One chat turn sent to the model: an item's clips (one window, or a trial's two) and text."""
+    """One chat turn sent to the model: an item's clips (one window, or a trial's two) and the
+    instruction."""
 
     item: int  # index of the item in the batch
     clips: list[np.ndarray]
-    text: str
+    prompt: str
 
 
 class AudioTextModel(SpeechModel):
@@ -81,9 +82,7 @@ class AudioTextModel(SpeechModel):
         """Every chat turn of a batch, in item order (see `windows_of`)."""
         out = []
         for i, (x, prompt) in enumerate(zip(batch, prompts, strict=True)):
-            for clips in self.windows_of(x, task):
-                out.append(Request(i, clips, self.family.chat_text(self.processor, prompt,
-                                                                   len(clips))))
+            out += [Request(i, clips, prompt) for clips in self.windows_of(x, task)]
         return out
 
     def windows_of(self, x: Inputs, task: str) -> list[list[np.ndarray]]:
@@ -135,7 +134,7 @@ class AudioTextModel(SpeechModel):
 
     def model_inputs(self, reqs: list[Request]) -> Any:
         """The processor's batch for these turns, on the model's device and float dtype."""
-        inputs = self.family.inputs(self.processor, [r.text for r in reqs],
+        inputs = self.family.inputs(self.processor, [r.prompt for r in reqs],
                                     [r.clips for r in reqs])
         return inputs.to(self.model.device).to(self.dtype)
 
