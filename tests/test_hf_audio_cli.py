@@ -4,6 +4,7 @@ resume refusing another model's settings, and `speechkit models` listing the fam
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pytest
@@ -11,7 +12,7 @@ from typer.testing import CliRunner
 
 from speechkit.evaluation.report import markdown_table, table_rows
 from speechkit.models.base import DecodeOptions
-from tests.hf_audio_parts import tiny_qwen2_audio
+from tests.hf_audio_parts import tiny_qwen2_audio, tiny_voxtral
 from tests.test_speechllm_tiny import noise
 
 runner = CliRunner()
@@ -24,9 +25,22 @@ def speechkit(*args):
     return runner.invoke(app, [str(a) for a in args])
 
 
+BUILDERS = {"qwen2_audio": tiny_qwen2_audio, "voxtral": tiny_voxtral}
+NEEDS = {"voxtral": "mistral_common"}  # Voxtral's processor: speechkit[voxtral], in the test extra
+
+
 @pytest.fixture(scope="module")
 def qwen2_audio_dir(tmp_path_factory):
     return tiny_qwen2_audio(tmp_path_factory.mktemp("qwen2_audio") / "model")
+
+
+@pytest.fixture(scope="module", params=sorted(BUILDERS))
+def family_dir(request, tmp_path_factory, qwen2_audio_dir):
+    if request.param == "qwen2_audio":
+        return request.param, qwen2_audio_dir
+    if request.param in NEEDS and importlib.util.find_spec(NEEDS[request.param]) is None:
+        pytest.skip(f"{request.param} needs {NEEDS[request.param]}: pip install -e '.[test]'")
+    return request.param, BUILDERS[request.param](tmp_path_factory.mktemp(request.param) / "model")
 
 
 @pytest.fixture(scope="module")
@@ -44,15 +58,15 @@ def wavs(tmp_path_factory):
 @pytest.mark.parametrize("task,extra", [("asr", []), ("st", ["--target-language", "de"]),
                                         ("er", []), ("aac", []),
                                         ("sqa", ["--prompt", "What do you hear? A or B?"])])
-def test_every_task_runs_through_transcribe(qwen2_audio_dir, wavs, tmp_path, task, extra):
+def test_every_task_runs_through_transcribe(family_dir, wavs, tmp_path, task, extra):
     out = tmp_path / "out.jsonl"
-    res = speechkit("transcribe", *wavs, "--model", qwen2_audio_dir, "--task", task, *extra,
+    res = speechkit("transcribe", *wavs, "--model", family_dir[1], "--task", task, *extra,
                     "--max-new-tokens", "4", "--out", out)
     assert res.exit_code == 0, res.output
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     assert [x["status"] for x in lines] == ["ok", "ok"] and all(x["text"] for x in lines)
     model = lines[0]["model"]
-    assert model["type"] == "hf-audio" and model["family"] == "qwen2_audio"
+    assert model["type"] == "hf-audio" and model["family"] == family_dir[0]
     assert model["quant"] == "fp32" and len(model["sha256"]) == 64
 
 
@@ -70,33 +84,33 @@ def test_resume_refuses_results_of_other_settings(qwen2_audio_dir, wavs, tmp_pat
 def test_models_lists_the_audio_llm_families():
     res = speechkit("models")
     assert res.exit_code == 0, res.output
-    assert "qwen2_audio" in res.output and "Qwen2-Audio" in res.output
+    for family in ("qwen2_audio", "Qwen2-Audio", "voxtral", "Voxtral"):
+        assert family in res.output
 
 
 @pytest.mark.slow
-def test_bench_puts_audio_llm_whisper_and_checkpoint_in_one_table(qwen2_audio_dir, testdata,
-                                                                  tmp_path):
+def test_bench_puts_audio_llm_whisper_and_checkpoint_in_one_table(family_dir, testdata, tmp_path):
     from speechkit.evaluation.bench import run_bench
     from speechkit.models.speechllm import new_checkpoint
     from tests.test_speechllm_tiny import tiny_llm, tiny_whisper
 
     out = tmp_path / "hf"
-    res = speechkit("bench", "librivox-mini", "--model", qwen2_audio_dir, "--data-root", testdata,
+    res = speechkit("bench", "librivox-mini", "--model", family_dir[1], "--data-root", testdata,
                     "--limit", "3", "--max-new-tokens", "6", "--out-dir", out, "--no-progress")
     assert res.exit_code == 0, res.output
     scores = json.loads((out / "scores.json").read_text())
     assert scores["counts"]["scored"] == 3 and scores["metrics"]["wer"] >= 0
-    assert scores["run"]["model"]["family"] == "qwen2_audio"
+    assert scores["run"]["model"]["family"] == family_dir[0]
     assert "| wer |" in (out / "results.md").read_text()
     ck = tmp_path / "ck"
     new_checkpoint(ck, audio_encoder=str(tiny_whisper(tmp_path / "w")),
                    llm=str(tiny_llm(tmp_path / "llm")), bridge="linear", rate=4, hidden_dim=48)
-    rows = table_rows(scores, system="qwen2-audio (tiny)", metrics=["wer"])
+    rows = table_rows(scores, system=f"{family_dir[0]} (tiny)", metrics=["wer"])
     for system, model in (("whisper-tiny.en", "whisper-tiny.en"), ("speechkit checkpoint", ck)):
         run = run_bench("librivox-mini", str(model), data_root=testdata, limit=3, progress=False,
                         out_dir=tmp_path / system.replace(" ", "-"),
                         decode=DecodeOptions(max_new_tokens=6))
         rows += table_rows(run.summary, system=system, metrics=["wer"])
     table = markdown_table(rows)
-    for system in ("qwen2-audio (tiny)", "whisper-tiny.en", "speechkit checkpoint"):
+    for system in (f"{family_dir[0]} (tiny)", "whisper-tiny.en", "speechkit checkpoint"):
         assert f"| {system} |" in table
