@@ -114,3 +114,20 @@ def test_bench_puts_audio_llm_whisper_and_checkpoint_in_one_table(family_dir, te
     table = markdown_table(rows)
     for system in (f"{family_dir[0]} (tiny)", "whisper-tiny.en", "speechkit checkpoint"):
         assert f"| {system} |" in table
+
+
+def test_speaker_verification_runs_through_bench_with_p_yes(family_dir, testdata, tmp_path):
+    from speechkit.data import read_results
+    from tests.test_verification import voxceleb_layout
+
+    voxceleb_layout(tmp_path / "vox", testdata)
+    out = tmp_path / "sv"
+    res = speechkit("bench", "voxceleb1-o", "--model", family_dir[1], "--data-root",
+                    tmp_path / "vox", "--shard", "0/8", "--max-new-tokens", "2", "--out-dir", out,
+                    "--no-progress")
+    scores = json.loads((out / "scores.shard-0-of-8.json").read_text())
+    assert res.exit_code == 1 and not scores["complete"]  # 45 trials of the 37611 the protocol has
+    assert scores["counts"]["scored"] == 6 and scores["counts"]["errored"] == 0
+    assert scores["run"]["task"] == "sv" and "| eer |" in (out / "results.shard-0-of-8.md").read_text()
+    results = read_results(out / "predictions.shard-0-of-8.jsonl")
+    assert all(0.0 <= r.extras["p_yes"] <= 1.0 for r in results.values())
