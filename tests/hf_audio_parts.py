@@ -114,3 +114,37 @@ def tiny_voxtral(directory: Path) -> Path:
     torch.manual_seed(SEED)
     VoxtralForConditionalGeneration(config).save_pretrained(directory)
     return directory
+
+
+# A Qwen2.5-style chat template for the tiny Audio Flamingo 3: one <sound> per audio item, then
+# the text (the layout of the released model's template).
+AF3_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for c in message['content'] %}{% if c['type'] == 'audio' %}<sound>"
+    "{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}{% endif %}"
+    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def tiny_audioflamingo3(directory: Path) -> Path:
+    """A random Audio Flamingo 3 (1-layer encoder, 2-layer Qwen2) with its processor."""
+    from transformers import (
+        AudioFlamingo3Config,
+        AudioFlamingo3ForConditionalGeneration,
+        AudioFlamingo3Processor,
+        WhisperFeatureExtractor,
+    )
+
+    tok = bpe_tokenizer(["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<sound>"],
+                        eos="<|im_end|>", pad="<|endoftext|>")
+    AudioFlamingo3Processor(feature_extractor=WhisperFeatureExtractor(feature_size=128),
+                            tokenizer=tok, chat_template=AF3_TEMPLATE).save_pretrained(directory)
+    audio = dict(num_mel_bins=128, num_hidden_layers=1, num_attention_heads=2, hidden_size=32,
+                 intermediate_size=64, initializer_range=0.3)
+    text = dict(model_type="qwen2", vocab_size=len(tok), eos_token_id=tok.eos_token_id,
+                pad_token_id=tok.pad_token_id, **TINY_TEXT)
+    config = AudioFlamingo3Config(audio_config=audio, text_config=text,
+                                  audio_token_id=tok.convert_tokens_to_ids("<sound>"))
+    torch.manual_seed(SEED)
+    AudioFlamingo3ForConditionalGeneration(config).save_pretrained(directory)
+    return directory

@@ -16,12 +16,13 @@ import torch
 from speechkit.errors import SpeechkitError
 from speechkit.models.base import DecodeOptions, audio_inputs
 from speechkit.models.registry import RuntimeOptions, load_model
-from tests.hf_audio_parts import tiny_qwen2_audio, tiny_voxtral
+from tests.hf_audio_parts import tiny_audioflamingo3, tiny_qwen2_audio, tiny_voxtral
 from tests.test_speechllm_tiny import noise
 
 # family -> (builder of a tiny model directory, the transformers class that generates for it)
 FAMILIES = {"qwen2_audio": (tiny_qwen2_audio, "Qwen2AudioForConditionalGeneration"),
-            "voxtral": (tiny_voxtral, "VoxtralForConditionalGeneration")}
+            "voxtral": (tiny_voxtral, "VoxtralForConditionalGeneration"),
+            "audioflamingo3": (tiny_audioflamingo3, "AudioFlamingo3ForConditionalGeneration")}
 # Voxtral's processor tokenizes with mistral-common (speechkit[voxtral], in the test extra).
 NEEDS = {"voxtral": "mistral_common"}
 AUDIOS = [noise(1.0, 1), noise(12.0, 2), noise(4.5, 3)]  # very different lengths
@@ -42,8 +43,9 @@ def family_model(family_dir):
 
 
 def reference_inputs(family: str, processor, prompt: str, audios, folder):
-    """The model inputs as each model card builds them: Qwen2-Audio renders its chat template
-    and calls the processor on texts and waveforms; Voxtral's processor reads audio files."""
+    """The model inputs as each model card builds them: Qwen2-Audio and Audio Flamingo 3 render
+    the chat template and call the processor on texts and waveforms (Qwen2-Audio's pads texts
+    only when asked); Voxtral's processor reads audio files."""
     if family == "voxtral":
         import soundfile as sf
 
@@ -56,8 +58,9 @@ def reference_inputs(family: str, processor, prompt: str, audios, folder):
         return processor.apply_chat_template(turns)
     turn = [{"role": "user", "content": [{"type": "audio"}, {"type": "text", "text": prompt}]}]
     text = processor.apply_chat_template(turn, add_generation_prompt=True, tokenize=False)
+    padding = {"padding": True} if family == "qwen2_audio" else {}
     return processor(text=[text] * len(audios), audio=list(audios), sampling_rate=16000,
-                     return_tensors="pt", padding=True)
+                     return_tensors="pt", **padding)
 
 
 def reference_ids(family: str, directory, prompt: str, audios, beam: int, max_new: int, folder):
@@ -131,6 +134,9 @@ def test_sv_asks_about_both_clips_and_records_p_yes(family_model):
     trial = {"audio": AUDIOS[0], "enroll": AUDIOS[2]}
     (hyp,) = family_model.generate([trial], DecodeOptions(task="sv", max_new_tokens=3))
     assert 0.0 <= hyp.extras["p_yes"] <= 1.0 and 0.0 <= hyp.extras["p_yes_vs_no"] <= 1.0
+    if family_model.family.clips_per_turn == 1:  # one clip: enrollment, silence, test
+        assert len(family_model.last_inputs["input_features"]) == 1
+        return
     opening = family_model.tokenizer.convert_tokens_to_ids(family_model.family.audio_marker)
     assert family_model.last_inputs["input_ids"][0].eq(opening).sum() == 2  # enrollment, test
 

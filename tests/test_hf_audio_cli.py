@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from speechkit.evaluation.report import markdown_table, table_rows
 from speechkit.models.base import DecodeOptions
-from tests.hf_audio_parts import tiny_qwen2_audio, tiny_voxtral
+from tests.hf_audio_parts import tiny_audioflamingo3, tiny_qwen2_audio, tiny_voxtral
 from tests.test_speechllm_tiny import noise
 
 runner = CliRunner()
@@ -25,7 +25,8 @@ def speechkit(*args):
     return runner.invoke(app, [str(a) for a in args])
 
 
-BUILDERS = {"qwen2_audio": tiny_qwen2_audio, "voxtral": tiny_voxtral}
+BUILDERS = {"qwen2_audio": tiny_qwen2_audio, "voxtral": tiny_voxtral,
+            "audioflamingo3": tiny_audioflamingo3}
 NEEDS = {"voxtral": "mistral_common"}  # Voxtral's processor: speechkit[voxtral], in the test extra
 
 
@@ -84,7 +85,7 @@ def test_resume_refuses_results_of_other_settings(qwen2_audio_dir, wavs, tmp_pat
 def test_models_lists_the_audio_llm_families():
     res = speechkit("models")
     assert res.exit_code == 0, res.output
-    for family in ("qwen2_audio", "Qwen2-Audio", "voxtral", "Voxtral"):
+    for family in ("qwen2_audio", "Qwen2-Audio", "voxtral", "Voxtral", "audioflamingo3"):
         assert family in res.output
 
 

@@ -35,6 +35,10 @@ class Family:
     prompts: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_PROMPTS))
     keep_float: tuple[str, ...] = ()  # modules left unquantized under --quant 4bit/8bit
     audio_marker: str = "<|AUDIO|>"  # the token that opens one clip in the model's input
+    # Passed to the processor: Qwen2-Audio's pads texts only when asked (its audio is always
+    # padded to 30 s); Audio Flamingo 3's pads texts itself and must leave its audio alone.
+    call_kwargs: dict[str, Any] = field(default_factory=lambda: {"padding": True})
+    clips_per_turn: int = 2  # 1: a verification trial's two recordings are joined into one clip
     needs: tuple[str, str] | None = None  # (module, pip install) its processor needs beyond
     #                                       speechkit's own dependencies, if any
 
@@ -54,4 +58,4 @@ class Family:
         texts = [self.chat_text(processor, p, len(c)) for p, c in zip(prompts, clips, strict=True)]
         flat = [c for item in clips for c in item]
         return processor(text=texts, audio=flat, sampling_rate=16000, return_tensors="pt",
-                         padding=True)
+                         **self.call_kwargs)

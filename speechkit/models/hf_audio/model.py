@@ -22,6 +22,7 @@ from speechkit.models.base import (
 from speechkit.models.hf_audio.family import AUDIO_TASKS, Family
 from speechkit.models.speechllm import generate as gen
 from speechkit.models.speechllm.checkpoint import PromptSpec
+from speechkit.models.speechllm.model import pair_audio
 from speechkit.models.speechllm.prompts import task_prompt
 from speechkit.tasks import find_task
 
@@ -91,6 +92,8 @@ class AudioTextModel(SpeechModel):
         size = int(self.family.window_s * SAMPLE_RATE)
         audio = x[AUDIO]
         if task == "sv" and ENROLL in x:
+            if self.family.clips_per_turn == 1:
+                return [[pair_audio(x[ENROLL], audio, self.family.window_s)]]
             return [[x[ENROLL][:size], audio[:size]]]
         if task in JOINED_TASKS:
             return [[audio[s:s + size]] for s in range(0, max(len(audio), 1), size)]
