@@ -152,6 +152,19 @@ def test_every_setting_is_recorded(family_dir, family_model):
     assert card.identity["sha256"] == d["sha256"] and card.identity["quant"] == d["quant"]
 
 
+def test_dtype_picks_the_float_type_and_the_identity_follows(family_dir):
+    from speechkit.models.identity import model_card
+
+    runtime = RuntimeOptions(device="cpu", dtype="bfloat16")
+    model = load_model(str(family_dir[1]), runtime)
+    assert model.describe()["dtype"] == "bfloat16" and model.describe()["quant"] == "bf16"
+    assert model_card(str(family_dir[1]), runtime).identity["quant"] == "bf16"
+    (hyp,) = model.generate(audio_inputs(AUDIOS[:1]), DecodeOptions(task="asr", max_new_tokens=3))
+    assert hyp.text
+    with pytest.raises(SpeechkitError, match="--quant 4bit or 8bit"):
+        load_model(str(family_dir[1]), RuntimeOptions(device="cpu", dtype="int8"))
+
+
 def test_a_model_that_needs_its_own_code_is_refused_by_name(family_dir, tmp_path):
     directory = tmp_path / "remote"
     shutil.copytree(family_dir[1], directory)

@@ -151,12 +151,12 @@ def _speechllm_card(name: str, path: Path, runtime: RuntimeOptions) -> ModelCard
 def _hf_audio_card(name: str, path: Path, runtime: RuntimeOptions) -> ModelCard:
     """An audio-text-to-text directory's identity, as `AudioTextModel.describe` records it."""
     from speechkit.models.hf_audio import family_of
-    from speechkit.models.hf_audio.loading import default_quant
+    from speechkit.models.hf_audio.loading import chosen_quant
     from speechkit.models.hf_audio.model import AudioTextModel
 
     family = family_of(path)
     assert family is not None
-    quant = runtime.quant or default_quant(resolve_device(runtime.device))
+    quant = chosen_quant(runtime.quant, runtime.dtype, resolve_device(runtime.device))
     identity = {"name": name, "type": "hf-audio", "family": family.model_type,
                 "sha256": dir_sha256(path, MODEL_SUFFIXES), "quant": quant}
     return ModelCard(name, identity, "hf-audio", local=True, runtime=runtime,

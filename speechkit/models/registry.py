@@ -164,7 +164,7 @@ def load_model(name: str = DEFAULT_MODEL, runtime: RuntimeOptions = RuntimeOptio
         from speechkit.models.hf_audio import family_of, load_hf_audio
 
         if family_of(path) is not None:
-            return load_hf_audio(name, device=device, quant=runtime.quant)
+            return load_hf_audio(name, device=device, quant=runtime.quant, dtype=runtime.dtype)
         raise SpeechkitError(f"{name}: neither a speechkit checkpoint (speechkit.json), a "
                              "transformers Whisper directory nor an audio-text-to-text model "
                              "speechkit runs (config.json model_type; see `speechkit models`)")

@@ -36,9 +36,21 @@ def family_of(path: str | Path) -> Family | None:
     return FAMILIES.get(model_type_of(path) or "") if path.is_dir() else None
 
 
+DTYPE_QUANTS = {"float32": "fp32", "fp32": "fp32", "bfloat16": "bf16", "bf16": "bf16",
+                "float16": "fp16", "fp16": "fp16"}  # --dtype asks for a float type: its --quant
+
+
 def default_quant(device: str) -> str:
     """4-bit NF4 on a GPU (a 7B model fits 8 GB), float32 on a CPU."""
     return "4bit" if device.startswith("cuda") else "fp32"
+
+
+def chosen_quant(quant: str | None, dtype: str, device: str) -> str:
+    """What the weights run as: --quant, else a float --dtype, else the device's default."""
+    if dtype == "int8" and quant is None:
+        raise SpeechkitError("--dtype int8 is Whisper's CPU quantization; audio LLMs take "
+                             "--quant 4bit or 8bit")
+    return quant or DTYPE_QUANTS.get(dtype) or default_quant(device)
 
 
 def quantization(quant: str, device: str, family: Family) -> tuple[Any, Any]:
@@ -61,7 +73,8 @@ def quantization(quant: str, device: str, family: Family) -> tuple[Any, Any]:
     return None, getattr(torch, FLOAT_QUANTS[quant])
 
 
-def load_hf_audio(name: str, device: str = "cpu", quant: str | None = None) -> Any:
+def load_hf_audio(name: str, device: str = "cpu", quant: str | None = None,
+                  dtype: str = "auto") -> Any:
     """Load the directory `name` as its family's model, with its processor and weights hash."""
     import transformers
     from transformers import AutoProcessor
@@ -77,13 +90,13 @@ def load_hf_audio(name: str, device: str = "cpu", quant: str | None = None) -> A
     if family.needs and importlib.util.find_spec(family.needs[0]) is None:
         raise SpeechkitError(f"{name} is a {family.title} model, whose processor needs "
                              f"{family.needs[0]}: {family.needs[1]}")
-    quant = quant or default_quant(device)
-    qconfig, dtype = quantization(quant, device, family)
+    quant = chosen_quant(quant, dtype, device)
+    qconfig, torch_dtype = quantization(quant, device, family)
     sha256 = dir_sha256(path, MODEL_SUFFIXES)  # before loading: what was read is what is named
     processor = pretrained(AutoProcessor, path)
     cls = getattr(transformers, family.model_class)
     try:
-        model = pretrained(cls, path, dtype=dtype, quantization_config=qconfig,
+        model = pretrained(cls, path, dtype=torch_dtype, quantization_config=qconfig,
                            device_map={"": device}, use_safetensors=True)
     except (ImportError, RuntimeError) as e:
         raise SpeechkitError(f"could not load {name} with --quant {quant} on {device}: "

@@ -51,7 +51,8 @@ class AudioTextModel(SpeechModel):
     max_input_s = MAX_INPUT_S
     modalities = frozenset({AUDIO, ENROLL})
     tasks = frozenset(AUDIO_TASKS)
-    uses = SpeechModel.uses | {"quant", "language", "target_language", "prompt"}
+    # --language is not read: the prompts do not name the spoken language (a warning says so).
+    uses = SpeechModel.uses | {"quant", "dtype", "target_language", "prompt"}
 
     def __init__(self, model: Any, processor: Any, family: Family, *, name: str, device: str,
                  quant: str, sha256: str) -> None:
