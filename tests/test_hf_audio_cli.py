@@ -132,3 +132,22 @@ def test_speaker_verification_runs_through_bench_with_p_yes(family_dir, testdata
     assert scores["run"]["task"] == "sv" and "| eer |" in (out / "results.shard-0-of-8.md").read_text()
     results = read_results(out / "predictions.shard-0-of-8.jsonl")
     assert all(0.0 <= r.extras["p_yes"] <= 1.0 for r in results.values())
+
+
+def test_a_long_file_is_cut_at_silences_into_the_models_windows(qwen2_audio_dir, testdata,
+                                                                 tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    from speechkit.media.ffmpeg import decode_audio
+
+    speech = [decode_audio(f) for f in sorted((testdata / "librivox").glob("*.wav"))]
+    long = np.concatenate(speech * 2)  # about two minutes of read speech
+    sf.write(tmp_path / "long.wav", long, 16000)
+    out = tmp_path / "out.jsonl"
+    res = speechkit("transcribe", tmp_path / "long.wav", "--model", qwen2_audio_dir, "--task",
+                    "asr", "--max-new-tokens", "3", "--out", out)
+    assert res.exit_code == 0, res.output
+    (line,) = [json.loads(x) for x in out.read_text().splitlines()]
+    spans = [s["end"] - s["start"] for s in line["segments"]]
+    assert len(spans) >= len(long) / 16000 / 30 and max(spans) <= 30.0

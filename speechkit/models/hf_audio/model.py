@@ -31,7 +31,6 @@ JOINED_TASKS = ("asr", "st")  # long audio: every window decoded, the texts join
 NOT_RECORDED = ("max_new_tokens", "num_beams", "return_dict_in_generate", "output_logits",
                 "output_attentions", "output_hidden_states", "transformers_version",
                 "_from_model_config")
-MAX_INPUT_S = 3600.0  # seconds per item; windowed here, never cut for asr and st
 
 
 @dataclass
@@ -48,7 +47,6 @@ class AudioTextModel(SpeechModel):
     """A transformers audio-text-to-text model (Qwen2-Audio, ...) loaded from a local directory."""
 
     kind = "audio-LLM"
-    max_input_s = MAX_INPUT_S
     modalities = frozenset({AUDIO, ENROLL})
     tasks = frozenset(AUDIO_TASKS)
     # --language is not read: the prompts do not name the spoken language (a warning says so).
@@ -58,6 +56,9 @@ class AudioTextModel(SpeechModel):
                  quant: str, sha256: str) -> None:
         self.model, self.processor, self.family = model, processor, family
         self.name, self._device, self.quant, self.sha256 = name, device, quant, sha256
+        # transcribe and bench cut longer files at silences into spans of at most this (as for
+        # Whisper); `generate` itself windows anything longer (see `windows_of`).
+        self.max_input_s = family.window_s
         self.tokenizer = processor.tokenizer
         self.tokenizer.padding_side = "left"  # generation continues every row at the same index
         self.dtype = next(p for p in model.parameters() if p.is_floating_point()).dtype
