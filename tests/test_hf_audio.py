@@ -176,6 +176,15 @@ def test_a_model_that_needs_its_own_code_is_refused_by_name(family_dir, tmp_path
     assert "\n" not in str(err.value)
 
 
+def test_a_family_not_run_yet_is_named_with_its_reason(family_dir, tmp_path):
+    directory = tmp_path / "granite"
+    shutil.copytree(family_dir[1], directory)
+    config = json.loads((directory / "config.json").read_text())
+    (directory / "config.json").write_text(json.dumps({**config, "model_type": "granite_speech"}))
+    with pytest.raises(SpeechkitError, match="granite_speech models yet.*torchaudio"):
+        load_model(str(directory), RuntimeOptions(device="cpu"))
+
+
 def test_4bit_on_cpu_decodes_a_batch_as_one_at_a_time(family_dir):
     model = load_model(str(family_dir[1]), RuntimeOptions(device="cpu", quant="4bit"))
     import bitsandbytes as bnb
