@@ -103,6 +103,12 @@ def model_class(model: Any) -> type[SpeechModel] | None:
         from speechkit.models.speechllm.model import SpeechLLM
 
         return SpeechLLM
+    from speechkit.models.hf_audio import family_of
+
+    if family_of(name) is not None:
+        from speechkit.models.hf_audio.model import AudioTextModel
+
+        return AudioTextModel
     return None
 
 

@@ -88,7 +88,19 @@ def models(ctx: typer.Context) -> None:
         table.add_row("bridge", name, bridge.description)
     table.add_row("template", ", ".join(TEMPLATES), "prompt layouts (SALMONN, Llama-AVSR, "
                   "WavLLM, the LLM's chat template)")
+    for row in audio_llm_rows():
+        table.add_row(*(plain(cell) for cell in row))
     out.print(table)
+
+
+def audio_llm_rows() -> list[tuple[str, str, str]]:
+    """One `speechkit models` row per transformers audio-text-to-text family --model runs."""
+    from speechkit.models.hf_audio import FAMILIES
+
+    return [("audio-llm", f"<dir> of model_type {f.model_type}",
+             f"{f.title}: {' '.join(f.tasks)}; {f.window_s:g} s windows; 4-bit on GPU"
+             + (f"; needs {f.needs[1]}" if f.needs else ""))
+            for f in FAMILIES.values()]
 
 
 @models_app.command("show")

@@ -70,8 +70,8 @@ def runtime_options(device: str, dtype: str, quant: str | None, engine: str = "a
 
 Model = Annotated[str, typer.Option("--model", "-m", help=(
     f"Built-in name ({', '.join(names('whisper'))}; {', '.join(names('speaker-embedding'))} for "
-    "sv suites; `speechkit models` lists them), a speechkit checkpoint dir, a local Whisper dir "
-    "or a hub id."))]
+    "sv suites; `speechkit models` lists them), a speechkit checkpoint dir, a local Whisper dir, "
+    "a transformers audio-LLM dir (Qwen2-Audio, Voxtral, Audio Flamingo 3) or a Whisper hub id."))]
 Device = Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")]
 Dtype = Annotated[str, typer.Option(callback=_dtype, help=(
     "auto (float16 on GPU; on CPU int8 with the ctranslate2 engine, float32 with torch), "
@@ -84,7 +84,8 @@ Threads = Annotated[int, typer.Option(min=0, envvar="SPEECHKIT_THREADS", help=(
     "CPU math threads; 0 = auto: every core, at most 8 (Whisper on CTranslate2 runs many "
     "files on one one-thread model replica per thread, one file on one replica)."))]
 Quant = Annotated[str | None, typer.Option(callback=_quant, help=(
-    "Speech-LLM weights: 4bit (default on GPU), 8bit, bf16, fp16 or fp32."))]
+    "Speech-LLM and audio-LLM weights: 4bit NF4 (default on GPU), 8bit, bf16, fp16 or fp32 "
+    "(default on CPU)."))]
 LoraGate = Annotated[str | None, typer.Option(callback=_lora_gate, help=(
     "Speech LLMs with prompt-aware LoRA (WavLLM): prompt (default: the gate computed from the "
     "task prompt), off (no LoRA), or a number used as the gate of every channel. Recorded in "

@@ -119,6 +119,10 @@ def _card_of_name(name: str, runtime: RuntimeOptions) -> ModelCard:
             return ModelCard(name, {"name": name, "family": "whisper", "source": str(path),
                                     "sha256": dir_sha256(path, MODEL_SUFFIXES), **int8},
                              "whisper", local=True, **whisper)
+        from speechkit.models.hf_audio import family_of
+
+        if family_of(path) is not None:
+            return _hf_audio_card(name, path, runtime)
     elif "/" in name and not name.startswith((".", "/", "~")) and not path.exists():
         return ModelCard(name, {"name": name, "family": "whisper", "source": f"hub:{name}", **int8},
                          "whisper", **whisper)
@@ -142,6 +146,21 @@ def _speechllm_card(name: str, path: Path, runtime: RuntimeOptions) -> ModelCard
     return ModelCard(name, identity, "speechllm", default_beam_size=spec.decode.beam_size,
                      default_max_new_tokens=spec.decode.max_new_tokens, local=True,
                      modalities=tuple(sorted({e.stream for e in spec.encoders})), runtime=runtime)
+
+
+def _hf_audio_card(name: str, path: Path, runtime: RuntimeOptions) -> ModelCard:
+    """An audio-text-to-text directory's identity, as `AudioTextModel.describe` records it."""
+    from speechkit.models.hf_audio import family_of
+    from speechkit.models.hf_audio.loading import chosen_quant
+    from speechkit.models.hf_audio.model import AudioTextModel
+
+    family = family_of(path)
+    assert family is not None
+    quant = chosen_quant(runtime.quant, runtime.dtype, resolve_device(runtime.device))
+    identity = {"name": name, "type": "hf-audio", "family": family.model_type,
+                "sha256": dir_sha256(path, MODEL_SUFFIXES), "quant": quant}
+    return ModelCard(name, identity, "hf-audio", local=True, runtime=runtime,
+                     modalities=tuple(sorted(AudioTextModel.modalities)), tasks=family.tasks)
 
 
 def _speaker_identity(name: str) -> dict[str, Any]:

@@ -161,8 +161,14 @@ def load_model(name: str = DEFAULT_MODEL, runtime: RuntimeOptions = RuntimeOptio
         if _is_whisper_dir(path):
             return WhisperModel(path, name=str(path), device=device, dtype=dtype, int8=int8,
                                 describe={"sha256": dir_sha256(path, MODEL_SUFFIXES)})
-        raise SpeechkitError(f"{name}: neither a speechkit checkpoint (speechkit.json) nor a "
-                             "transformers Whisper directory (config.json with model_type whisper)")
+        from speechkit.models.hf_audio import family_of, load_hf_audio, not_yet
+
+        if family_of(path) is not None:
+            return load_hf_audio(name, device=device, quant=runtime.quant, dtype=runtime.dtype)
+        not_yet(path)
+        raise SpeechkitError(f"{name}: neither a speechkit checkpoint (speechkit.json), a "
+                             "transformers Whisper directory nor an audio-text-to-text model "
+                             "speechkit runs (config.json model_type; see `speechkit models`)")
     if path.exists():
         raise SpeechkitError(f"{name}: a model is a directory, not a file; pass its folder")
     if "/" in name and not name.startswith((".", "/", "~")):
