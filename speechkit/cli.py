@@ -22,6 +22,7 @@ from speechkit.commands.options import (
     BeamSize,
     Device,
     Dtype,
+    EncoderWindow,
     Engine,
     GpusPerWorker,
     Language,
@@ -122,7 +123,8 @@ def transcribe(
     language: Language = None, target_language: TargetLanguage = None, prompt: Prompt = None,
     beam_size: BeamSize = None, max_new_tokens: MaxNewTokens = None,
     word_timestamps: WordTimestamps = False, batch_size: BatchSize = 0, device: Device = "auto",
-    dtype: Dtype = "auto", quant: Quant = None, engine: Engine = "auto", threads: Threads = 0,
+    dtype: Dtype = "auto", quant: Quant = None, engine: Engine = "auto",
+    encoder_window: EncoderWindow = "short", threads: Threads = 0,
     lora_scale: LoraScale = None, out: Out = None, output_dir: OutputDir = None,
     fmt: OutputFormat = None, max_line_width: MaxLineWidth = MAX_LINE_CHARS,
     max_line_count: MaxLineCount = MAX_LINES, max_words_per_line: MaxWordsPerLine = None,
@@ -149,7 +151,8 @@ def transcribe(
     from speechkit.settings import check_task, unused_option_warnings
     from speechkit.transcribe import transcribe_to_jsonl
 
-    runtime = runtime_options(device, dtype, quant, engine, threads, lora_scale, lora_gate=lora_gate)
+    runtime = runtime_options(device, dtype, quant, engine, threads, lora_scale, lora_gate=lora_gate,
+                              encoder_window=encoder_window)
     scale = scale_options(runner, address, workers, gpus)
     formats = parse_formats(fmt)
     k_n = parse_shard(shard)  # checked before the inputs are read

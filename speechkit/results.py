@@ -161,9 +161,11 @@ def same_model(recorded: dict[str, Any] | None, current: dict[str, Any] | None) 
     # Engines round differently: a result made by one is not reused by another. Results
     # written before engines were recorded came from torch.
     # A speech LLM's LoRA scaling (--lora-scale) changes its output; lines from before it
-    # was recorded match any.
+    # was recorded match any. Whisper's encoder window: lines from before it was recorded
+    # (and every torch-engine line) were decoded on 30 s windows.
     return (recorded.get("quant") == current.get("quant")
             and recorded.get("engine", "torch") == current.get("engine", "torch")
+            and recorded.get("encoder_window", "30s") == current.get("encoder_window", "30s")
             and recorded.get("lora_scaling", current.get("lora_scaling")) == current.get("lora_scaling"))
 
 
@@ -171,7 +173,7 @@ def model_label(d: dict[str, Any] | None) -> str:
     if not d:
         return "an unrecorded model"
     sha = d.get("sha256")
-    how = "".join(f", {k} {d[k]}" for k in ("engine", "quant") if d.get(k))
+    how = "".join(f", {k} {d[k]}" for k in ("engine", "quant", "encoder_window") if d.get(k))
     return f"{d.get('name')} (sha256 {sha[:12]}{how})" if sha else str(d.get("source") or d.get("name"))
 
 

@@ -106,8 +106,10 @@ def _card_of_name(name: str, runtime: RuntimeOptions) -> ModelCard:
         engine = whisper_engine(name, runtime, resolve_device(runtime.device))
         if engine == "ctranslate2" and ct2_compute_type(runtime) == "int8":
             int8 = {"quant": "int8"}  # as Ct2WhisperModel records it
+        window = {"encoder_window": runtime.encoder_window} if engine == "ctranslate2" else {}
         return ModelCard(name, {"name": name, "family": "whisper", "source": f"builtin:{name}",
-                                "sha256": entry.sha256, "engine": engine, **int8}, "whisper", **whisper)
+                                "sha256": entry.sha256, "engine": engine, **int8, **window},
+                         "whisper", **whisper)
     path = Path(name).expanduser()
     if path.is_dir():
         from speechkit.models.registry import _is_whisper_dir

@@ -30,11 +30,13 @@ class RuntimeOptions:
     engine: str = "auto"  # Whisper: auto | torch | ctranslate2 (see whisper_engine)
     threads: int | None = None  # CPU math threads; None = $SPEECHKIT_THREADS or by the machine
     replicas: int | None = None  # CTranslate2: model replicas run side by side; None = one per thread
+    encoder_window: str = "short"  # CTranslate2: short (per clip, 10 s steps) | 30s (Whisper's)
     lora_gate: str | None = None  # prompt-aware LoRA (WavLLM): prompt | off | a number; None = prompt
     lora_scale: float | None = None  # speech LLMs: LoRA scaling override (None = trained)
 
 
 ENGINES = ("auto", "torch", "ctranslate2")
+ENCODER_WINDOWS = ("short", "30s")
 DTYPE_NAMES = ("auto", *DTYPES, "int8")  # int8: CPU dynamic quantization of Whisper
 
 
@@ -142,7 +144,8 @@ def load_model(name: str = DEFAULT_MODEL, runtime: RuntimeOptions = RuntimeOptio
 
         return Ct2WhisperModel(ct2_model_dir(name), name, compute_type=ct2_compute_type(runtime),
                                threads=resolve_threads(runtime.threads),
-                               replicas=runtime.replicas, describe=describe)
+                               replicas=runtime.replicas, describe=describe,
+                               short_windows=runtime.encoder_window == "short")
     if device == "cpu":
         apply_torch_threads(resolve_threads(runtime.threads))
     if entry is not None and entry.kind in MODEL_KINDS:
