@@ -37,6 +37,10 @@ if TYPE_CHECKING:
     from speechkit.evaluation.bench import BenchRun
 
 out = Console()
+CheckInvariance = Annotated[int | None, typer.Option(
+    "--check-batch-invariance", min=1, metavar="N",
+    help="Decode N sampled items (seeded) again one at a time and list every item whose text "
+         "differs from the batched run; scores.json records it and `compare` fails on it.")]
 err = Console(stderr=True)
 
 
@@ -69,13 +73,12 @@ def bench(
     prompt: Prompt = None,
     batch_size: BatchSize = 0,
     device: Device = "auto",
-    dtype: Dtype = "auto",
-    quant: Quant = None,
+    dtype: Dtype = "auto", quant: Quant = None,
     engine: Engine = "auto",
     threads: Threads = 0, lora_scale: LoraScale = None,
-    overwrite: Overwrite = False,
-    progress: Progress = True, lora_gate: LoraGate = None,
+    overwrite: Overwrite = False, progress: Progress = True, lora_gate: LoraGate = None,
     runner: Runner = "local", address: Address = None, workers: Workers = None, gpus: GpusPerWorker = None,
+    check_batch_invariance: CheckInvariance = None,
 ) -> None:
     """Run MODEL on a suite; write predictions, scores.json and Markdown/CSV tables.
 
@@ -98,7 +101,8 @@ def bench(
         suite, model, data_root=data_root, split=split, modality=modality, limit=limit,
         shard=shard, out_dir=out_dir, decode=decode, runtime=runtime, batch_size=batch_size or None,
         overwrite=overwrite, normalizer=normalizer, task=task, progress=progress,
-        notify=_notify, console=err, scale=scale_options(runner, address, workers, gpus))
+        notify=_notify, console=err, scale=scale_options(runner, address, workers, gpus),
+        check_invariance=check_batch_invariance)
     raise typer.Exit(_draw(run))
 
 
@@ -117,6 +121,13 @@ def _draw(run: BenchRun) -> int:
     out.print(rich_table(run.rows, title=f"{run.plan.what}: {run.system}"))
     for w in run.summary["warnings"]:
         _notify("warning", w)
+    check = run.summary.get("batch_invariance")
+    if check:
+        for d in check["differences"]:
+            err.print(plain(f"  {d['id']}: batched {d['batched']!r} / alone {d['alone']!r}"))
+        if not check["differing"] and check["checked"]:
+            err.print(plain(f"batch invariance: {check['checked']} item(s) decoded one at a time "
+                            f"match the batch size {check['batch_size']} run"))
     tables = run.tables
     err.print(plain(f"scores: {run.plan.scores}; tables: {tables['markdown']}, {tables['csv']}"))
     if not run.summary["complete"]:

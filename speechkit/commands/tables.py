@@ -15,8 +15,9 @@ from rich.text import Text
 
 from speechkit.evaluation.report import format_value, present_columns, results_frame
 
-# Terminal-table columns that move under the table when every row has the same value.
-SHARED_COLUMNS = ("split", "modality", "normalizer")
+# Terminal-table columns that move under the table when every row has the same value (the
+# machine is only on the speed rows: RTFx and peak memory).
+SHARED_COLUMNS = ("split", "modality", "normalizer", "machine")
 
 
 def _table(title: str | None, caption: str | None = None) -> Table:
