@@ -23,6 +23,7 @@ from speechkit.commands.options import (
     MaxNewTokens,
     Model,
     Normalizer,
+    NoSpeechThreshold,
     Overwrite,
     Progress,
     Prompt,
@@ -67,8 +68,8 @@ def bench(
     out_dir: Annotated[Path | None, typer.Option(
         "--out-dir", "-o", help="Run directory (default: bench/SUITE-SPLIT[-MODALITY]-MODEL).")] = None,
     normalizer: Normalizer = None,
-    beam_size: BeamSize = None,
-    max_new_tokens: MaxNewTokens = None,
+    beam_size: BeamSize = None, max_new_tokens: MaxNewTokens = None,
+    no_speech_threshold: NoSpeechThreshold = None,
     language: Language = None,
     prompt: Prompt = None,
     batch_size: BatchSize = 0,
@@ -94,7 +95,7 @@ def bench(
 
     runtime = runtime_options(device, dtype, quant, engine, threads, lora_scale, lora_gate=lora_gate)
     decode = DecodeOptions(language=language, beam_size=beam_size, max_new_tokens=max_new_tokens,
-                           prompt=prompt)
+                           prompt=prompt, no_speech_threshold=no_speech_threshold)
     for line in unused_option_warnings(model, runtime, decode, batch_size or None):
         warn(line)
     run = run_bench(

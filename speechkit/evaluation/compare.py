@@ -22,7 +22,8 @@ import pandas as pd
 from speechkit.data import read_json_object
 from speechkit.errors import SpeechkitError
 
-LOWER_IS_BETTER = ("wer", "cer", "eer", "mindcf", "ter", "der")
+LOWER_IS_BETTER = ("wer", "cer", "eer", "mindcf", "ter", "der", "false_transcription_rate",
+                   "inserted_words_per_min", "repetition_loop_rate", "pause_insertions")
 HIGHER_IS_BETTER = (
     "bleu",
     "chrf",
