@@ -54,6 +54,23 @@ def rich_table(rows: Sequence[Mapping[str, Any]], title: str | None = None) -> T
     return table
 
 
+def sweep_table(rows: Sequence[Any], title: str | None = None,
+                machine: str | None = None) -> Table:
+    """A rich Table of `speechkit.evaluation.sweep` rows: a row per setting, each value with
+    its difference to the first row."""
+    from speechkit.evaluation.sweep import cell, columns, table_records
+
+    cols = columns(list(rows))
+    table = _table(title, f"speed on {machine}" if machine else None)
+    table.add_column("setting", overflow="fold")
+    for c in cols:
+        table.add_column(c, justify="right", overflow="fold")
+    for i, rec in enumerate(table_records(list(rows))):
+        table.add_row(Text(rec["setting"]), *(Text(cell(rec[c], rec[f"{c}_delta"], i == 0))
+                                              for c in cols))
+    return table
+
+
 def compare_table(rows: Sequence[Mapping[str, Any]], title: str | None = None) -> Table:
     """A rich Table of `speechkit.evaluation.compare.compare_scores` rows, regressions in red."""
     table = _table(title)

@@ -326,7 +326,19 @@ def _warnings(
         )
     if loaded.ids_from_path:
         w.append(f"{loaded.ids_from_path} line(s) have no `id`; their audio path was used")
-    if details.get("empty_references"):
+    w += _detail_warnings(details)
+    return w
+
+
+def _detail_warnings(details: Mapping[str, Any]) -> list[str]:
+    """Warnings the scorer's details call for: answers it could not read, empty references."""
+    w = []
+    if details.get("unparsed_answers"):
+        w.append(
+            f"{len(details['unparsed_answers'])} answer(s) could not be parsed and count as "
+            "wrong: " + _names([u["id"] for u in details["unparsed_answers"]])
+        )
+    if details.get("empty_references") and not details.get("nonspeech_items"):  # by design there
         w.append(
             f"{details['empty_references']} reference(s) are empty after "
             "normalization: their hypothesis words count as insertions"
