@@ -60,14 +60,15 @@ def sweep_table(rows: Sequence[Any], title: str | None = None,
     its difference to the first row."""
     from speechkit.evaluation.sweep import cell, columns, table_records
 
-    cols = columns(list(rows))
+    cols, keys = columns(list(rows)), list(rows[0].values) if rows else []
     table = _table(title, f"speed on {machine}" if machine else None)
-    table.add_column("setting", overflow="fold")
+    for k in keys:  # one column per swept setting
+        table.add_column(k, overflow="fold")
     for c in cols:
         table.add_column(c, justify="right", overflow="fold")
     for i, rec in enumerate(table_records(list(rows))):
-        table.add_row(Text(rec["setting"]), *(Text(cell(rec[c], rec[f"{c}_delta"], i == 0))
-                                              for c in cols))
+        table.add_row(*(Text(str(rec[k])) for k in keys),
+                      *(Text(cell(rec[c], rec[f"{c}_delta"], i == 0)) for c in cols))
     return table
 
 

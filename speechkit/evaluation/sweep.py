@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -91,13 +91,15 @@ class SweepRow:
     out_dir: Path
     metrics: dict[str, float | None]
     complete: bool
+    values: dict[str, str] = field(default_factory=dict)  # the swept keys and their values
 
 
 def sweep_row(values: dict[str, str], run: Any, metrics: list[str]) -> SweepRow:
     speed = run.summary["run"].get("speed") or {}
     got = {m: run.summary["metrics"].get(m) for m in metrics}
     got |= {k: speed.get(k) for k in SPEED_COLUMNS}
-    return SweepRow(setting_label(values), run.plan.out_dir, got, bool(run.summary["complete"]))
+    return SweepRow(setting_label(values), run.plan.out_dir, got, bool(run.summary["complete"]),
+                    dict(values))
 
 
 def columns(rows: list[SweepRow]) -> list[str]:
@@ -111,7 +113,7 @@ def table_records(rows: list[SweepRow]) -> list[dict[str, Any]]:
     first row (`<column>_delta`)."""
     cols, out = columns(rows), []
     for r in rows:
-        rec: dict[str, Any] = {"setting": r.setting, "complete": r.complete}
+        rec: dict[str, Any] = {"setting": r.setting, **r.values, "complete": r.complete}
         for c in cols:
             v, first = r.metrics.get(c), rows[0].metrics.get(c)
             rec[c] = v
@@ -139,10 +141,10 @@ def write_sweep(rows: list[SweepRow], out_dir: Path, machine: str | None) -> dic
     paths["json"].write_text(json.dumps({"machine": machine, "rows": recs}, indent=2) + "\n",
                              encoding="utf-8")
     pd.DataFrame(recs).to_csv(paths["csv"], index=False, lineterminator="\r\n")
-    cols = columns(rows)
-    lines = ["| setting | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
-    lines += ["| " + " | ".join([rec["setting"], *(cell(rec[c], rec[f"{c}_delta"], i == 0)
-                                                  for c in cols)]) + " |"
+    cols, keys = columns(rows), list(rows[0].values) if rows else []
+    lines = ["| " + " | ".join([*keys, *cols]) + " |", "|" + "---|" * len(keys) + "---:|" * len(cols)]
+    lines += ["| " + " | ".join([*(rec[k] for k in keys),
+                                 *(cell(rec[c], rec[f"{c}_delta"], i == 0) for c in cols)]) + " |"
               for i, rec in enumerate(recs)]
     if machine:
         lines.append(f"\nSpeed measured on {machine}.")
