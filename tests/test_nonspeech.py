@@ -108,3 +108,13 @@ def test_whisper_writes_words_over_noise_once_its_no_speech_safeguard_is_off(whi
     assert off["run"]["decode"]["no_speech_threshold"] == 1.0
     saved = json.loads((tmp_path / "off" / "scores.json").read_text())
     assert saved["details"]["transcribed_nonspeech"]
+
+
+def test_a_model_without_a_no_speech_probability_says_it_ignores_the_threshold():
+    from speechkit.models.registry import RuntimeOptions
+    from speechkit.settings import ignored_options
+
+    lines = ignored_options("my-llm", frozenset({"device", "beam_size"}), RuntimeOptions(),
+                            DecodeOptions(no_speech_threshold=1.0), None)
+    assert lines == ["--no-speech-threshold is ignored by my-llm: only Whisper has a no-speech "
+                     "probability"]
