@@ -219,7 +219,8 @@ def score_plan(plan_: BenchPlan, model: SpeechModel | ModelCard | None, run_summ
                  "peak_gpu_mb": None if run_summary.peak_gpu_mb is None
                  else round(run_summary.peak_gpu_mb, 1),
                  "items_decoded": run_summary.ok + run_summary.failed,
-                 "machine": machine(run_summary.settings.get("threads"))}
+                 "machine": machine(run_summary.settings.get("threads"),
+                                    run_summary.settings.get("device"))}
     else:  # everything was already done: keep the figures of the runs that did the work
         speed = previous_speed(plan_.scores) or shard_speed(plan_)
     summary["run"] = {
@@ -247,18 +248,25 @@ def score_plan(plan_: BenchPlan, model: SpeechModel | ModelCard | None, run_summ
     return summary
 
 
-def machine(threads: int | None = None) -> dict[str, Any]:
-    """The CPU a run's speed was measured on: model name, cores this process may use, and the
-    math threads the model ran with (None when it does not say)."""
-    return {"cpu": cpu_model(), "cores": available_cores(), "threads": threads}
+def machine(threads: int | None = None, device: str | None = None) -> dict[str, Any]:
+    """The machine a run's speed was measured on: the CPU's model name, the cores this process
+    may use, the math threads the model ran with (None when it does not say) and, on a GPU
+    run, the GPU's name."""
+    out: dict[str, Any] = {"cpu": cpu_model(), "cores": available_cores(), "threads": threads}
+    if device and str(device).startswith("cuda"):
+        import torch
+
+        out["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return out
 
 
 def machine_label(m: dict[str, Any] | None) -> str | None:
-    """"Intel Xeon ... (2 cores, 2 threads)", for the table's speed rows."""
+    """"AMD EPYC (2 cores, 2 threads)", with "; GPU name" on a GPU run, for the speed rows."""
     if not m:
         return None
     threads = f", {m['threads']} threads" if m.get("threads") else ""
-    return f"{m.get('cpu')} ({m.get('cores')} cores{threads})"
+    gpu = f"; {m['gpu']}" if m.get("gpu") else ""
+    return f"{m.get('cpu')} ({m.get('cores')} cores{threads}){gpu}"
 
 
 def used_runtime(run_summary: Any, records: list[dict[str, Any]], runtime: RuntimeOptions,
