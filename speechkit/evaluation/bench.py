@@ -211,18 +211,6 @@ def score_plan(plan_: BenchPlan, model: SpeechModel | ModelCard | None, run_summ
         summary["complete"] = False
         summary["incomplete"] = [*_build_shortfall(report), *summary["incomplete"]]
         summary["warnings"] = [*report.warnings, *summary["warnings"]]
-    speed = None
-    if run_summary is not None and run_summary.audio_s > 0:
-        speed = {"audio_s": round(run_summary.audio_s, 3), "wall_s": round(run_summary.wall_s, 3),
-                 "rtfx": round(run_summary.rtfx, 3), "load_s": round(run_summary.load_s, 3),
-                 "peak_rss_mb": round(run_summary.peak_rss_mb, 1),
-                 "peak_gpu_mb": None if run_summary.peak_gpu_mb is None
-                 else round(run_summary.peak_gpu_mb, 1),
-                 "items_decoded": run_summary.ok + run_summary.failed,
-                 "machine": machine(run_summary.settings.get("threads"),
-                                    run_summary.settings.get("device"))}
-    else:  # everything was already done: keep the figures of the runs that did the work
-        speed = previous_speed(plan_.scores) or shard_speed(plan_)
     summary["run"] = {
         "suite": suite.name,
         "split": plan_.split,
@@ -236,7 +224,7 @@ def score_plan(plan_: BenchPlan, model: SpeechModel | ModelCard | None, run_summ
         "selection": plan_.report.selection,
         "build": plan_.report.to_dict(),
         "runtime": used_runtime(run_summary, records, runtime, batch_size),
-        "speed": speed,
+        "speed": run_speed(plan_, run_summary),
         "speechkit_version": __version__,
         "python": platform.python_version(),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -246,6 +234,21 @@ def score_plan(plan_: BenchPlan, model: SpeechModel | ModelCard | None, run_summ
         summary["warnings"] = [*summary["warnings"], *invariance_warnings(invariance)]
     strict_json.write_json(plan_.scores, summary)
     return summary
+
+
+def run_speed(plan_: BenchPlan, run_summary: Any) -> dict[str, Any] | None:
+    """This run's speed (RTFx, peak memory, the machine); when it decoded nothing, the
+    figures of the runs that did the work."""
+    if run_summary is None or run_summary.audio_s <= 0:
+        return previous_speed(plan_.scores) or shard_speed(plan_)
+    settings = run_summary.settings or {}
+    return {"audio_s": round(run_summary.audio_s, 3), "wall_s": round(run_summary.wall_s, 3),
+            "rtfx": round(run_summary.rtfx, 3), "load_s": round(run_summary.load_s, 3),
+            "peak_rss_mb": round(run_summary.peak_rss_mb, 1),
+            "peak_gpu_mb": None if run_summary.peak_gpu_mb is None
+            else round(run_summary.peak_gpu_mb, 1),
+            "items_decoded": run_summary.ok + run_summary.failed,
+            "machine": machine(settings.get("threads"), settings.get("device"))}
 
 
 def machine(threads: int | None = None, device: str | None = None) -> dict[str, Any]:
