@@ -30,10 +30,12 @@ def test_clips_without_speech_given_words_are_counted_per_clip_and_per_minute():
     assert m["repetition_loop_rate"] == 0 and m["speech_items"] == 1
 
 
-def test_a_repetition_loop_is_a_group_repeated_four_times_not_a_short_echo():
+def test_a_repetition_loop_is_a_group_repeated_back_to_back_not_a_short_echo():
     assert is_loop("thank you thank you thank you thank you".split())
     assert is_loop("so the the the the end".split())
     assert not is_loop("no no no".split())
+    assert is_loop("the text you are looking for is in the text you are looking for is in".split())
+    assert not is_loop("he said it was fine and then he said it was fine".split())  # 6 words, twice
     assert not is_loop("he was not an ill disposed young man".split())
 
 

@@ -27,8 +27,10 @@ HALLUCINATION_METRICS = ("false_transcription_rate", "inserted_words_per_min",
                          "repetition_loop_rate", "pause_insertions", "pause_insertions_per_min")
 # Whisper's own loop test (openai-whisper transcribe.py): gzip ratio of the text above 2.4.
 COMPRESSION_RATIO_THRESHOLD = 2.4
-LOOP_REPEATS = 4  # the same 1-4 word group this many times in a row is a loop ("no no no" is not)
-LOOP_MAX_NGRAM = 4
+# (shortest group, longest group, times in a row): the same group of words repeated back to
+# back this often is a loop. Short groups need more repeats ("no no no" is speech); a group
+# of eight words or more said twice in a row verbatim is already one.
+LOOP_RULES = ((1, 4, 4), (5, 7, 3), (8, 16, 2))
 
 
 def compression_ratio(text: str) -> float:
@@ -38,18 +40,26 @@ def compression_ratio(text: str) -> float:
 
 
 def is_loop(words: Sequence[str], text: str = "") -> bool:
-    """True when a 1-4 word group repeats LOOP_REPEATS times in a row, or the text compresses
-    better than Whisper's threshold."""
+    """True when a group of words repeats back to back as often as LOOP_RULES says, or the
+    text compresses better than Whisper's threshold."""
     if text and compression_ratio(text) > COMPRESSION_RATIO_THRESHOLD:
         return True
-    for n in range(1, LOOP_MAX_NGRAM + 1):
-        for offset in range(n):
-            run = 1
-            for i in range(offset + n, len(words) - n + 1, n):
-                run = run + 1 if words[i:i + n] == words[i - n:i] else 1
-                if run >= LOOP_REPEATS:
-                    return True
+    for shortest, longest, repeats in LOOP_RULES:
+        for n in range(shortest, longest + 1):
+            if _repeats(words, n) >= repeats:
+                return True
     return False
+
+
+def _repeats(words: Sequence[str], n: int) -> int:
+    """The most times any group of `n` words follows itself back to back."""
+    best = 1
+    for offset in range(n):
+        run = 1
+        for i in range(offset + n, len(words) - n + 1, n):
+            run = run + 1 if words[i:i + n] == words[i - n:i] else 1
+            best = max(best, run)
+    return best
 
 
 PAUSE_TOLERANCE_S = 0.1  # a segment may reach this far past a pause and still lie inside it
