@@ -30,6 +30,7 @@ from speechkit.commands.options import (
     LoraScale,
     MaxNewTokens,
     Model,
+    NoSpeechThreshold,
     Overwrite,
     Progress,
     Prompt,
@@ -129,7 +130,7 @@ def transcribe(
     fmt: OutputFormat = None, max_line_width: MaxLineWidth = MAX_LINE_CHARS,
     max_line_count: MaxLineCount = MAX_LINES, max_words_per_line: MaxWordsPerLine = None,
     overwrite: Overwrite = False, audio_stream: AudioStream = None, progress: Progress = True,
-    lora_gate: LoraGate = None,
+    lora_gate: LoraGate = None, no_speech_threshold: NoSpeechThreshold = None,
     runner: Runner = "local", address: Address = None, workers: Workers = None,
     gpus: GpusPerWorker = None, shard: Shard = None,
 ) -> None:
@@ -168,7 +169,7 @@ def transcribe(
             it.meta["audio_stream"] = audio_stream
     options = DecodeOptions(task=task, language=language, target_language=target_language,
                             beam_size=beam_size, max_new_tokens=max_new_tokens, prompt=prompt,
-                            word_timestamps=word_timestamps)
+                            word_timestamps=word_timestamps, no_speech_threshold=no_speech_threshold)
     for line in unused_option_warnings(model, runtime, options, batch_size or None):
         warn(line)
     name = "transcripts.shard-{}-of-{}.jsonl".format(*k_n) if k_n else "transcripts.jsonl"

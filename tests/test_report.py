@@ -30,7 +30,8 @@ def _rows(suite_name: str, split: str, modality: str | None, system: str) -> lis
         "counts": {"scored": expected, "expected": expected},
         "normalizer": suite.normalizer,
         "details": {"not_run": {m: NOT_RUN for m in ("meteor", "spice", "spider")}},
-        "run": {"speed": {"rtfx": 31.4, "peak_rss_mb": 1326.3, "peak_gpu_mb": 20480.5}},
+        "run": {"speed": {"rtfx": 31.4, "peak_rss_mb": 1326.3, "peak_gpu_mb": 20480.5,
+                          "machine": {"cpu": "AMD EPYC 7B13", "cores": 8, "threads": 4}}},
     }
     return result_rows(plan, summary, system)
 
@@ -68,6 +69,7 @@ def test_bench_table_fits_80_columns_with_every_row_whole(suite, split, modality
         assert any(system in ln and f" {r['metric']} " in ln and value in ln and source in ln
                    for ln in lines), (system, r["metric"], value, source)
     assert f"normalizer {load_suite(suite).normalizer}" in text or load_suite(suite).normalizer is None
+    assert "machine AMD EPYC 7B13 (8 cores, 4 threads)" in text  # the CPU the RTFx was measured on
 
 
 def test_published_rows_show_short_tags_and_keep_full_citations_in_the_files():

@@ -263,9 +263,11 @@ def test_score_command_prints_a_short_summary_and_writes_the_full_one(tmp_path, 
     res = cli("score", p, "--task", "asr", "--out", tmp_path / "s.json")
     assert res.exit_code == 0, res.output
     lines = res.stdout.splitlines()
-    assert lines[:2] == ["task        asr", "normalizer  whisper-en"]
-    assert "wer         25.00" in lines and "cer         27.27" in lines  # 6 of 22 characters
-    assert lines[-2:] == ["items       2 scored of 2 predictions", "status      complete"]
+    w = len("repetition_loop_rate  ")  # the longest name sets the column (every ASR run has it)
+    assert lines[:2] == ["task".ljust(w) + "asr", "normalizer".ljust(w) + "whisper-en"]
+    assert "wer".ljust(w) + "25.00" in lines and "cer".ljust(w) + "27.27" in lines  # 6 of 22 chars
+    assert "repetition_loop_rate".ljust(w) + "0" in lines
+    assert lines[-2:] == ["items".ljust(w) + "2 scored of 2 predictions", "status".ljust(w) + "complete"]
     written = json.loads((tmp_path / "s.json").read_text())
     assert written["normalizer"] == "whisper-en" and written["counts"]["scored"] == 2
 
@@ -290,8 +292,9 @@ def test_score_command_exits_1_when_items_are_missing(tmp_path, cli):
     p = _write(tmp_path / "p.jsonl", [{"id": "a", "text": "x"}])
     res = cli("score", p, "--task", "asr", "--expected", man)
     assert res.exit_code == 1
-    assert "items       1 scored of 2 expected; 1 missing" in res.stdout
-    assert "status      incomplete: scored 1 of 2 items (1 missing)" in res.stdout
+    w = len("repetition_loop_rate  ")
+    assert "items".ljust(w) + "1 scored of 2 expected; 1 missing" in res.stdout
+    assert "status".ljust(w) + "incomplete: scored 1 of 2 items (1 missing)" in res.stdout
     assert json.loads(cli("score", p, "--task", "asr", "--expected", man, "--json").stdout)[
         "counts"
     ]["missing"] == 1

@@ -23,6 +23,7 @@ from speechkit.commands.options import (
     MaxNewTokens,
     Model,
     Normalizer,
+    NoSpeechThreshold,
     Overwrite,
     Progress,
     Prompt,
@@ -35,8 +36,19 @@ from speechkit.terminal import plain, safe
 
 if TYPE_CHECKING:
     from speechkit.evaluation.bench import BenchRun
+    from speechkit.evaluation.sweep import SweepRun
 
 out = Console()
+Sweep = Annotated[list[str] | None, typer.Option(
+    "--sweep", metavar="KEY=V1,V2",
+    help="Run every combination of these settings (repeatable: dtype, quant, beam, batch, "
+         "engine, threads, no_speech_threshold, ...), each in its own sub-directory of "
+         "--out-dir, and print one table with every metric, RTFx and peak memory per "
+         "setting beside the first row.")]
+CheckInvariance = Annotated[int | None, typer.Option(
+    "--check-batch-invariance", min=1, metavar="N",
+    help="Decode N sampled items (seeded) again one at a time and list every item whose text "
+         "differs from the batched run; scores.json records it and `compare` fails on it.")]
 err = Console(stderr=True)
 
 
@@ -63,19 +75,17 @@ def bench(
     out_dir: Annotated[Path | None, typer.Option(
         "--out-dir", "-o", help="Run directory (default: bench/SUITE-SPLIT[-MODALITY]-MODEL).")] = None,
     normalizer: Normalizer = None,
-    beam_size: BeamSize = None,
-    max_new_tokens: MaxNewTokens = None,
+    beam_size: BeamSize = None, max_new_tokens: MaxNewTokens = None,
+    no_speech_threshold: NoSpeechThreshold = None,
     language: Language = None,
     prompt: Prompt = None,
     batch_size: BatchSize = 0,
     device: Device = "auto",
-    dtype: Dtype = "auto",
-    quant: Quant = None,
-    engine: Engine = "auto",
-    threads: Threads = 0, lora_scale: LoraScale = None,
-    overwrite: Overwrite = False,
-    progress: Progress = True, lora_gate: LoraGate = None,
+    dtype: Dtype = "auto", quant: Quant = None, engine: Engine = "auto",
+    threads: Threads = 0, lora_scale: LoraScale = None, lora_gate: LoraGate = None,
+    overwrite: Overwrite = False, progress: Progress = True,
     runner: Runner = "local", address: Address = None, workers: Workers = None, gpus: GpusPerWorker = None,
+    check_batch_invariance: CheckInvariance = None, sweep: Sweep = None,
 ) -> None:
     """Run MODEL on a suite; write predictions, scores.json and Markdown/CSV tables.
 
@@ -83,23 +93,31 @@ def bench(
     results. Resumable; sharded runs merge. Exit code 0 when every item was scored, 1 when
     some failed or are missing (the counts say which), 2 for usage errors.
     """
-    from speechkit.cli import warn
     from speechkit.commands.options import runtime_options, scale_options
     from speechkit.evaluation.bench import run_bench
+    from speechkit.evaluation.sweep import run_sweep
     from speechkit.models.base import DecodeOptions
-    from speechkit.settings import unused_option_warnings
 
     runtime = runtime_options(device, dtype, quant, engine, threads, lora_scale, lora_gate=lora_gate)
     decode = DecodeOptions(language=language, beam_size=beam_size, max_new_tokens=max_new_tokens,
-                           prompt=prompt)
-    for line in unused_option_warnings(model, runtime, decode, batch_size or None):
+                           prompt=prompt, no_speech_threshold=no_speech_threshold)
+    _warn_unused(model, runtime, decode, batch_size or None)
+    kw = dict(data_root=data_root, split=split, modality=modality, limit=limit, shard=shard,
+              out_dir=out_dir, decode=decode, runtime=runtime, batch_size=batch_size or None,
+              overwrite=overwrite, normalizer=normalizer, task=task, progress=progress,
+              notify=_notify, console=err, scale=scale_options(runner, address, workers, gpus),
+              check_invariance=check_batch_invariance)
+    if sweep:  # one run per setting, one table
+        raise typer.Exit(_draw_sweep(run_sweep(suite, model, sweep, **kw)))
+    raise typer.Exit(_draw(run_bench(suite, model, **kw)))
+
+
+def _warn_unused(model: str, runtime: object, decode: object, batch_size: int | None) -> None:
+    from speechkit.cli import warn
+    from speechkit.settings import unused_option_warnings
+
+    for line in unused_option_warnings(model, runtime, decode, batch_size):
         warn(line)
-    run = run_bench(
-        suite, model, data_root=data_root, split=split, modality=modality, limit=limit,
-        shard=shard, out_dir=out_dir, decode=decode, runtime=runtime, batch_size=batch_size or None,
-        overwrite=overwrite, normalizer=normalizer, task=task, progress=progress,
-        notify=_notify, console=err, scale=scale_options(runner, address, workers, gpus))
-    raise typer.Exit(_draw(run))
 
 
 def _notify(level: str, message: str) -> None:
@@ -117,11 +135,31 @@ def _draw(run: BenchRun) -> int:
     out.print(rich_table(run.rows, title=f"{run.plan.what}: {run.system}"))
     for w in run.summary["warnings"]:
         _notify("warning", w)
+    check = run.summary.get("batch_invariance")
+    if check:
+        for d in check["differences"]:
+            err.print(plain(f"  {d['id']}: batched {d['batched']!r} / alone {d['alone']!r}"))
+        if not check["differing"] and check["checked"]:
+            err.print(plain(f"batch invariance: {check['checked']} item(s) decoded one at a time "
+                            f"match the batch size {check['batch_size']} run"))
     tables = run.tables
     err.print(plain(f"scores: {run.plan.scores}; tables: {tables['markdown']}, {tables['csv']}"))
     if not run.summary["complete"]:
         err.print(Text.assemble(("incomplete: ", "bold yellow"), "; ".join(run.summary["incomplete"])))
     return 0 if run.summary["complete"] else 1
+
+
+def _draw_sweep(sweep: SweepRun) -> int:
+    """One table: a row per setting, every metric with its difference to the first row."""
+    from speechkit.commands.tables import sweep_table
+
+    title = f"{sweep.runs[0].plan.what}: {sweep.runs[0].system}, one row per setting"
+    out.print(sweep_table(sweep.rows, title=title, machine=sweep.machine))
+    for run in sweep.runs:
+        for w in run.summary["warnings"]:
+            _notify("warning", f"{run.plan.out_dir.name}: {w}")
+    err.print(plain(f"sweep: {sweep.files['markdown']}, {sweep.files['csv']}, {sweep.files['json']}"))
+    return 0 if all(r.complete for r in sweep.rows) else 1
 
 
 def register(app: typer.Typer) -> None:

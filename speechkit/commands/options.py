@@ -119,6 +119,9 @@ TargetLanguage = Annotated[str | None, typer.Option(
     callback=target_language_option,
     help="Target language for speech translation with speech LLMs (de, german).")]
 Prompt = Annotated[str | None, typer.Option(help="Override the task prompt (speech LLMs).")]
+NoSpeechThreshold = Annotated[float | None, typer.Option(min=0.0, max=1.0, help=(
+    "Whisper: drop a window as silence when P(no speech) is above this and its text is "
+    "unlikely. Default 0.6 (openai-whisper's); 1 turns the safeguard off."), show_default=False)]
 Progress = Annotated[bool, typer.Option(
     help="Show progress: a live bar on a terminal, else a line every 10 s.")]
 Normalizer = Annotated[str | None, typer.Option(help=(

@@ -15,8 +15,9 @@ from rich.text import Text
 
 from speechkit.evaluation.report import format_value, present_columns, results_frame
 
-# Terminal-table columns that move under the table when every row has the same value.
-SHARED_COLUMNS = ("split", "modality", "normalizer")
+# Terminal-table columns that move under the table when every row has the same value (the
+# machine is only on the speed rows: RTFx and peak memory).
+SHARED_COLUMNS = ("split", "modality", "normalizer", "machine")
 
 
 def _table(title: str | None, caption: str | None = None) -> Table:
@@ -50,6 +51,24 @@ def rich_table(rows: Sequence[Mapping[str, Any]], title: str | None = None) -> T
             cells["source"] = str(r["cite"])
         style = "bold" if r.get("source") == "this run" else None
         table.add_row(*(Text(cells[c]) for c in cols), style=style)
+    return table
+
+
+def sweep_table(rows: Sequence[Any], title: str | None = None,
+                machine: str | None = None) -> Table:
+    """A rich Table of `speechkit.evaluation.sweep` rows: a row per setting, each value with
+    its difference to the first row."""
+    from speechkit.evaluation.sweep import cell, columns, table_records
+
+    cols, keys = columns(list(rows)), list(rows[0].values) if rows else []
+    table = _table(title, f"speed on {machine}" if machine else None)
+    for k in keys:  # one column per swept setting
+        table.add_column(k, overflow="fold")
+    for c in cols:
+        table.add_column(c, justify="right", overflow="fold")
+    for i, rec in enumerate(table_records(list(rows))):
+        table.add_row(*(Text(str(rec[k])) for k in keys),
+                      *(Text(cell(rec[c], rec[f"{c}_delta"], i == 0)) for c in cols))
     return table
 
 

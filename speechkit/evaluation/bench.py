@@ -33,6 +33,7 @@ from rich.console import Console
 from speechkit import __version__, strict_json
 from speechkit.data import Item, read_results
 from speechkit.errors import SpeechkitError
+from speechkit.evaluation.invariance import check_batch_invariance, invariance_warnings
 from speechkit.evaluation.report import table_rows, write_tables
 from speechkit.evaluation.scoring import score_predictions
 from speechkit.evaluation.shards import absorb_shards, previous_speed, shard_speed
@@ -51,6 +52,7 @@ from speechkit.results import ResultWriter
 from speechkit.scale.options import ScaleOptions
 from speechkit.settings import model_class, model_task
 from speechkit.tasks import get_task
+from speechkit.threads import available_cores, cpu_model
 
 Notify = Callable[[str, str], None]  # (level: "info" | "warning", message)
 SUITE_TRACKS = (("audio", {AUDIO}), ("video", {VIDEO}), ("audiovisual", {AUDIO, VIDEO}))
@@ -184,8 +186,10 @@ def _selected_records(plan_: BenchPlan) -> list[dict[str, Any]]:
 
 
 def score_plan(plan_: BenchPlan, model: SpeechModel | ModelCard | None, run_summary: Any,
-               runtime: RuntimeOptions, batch_size: int | None) -> dict[str, Any]:
-    """Score this run's items, add the run record and write scores.json and the tables."""
+               runtime: RuntimeOptions, batch_size: int | None,
+               invariance: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Score this run's items, add the run record (and the batch-invariance check, when one
+    ran) and write scores.json."""
     suite = plan_.suite
     split_opts = suite.splits[plan_.split]
     records = _selected_records(plan_)
@@ -207,16 +211,6 @@ def score_plan(plan_: BenchPlan, model: SpeechModel | ModelCard | None, run_summ
         summary["complete"] = False
         summary["incomplete"] = [*_build_shortfall(report), *summary["incomplete"]]
         summary["warnings"] = [*report.warnings, *summary["warnings"]]
-    speed = None
-    if run_summary is not None and run_summary.audio_s > 0:
-        speed = {"audio_s": round(run_summary.audio_s, 3), "wall_s": round(run_summary.wall_s, 3),
-                 "rtfx": round(run_summary.rtfx, 3), "load_s": round(run_summary.load_s, 3),
-                 "peak_rss_mb": round(run_summary.peak_rss_mb, 1),
-                 "peak_gpu_mb": None if run_summary.peak_gpu_mb is None
-                 else round(run_summary.peak_gpu_mb, 1),
-                 "items_decoded": run_summary.ok + run_summary.failed}
-    else:  # everything was already done: keep the figures of the runs that did the work
-        speed = previous_speed(plan_.scores) or shard_speed(plan_)
     summary["run"] = {
         "suite": suite.name,
         "split": plan_.split,
@@ -230,13 +224,52 @@ def score_plan(plan_: BenchPlan, model: SpeechModel | ModelCard | None, run_summ
         "selection": plan_.report.selection,
         "build": plan_.report.to_dict(),
         "runtime": used_runtime(run_summary, records, runtime, batch_size),
-        "speed": speed,
+        "speed": run_speed(plan_, run_summary),
         "speechkit_version": __version__,
         "python": platform.python_version(),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    if invariance is not None:
+        summary["batch_invariance"] = invariance
+        summary["warnings"] = [*summary["warnings"], *invariance_warnings(invariance)]
     strict_json.write_json(plan_.scores, summary)
     return summary
+
+
+def run_speed(plan_: BenchPlan, run_summary: Any) -> dict[str, Any] | None:
+    """This run's speed (RTFx, peak memory, the machine); when it decoded nothing, the
+    figures of the runs that did the work."""
+    if run_summary is None or run_summary.audio_s <= 0:
+        return previous_speed(plan_.scores) or shard_speed(plan_)
+    settings = run_summary.settings or {}
+    return {"audio_s": round(run_summary.audio_s, 3), "wall_s": round(run_summary.wall_s, 3),
+            "rtfx": round(run_summary.rtfx, 3), "load_s": round(run_summary.load_s, 3),
+            "peak_rss_mb": round(run_summary.peak_rss_mb, 1),
+            "peak_gpu_mb": None if run_summary.peak_gpu_mb is None
+            else round(run_summary.peak_gpu_mb, 1),
+            "items_decoded": run_summary.ok + run_summary.failed,
+            "machine": machine(settings.get("threads"), settings.get("device"))}
+
+
+def machine(threads: int | None = None, device: str | None = None) -> dict[str, Any]:
+    """The machine a run's speed was measured on: the CPU's model name, the cores this process
+    may use, the math threads the model ran with (None when it does not say) and, on a GPU
+    run, the GPU's name."""
+    out: dict[str, Any] = {"cpu": cpu_model(), "cores": available_cores(), "threads": threads}
+    if device and str(device).startswith("cuda"):
+        import torch
+
+        out["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return out
+
+
+def machine_label(m: dict[str, Any] | None) -> str | None:
+    """"AMD EPYC (2 cores, 2 threads)", with "; GPU name" on a GPU run, for the speed rows."""
+    if not m:
+        return None
+    threads = f", {m['threads']} threads" if m.get("threads") else ""
+    gpu = f"; {m['gpu']}" if m.get("gpu") else ""
+    return f"{m.get('cpu')} ({m.get('cores')} cores{threads}){gpu}"
 
 
 def used_runtime(run_summary: Any, records: list[dict[str, Any]], runtime: RuntimeOptions,
@@ -280,11 +313,12 @@ def result_rows(plan_: BenchPlan, summary: dict[str, Any], system: str) -> list[
     base = dict(ours[0]) if ours else {"system": system, "split": plan_.split,
                                        "modality": plan_.modality, "source": "this run"}
     extra = []
+    where = machine_label(speed.get("machine"))
     for key, metric in (("rtfx", "rtfx"), ("peak_rss_mb", "peak_rss_mb"),
                         ("peak_gpu_mb", "peak_gpu_mb")):
         if speed.get(key) is not None:
             extra.append(base | {"metric": metric, "value": speed[key], "normalizer": None,
-                                 "source": "this run"})
+                                 "source": "this run"} | ({"machine": where} if where else {}))
     return ours + extra + rest
 
 
@@ -312,12 +346,14 @@ def run_bench(suite_name: str | Path | Suite,
               runtime: RuntimeOptions = RuntimeOptions(), batch_size: int | None = None,
               overwrite: bool = False, progress: bool = True, normalizer: str | None = None,
               task: str | None = None, notify: Notify = _quiet,
-              console: Console | None = None, scale: ScaleOptions = ScaleOptions()) -> BenchRun:
+              console: Console | None = None, scale: ScaleOptions = ScaleOptions(),
+              check_invariance: int | None = None) -> BenchRun:
     """The whole `speechkit bench` run: predictions, scores.json and the tables.
 
     `notify(level, message)` hears what the run decides ("info", "warning"); `console` is
     where the runner draws its progress and failures (speechkit.transcribe); `scale` runs the
-    items in this process or on a Ray cluster."""
+    items in this process or on a Ray cluster; `check_invariance` N decodes N sampled items
+    again one at a time and records every one whose text differs (speechkit.evaluation.invariance)."""
     from speechkit.transcribe import transcribe_to_jsonl
 
     suite = resolve_suite(suite_name, task)
@@ -346,7 +382,10 @@ def run_bench(suite_name: str | Path | Suite,
                                           batch_size=batch_size, console=console,
                                           progress=progress, label="benchmarking",
                                           title=f"speechkit bench {p.what}", scale=scale)
-    summary = score_plan(p, model, summary_run, runtime, batch_size)
+    check = None if not check_invariance else check_batch_invariance(
+        p.predictions, p.items, model, p.options, check_invariance, runtime=runtime,
+        console=console, progress=progress)
+    summary = score_plan(p, model, summary_run, runtime, batch_size, check)
     rows = result_rows(p, summary, system=model.name)
     paths = write_tables(rows, p.out_dir, stem=f"results.{p.stem}" if p.shard else "results")
     return BenchRun(p, summary, rows, paths, model.name)

@@ -4,8 +4,9 @@ Lower is better for error rates and costs (WER, CER, EER, minDCF); higher is bet
 BLEU, chrF, accuracies, F1, exact match and captioning metrics. Thresholds are absolute,
 in the metric's own units (WER points, BLEU points, ...). A metric in the baseline but
 missing from the new scores is a regression; so is scoring fewer items than the baseline, a
-value that is not a finite number (NaN, Infinity, null) in either file, and a new run that
-says it is incomplete when the baseline was complete.
+value that is not a finite number (NaN, Infinity, null) in either file, a new run that
+says it is incomplete when the baseline was complete, and a new run whose batch-invariance
+check (`bench --check-batch-invariance`) found items that differ when decoded one at a time.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import pandas as pd
 from speechkit.data import read_json_object
 from speechkit.errors import SpeechkitError
 
-LOWER_IS_BETTER = ("wer", "cer", "eer", "mindcf", "ter", "der")
+LOWER_IS_BETTER = ("wer", "cer", "eer", "mindcf", "ter", "der", "false_transcription_rate",
+                   "inserted_words_per_min", "repetition_loop_rate", "pause_insertions")
 HIGHER_IS_BETTER = (
     "bleu",
     "chrf",
@@ -148,8 +150,8 @@ def compare_scores(
     frame = compare_frame(baseline, new, max_regression)
     rows = [{k: (None if k == "delta" and v != v else v) for k, v in r.items()}  # NaN: no delta
             for r in frame.to_dict("records")]
-    completeness = _completeness_row(baseline, new)
-    return rows + ([completeness] if completeness else [])
+    extra = [_completeness_row(baseline, new), _invariance_row(baseline, new, max_regression)]
+    return rows + [r for r in extra if r]
 
 
 def compare_frame(
@@ -234,6 +236,31 @@ def _completeness_row(baseline: Mapping[str, Any], new: Mapping[str, Any]) -> di
         "direction": "unknown", "threshold": None, "regressed": True,
         "note": "the new run is incomplete" + (f": {why}" if why else ""),
     }
+
+
+INVARIANCE_KEY = "batch_invariance"  # items that differ when decoded one at a time
+
+
+def _invariance_row(baseline: Mapping[str, Any], new: Mapping[str, Any],
+                    max_regression: float | Mapping[str, float]) -> dict[str, Any] | None:
+    """The batch-invariance check of the new run: it fails on more differing items than
+    allowed (none, unless `batch_invariance=N` is given), whatever the baseline says."""
+    check = new.get(INVARIANCE_KEY)
+    if not isinstance(check, Mapping):
+        return None
+    named = isinstance(max_regression, Mapping) and INVARIANCE_KEY in {
+        k.lower() for k in max_regression}
+    allowed = float(_threshold(INVARIANCE_KEY, max_regression) or 0) if named else 0.0
+    before = baseline.get(INVARIANCE_KEY)
+    was = before.get("differing") if isinstance(before, Mapping) else None
+    now = check.get("differing")
+    bad = not isinstance(now, int) or now > allowed
+    ids = ", ".join(str(d.get("id")) for d in check.get("differences") or [])
+    note = (f"{now} of {check.get('checked')} item(s) differ when decoded one at a time"
+            + (f": {ids}" if ids else "")) if bad else f"{check.get('checked')} item(s) checked"
+    return {"metric": INVARIANCE_KEY, "baseline": was, "new": now,
+            "delta": None if was is None or now is None else now - was,
+            "direction": "lower", "threshold": allowed, "regressed": bad, "note": note}
 
 
 def any_regressed(rows: list[dict[str, Any]]) -> bool:

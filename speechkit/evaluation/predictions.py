@@ -213,6 +213,7 @@ def scoreable(
     if bad:
         return None, "bad_value", bad
     rec.reference = _clean(ref, bad_text, item_id)
+    _timing(rec, obj, item)
     if task == "sqa":
         ch = obj.get("choices") or extras.get("choices") or (item.choices if item else None)
         rec.choices = list(ch) if isinstance(ch, list) else None
@@ -223,6 +224,21 @@ def scoreable(
             or (item.target_language if item else None)
         )
     return rec, None, None
+
+
+def _timing(rec: Scoreable, obj: Mapping[str, Any], item: Item | None) -> None:
+    """The clip's length, the line's timed segments and the item's known pauses, where given
+    (the hallucination metrics use them)."""
+    dur = obj.get("duration_s")
+    if isinstance(dur, (int, float)) and not isinstance(dur, bool) and math.isfinite(dur):
+        rec.duration_s = float(dur)
+    segs = obj.get("segments")
+    if isinstance(segs, list):
+        rec.segments = [s for s in segs if isinstance(s, dict) and isinstance(s.get("text"), str)
+                        and all(isinstance(s.get(k), (int, float)) for k in ("start", "end"))]
+    pauses = item.meta.get("pauses") if item is not None else None
+    if isinstance(pauses, list):
+        rec.pauses = [[float(a), float(b)] for a, b in pauses]
 
 
 def _sv_record(rec: Scoreable, obj: Mapping[str, Any], extras: Mapping[str, Any],

@@ -18,7 +18,9 @@ import pandas as pd
 
 from speechkit.evaluation.scoring import COUNT_LABELS
 
-COLUMNS = ("system", "split", "modality", "metric", "value", "items", "normalizer", "source")
+# `machine`: the CPU (model, cores, threads) beside a run's speed rows, so RTFx compares.
+COLUMNS = ("system", "split", "modality", "metric", "value", "items", "normalizer", "source",
+           "machine")
 CITE_WIDTH = 24  # characters of a source without a `cite` tag kept in the terminal table
 
 

@@ -149,6 +149,7 @@ def score_predictions(
         labels=labels,
         target_language=target_language,
         use_java=use_java,
+        nonspeech=bool(getattr(suite, "raw", {}).get("nonspeech")),  # empty references intended
     )
     counts = _counts(loaded, items, lines, missing)
     problems = _problems(loaded, items, lines, missing)
@@ -256,7 +257,8 @@ def incomplete_reasons(
         out.append(f"{c['bad_lines']} unusable line(s)")
     if c["unexpected"]:
         out.append(f"{c['unexpected']} prediction(s) are not expected items")
-    if ready and task != "sv" and all(_is_empty(r.reference) for r in ready):
+    if (ready and task != "sv" and "false_transcription_rate" not in metrics
+            and all(_is_empty(r.reference) for r in ready)):  # no speech by design: measured
         out.append("every reference is empty: there is nothing to score against")
     elif ready and not metrics:
         why = next((str(v) for k, v in details.items() if k.endswith("not_computed")), None)
@@ -324,7 +326,19 @@ def _warnings(
         )
     if loaded.ids_from_path:
         w.append(f"{loaded.ids_from_path} line(s) have no `id`; their audio path was used")
-    if details.get("empty_references"):
+    w += _detail_warnings(details)
+    return w
+
+
+def _detail_warnings(details: Mapping[str, Any]) -> list[str]:
+    """Warnings the scorer's details call for: answers it could not read, empty references."""
+    w = []
+    if details.get("unparsed_answers"):
+        w.append(
+            f"{len(details['unparsed_answers'])} answer(s) could not be parsed and count as "
+            "wrong: " + _names([u["id"] for u in details["unparsed_answers"]])
+        )
+    if details.get("empty_references") and not details.get("nonspeech_items"):  # by design there
         w.append(
             f"{details['empty_references']} reference(s) are empty after "
             "normalization: their hypothesis words count as insertions"

@@ -359,7 +359,11 @@ BUILDERS: dict[str, Builder] = {}
 
 def builders() -> dict[str, Builder]:
     """Layout builders by name (the built-in ones live in speechkit.evaluation.suite_builders)."""
-    from speechkit.evaluation import suite_builders  # noqa: F401  (importing registers them)
+    from speechkit.evaluation import (  # noqa: F401  (importing registers them)
+        nonspeech,
+        sqa_suites,
+        suite_builders,
+    )
 
     return BUILDERS
 

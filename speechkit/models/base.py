@@ -35,6 +35,9 @@ class DecodeOptions:
     max_new_tokens: int | None = None  # None = the model's default
     prompt: str | None = None  # overrides the task prompt (speech LLMs)
     word_timestamps: bool = False  # Whisper: a start and end time for every word
+    # Whisper: P(<|nospeech|>) above which a window with unlikely text is dropped as silence;
+    # None = 0.6 (openai-whisper's default), 1 = never (every window's text is kept).
+    no_speech_threshold: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -50,7 +50,7 @@ class WhisperModel(SpeechModel):
     default_max_new_tokens = 224  # half the decoder context, as openai-whisper
     kind = "Whisper"
     tasks = frozenset(WHISPER_TASKS)
-    uses = SpeechModel.uses | {"dtype", "language", "word_timestamps", "engine"}
+    uses = SpeechModel.uses | {"dtype", "language", "word_timestamps", "engine", "no_speech_threshold"}
 
     def __init__(self, source: str | Path, name: str | None = None, device: str = "cpu",
                  dtype: str = "float32", int8: bool = False, describe: dict[str, Any] | None = None):
@@ -214,7 +214,7 @@ class WhisperModel(SpeechModel):
         segments: list[Segment] = []
         texts, warnings = [], []
         for offset, d in parts:
-            if d.is_silence():
+            if d.is_silence(options.no_speech_threshold):
                 continue
             found = [(s, e, ids, text) for s, e, ids in split_segments(d.tokens, tb, duration_s - offset)
                      if (text := tok.decode(ids).strip())]
@@ -235,7 +235,7 @@ class WhisperModel(SpeechModel):
                                   "compression_ratio": round(first.compression_ratio, 3),
                                   "no_speech_prob": round(first.no_speech_prob, 4),
                                   "temperature": max(d.temperature for _, d in parts)}
-        if all(d.is_silence() for _, d in parts):
+        if all(d.is_silence(options.no_speech_threshold) for _, d in parts):
             extras["no_speech"] = True
         if warnings:
             extras["warning"] = "; ".join(warnings)

@@ -84,8 +84,11 @@ class Decoded:
         return (self.compression_ratio > COMPRESSION_RATIO_THRESHOLD
                 or self.avg_logprob < LOGPROB_THRESHOLD)
 
-    def is_silence(self) -> bool:
-        return self.no_speech_prob > NO_SPEECH_THRESHOLD and self.avg_logprob < LOGPROB_THRESHOLD
+    def is_silence(self, threshold: float | None = None) -> bool:
+        """Judged silence: P(<|nospeech|>) above `threshold` (None: NO_SPEECH_THRESHOLD; 1 never
+        is) while the text is unlikely."""
+        limit = NO_SPEECH_THRESHOLD if threshold is None else threshold
+        return self.no_speech_prob > limit and self.avg_logprob < LOGPROB_THRESHOLD
 
 
 def compression_ratio(text: str) -> float:

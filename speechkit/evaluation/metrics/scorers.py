@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from speechkit.evaluation.metrics.hallucination import HALLUCINATION_METRICS, hallucination_metrics
 from speechkit.evaluation.metrics.normalizers import get_normalizer
 
 Result = tuple[dict[str, float], dict[str, Any], list[dict[str, Any]]]
@@ -30,6 +31,9 @@ class Scoreable:
     label: int | None = None  # SV: 1 target, 0 non-target
     choices: list[str] | None = None  # SQA multiple choice
     target_language: str | None = None  # ST
+    duration_s: float | None = None  # the clip's length (hallucination rates per minute)
+    segments: list[dict[str, Any]] | None = None  # timed hypothesis segments, as the line has them
+    pauses: list[list[float]] | None = None  # (start, end) s where the clip has no speech
     extras: dict[str, Any] = field(default_factory=dict)
 
 
@@ -48,8 +52,11 @@ def _keep(d: dict[str, Any], names: Sequence[str]) -> dict[str, float]:
     return out
 
 
-def score_wer(items: list[Scoreable], normalizer: str | None, **_: Any) -> Result:
-    """ASR/AVSR/VSR: corpus WER and CER after the named normalizer."""
+def score_wer(items: list[Scoreable], normalizer: str | None, nonspeech: bool = False,
+              **_: Any) -> Result:
+    """ASR/AVSR/VSR: corpus WER and CER after the named normalizer, and the hallucination
+    metrics: repetition loops and words in pauses, and on a non-speech suite (`nonspeech`:
+    an empty reference is a clip without speech) the clips given words."""
     from speechkit.evaluation.metrics.wer import error_rates
 
     r = error_rates(
@@ -60,6 +67,7 @@ def score_wer(items: list[Scoreable], normalizer: str | None, **_: Any) -> Resul
     )
     details = r.summary()
     details["mean_utterance_wer"] = r.mean_utterance_wer()
+    details.update(hallucination_metrics(items, get_normalizer(normalizer), nonspeech))
     if r.wer is None and items:
         details["wer_not_computed"] = "every reference is empty after normalization"
     per = [
@@ -75,7 +83,7 @@ def score_wer(items: list[Scoreable], normalizer: str | None, **_: Any) -> Resul
         }
         for u in r.per_utterance
     ]
-    return _keep(details, ["wer", "cer"]), details, per
+    return _keep(details, ["wer", "cer", *HALLUCINATION_METRICS]), details, per
 
 
 def score_st(

@@ -16,6 +16,15 @@ from collections.abc import Sequence
 from typing import Any
 
 LETTERS = string.ascii_uppercase
+# Recorded in every SQA score summary (details.parse_rule): how an answer became a choice.
+PARSE_RULE = (
+    "sqa-parse-v1: the first of these that finds exactly one valid option letter (capital, "
+    "case-sensitive): the whole answer is a letter ('B', '(B)', 'B.'); 'answer is B' / "
+    "'answer: (B)' / 'answer is option B'; 'option B' / 'choice B'; the answer opens with "
+    "'B.', 'B)' or '(B)'; '(B)' anywhere. Else the one option whose full text (SQuAD-"
+    "normalized) appears in the answer. Anything else (no option, several) is unparsed: "
+    "counted wrong and listed, never a random or default choice."
+)
 _PUNCT = frozenset(string.punctuation)
 
 # Option letters are matched case-sensitively (so the article "a" is never option A);
@@ -127,4 +136,5 @@ def sqa_metrics(
         "f1": 100.0 * f1 / open_total if open_total else None,
         "open_items": open_total,
         "unparsed_answers": unparsed,
+        "parse_rule": PARSE_RULE if mc_total else None,
     }
