@@ -15,6 +15,7 @@ from speechkit.commands.options import (
     BeamSize,
     Device,
     Dtype,
+    EncoderWindow,
     Engine,
     GpusPerWorker,
     Language,
@@ -82,6 +83,7 @@ def bench(
     batch_size: BatchSize = 0,
     device: Device = "auto",
     dtype: Dtype = "auto", quant: Quant = None, engine: Engine = "auto",
+    encoder_window: EncoderWindow = "short",
     threads: Threads = 0, lora_scale: LoraScale = None, lora_gate: LoraGate = None,
     overwrite: Overwrite = False, progress: Progress = True,
     runner: Runner = "local", address: Address = None, workers: Workers = None, gpus: GpusPerWorker = None,
@@ -98,7 +100,8 @@ def bench(
     from speechkit.evaluation.sweep import run_sweep
     from speechkit.models.base import DecodeOptions
 
-    runtime = runtime_options(device, dtype, quant, engine, threads, lora_scale, lora_gate=lora_gate)
+    runtime = runtime_options(device, dtype, quant, engine, threads, lora_scale, lora_gate=lora_gate,
+                              encoder_window=encoder_window)
     decode = DecodeOptions(language=language, beam_size=beam_size, max_new_tokens=max_new_tokens,
                            prompt=prompt, no_speech_threshold=no_speech_threshold)
     _warn_unused(model, runtime, decode, batch_size or None)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import click
 import typer
 
 from speechkit.evaluation.metrics.normalizers import NORMALIZERS
@@ -57,6 +56,14 @@ def _engine(value: str) -> str:
     return check_engine(value)
 
 
+def _encoder_window(value: str) -> str:
+    from speechkit.models.registry import ENCODER_WINDOWS
+
+    if value not in ENCODER_WINDOWS:
+        raise typer.BadParameter(f"{value!r}: use one of {', '.join(ENCODER_WINDOWS)}")
+    return value
+
+
 def runtime_options(device: str, dtype: str, quant: str | None, engine: str = "auto",
                     threads: int = 0, lora_scale: float | None = None,
                     lora_gate: str | None = None, encoder_window: str = "short"):
@@ -82,7 +89,7 @@ Dtype = Annotated[str, typer.Option(callback=_dtype, help=(
 Engine = Annotated[str, typer.Option(callback=_engine, help=(
     "Whisper engine: auto (CTranslate2 for the built-in models on CPU; torch on GPU and for "
     "Whisper directories), torch or ctranslate2."))]
-EncoderWindow = Annotated[str, typer.Option(click_type=click.Choice(["short", "30s"]), help=(
+EncoderWindow = Annotated[str, typer.Option(callback=_encoder_window, help=(
     "Whisper on CTranslate2: the encoder reads each clip plus at least 1 s, in 10 s steps up to "
     "30 s (short: the same WER on the benchmark clip sets, about 3x less CPU on short clips), "
     "or always 30 s as Whisper was trained (30s; the torch engine always does)."))]

@@ -25,6 +25,7 @@ SWEEP_KEYS: dict[str, tuple[str, str, Callable[[str], Any]]] = {
     "dtype": ("runtime", "dtype", str),
     "quant": ("runtime", "quant", lambda v: None if v.lower() in ("none", "off") else v),
     "engine": ("runtime", "engine", str),
+    "encoder_window": ("runtime", "encoder_window", str),
     "device": ("runtime", "device", str),
     "threads": ("runtime", "threads", int),
     "beam": ("decode", "beam_size", int),
