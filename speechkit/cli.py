@@ -144,11 +144,8 @@ def transcribe(
     """
     from speechkit.commands.options import runtime_options, scale_options
     from speechkit.evaluation.suites import parse_shard
-    from speechkit.formats import SubtitleOptions, parse_formats
-    from speechkit.inputs import expand_inputs
-    from speechkit.merge import shard_items
+    from speechkit.formats import parse_formats
     from speechkit.models.base import DecodeOptions
-    from speechkit.preflight import check_inputs
     from speechkit.settings import check_task, unused_option_warnings
     from speechkit.transcribe import transcribe_to_jsonl
 
@@ -157,16 +154,9 @@ def transcribe(
     scale = scale_options(runner, address, workers, gpus)
     formats = parse_formats(fmt)
     k_n = parse_shard(shard)  # checked before the inputs are read
-    subtitles = SubtitleOptions(max_line_width, max_line_count, max_words_per_line)
-    if subtitles != SubtitleOptions() and not {"srt", "vtt"} & set(formats):
-        warn("--max-line-width, --max-line-count and --max-words-per-line lay out srt and vtt "
-             "files only; add --output-format srt or vtt")
-    items = shard_items(expand_inputs(inputs), shard)
-    check_inputs(items)
+    subtitles = _subtitle_options(formats, max_line_width, max_line_count, max_words_per_line)
+    items = _transcribe_items(inputs, shard, audio_stream)
     check_task(model, task)
-    if audio_stream is not None:
-        for it in items:
-            it.meta["audio_stream"] = audio_stream
     options = DecodeOptions(task=task, language=language, target_language=target_language,
                             beam_size=beam_size, max_new_tokens=max_new_tokens, prompt=prompt,
                             word_timestamps=word_timestamps, no_speech_threshold=no_speech_threshold)
@@ -181,6 +171,30 @@ def transcribe(
         overwrite=overwrite, console=err, progress=progress,
         echo=out is None, scale=scale)
     raise typer.Exit(0 if summary.failed == 0 else 1)
+
+
+def _subtitle_options(formats: tuple[str, ...], width: int, lines: int, words: int | None):
+    from speechkit.formats import SubtitleOptions
+
+    subtitles = SubtitleOptions(width, lines, words)
+    if subtitles != SubtitleOptions() and not {"srt", "vtt"} & set(formats):
+        warn("--max-line-width, --max-line-count and --max-words-per-line lay out srt and vtt "
+             "files only; add --output-format srt or vtt")
+    return subtitles
+
+
+def _transcribe_items(inputs: list[str], shard: str | None, audio_stream: int | None) -> list:
+    """The inputs as items (this shard's), checked to be readable files, `--audio-stream` set."""
+    from speechkit.inputs import expand_inputs
+    from speechkit.merge import shard_items
+    from speechkit.preflight import check_inputs
+
+    items = shard_items(expand_inputs(inputs), shard)
+    check_inputs(items)
+    if audio_stream is not None:
+        for it in items:
+            it.meta["audio_stream"] = audio_stream
+    return items
 
 
 def _register_subcommands() -> None:

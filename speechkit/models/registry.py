@@ -6,6 +6,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from speechkit.errors import SpeechkitError
 from speechkit.hashing import MODEL_SUFFIXES, dir_sha256
@@ -155,23 +156,7 @@ def load_model(name: str = DEFAULT_MODEL, runtime: RuntimeOptions = RuntimeOptio
                             describe=describe)
     path = Path(name).expanduser()
     if path.is_dir():
-        from speechkit.models.speechllm import is_speechllm_checkpoint, load_speechllm
-
-        if is_speechllm_checkpoint(path):
-            return load_speechllm(str(path), device=device, quant=runtime.quant,
-                                  dtype=None if runtime.dtype == "auto" else runtime.dtype,
-                                  lora_scale=runtime.lora_scale, lora_gate=runtime.lora_gate)
-        if _is_whisper_dir(path):
-            return WhisperModel(path, name=str(path), device=device, dtype=dtype, int8=int8,
-                                describe={"sha256": dir_sha256(path, MODEL_SUFFIXES)})
-        from speechkit.models.hf_audio import family_of, load_hf_audio, not_yet
-
-        if family_of(path) is not None:
-            return load_hf_audio(name, device=device, quant=runtime.quant, dtype=runtime.dtype)
-        not_yet(path)
-        raise SpeechkitError(f"{name}: neither a speechkit checkpoint (speechkit.json), a "
-                             "transformers Whisper directory nor an audio-text-to-text model "
-                             "speechkit runs (config.json model_type; see `speechkit models`)")
+        return _load_directory(name, path, runtime, device, dtype)
     if path.exists():
         raise SpeechkitError(f"{name}: a model is a directory, not a file; pass its folder")
     if "/" in name and not name.startswith((".", "/", "~")):
@@ -187,6 +172,30 @@ def load_model(name: str = DEFAULT_MODEL, runtime: RuntimeOptions = RuntimeOptio
     choices = ", ".join(builtin_models())
     raise SpeechkitError(f"unknown model {name!r}: use a built-in name ({choices}), a local "
                          "directory or a hub id like openai/whisper-small")
+
+
+def _load_directory(name: str, path: Path, runtime: RuntimeOptions, device: str,
+                    dtype: Any) -> SpeechModel:
+    """A speechkit checkpoint, a transformers Whisper directory or an audio-text-to-text model."""
+    from speechkit.models.speechllm import is_speechllm_checkpoint, load_speechllm
+    from speechkit.models.whisper import WhisperModel
+
+    if is_speechllm_checkpoint(path):
+        return load_speechllm(str(path), device=device, quant=runtime.quant,
+                              dtype=None if runtime.dtype == "auto" else runtime.dtype,
+                              lora_scale=runtime.lora_scale, lora_gate=runtime.lora_gate)
+    if _is_whisper_dir(path):
+        return WhisperModel(path, name=str(path), device=device, dtype=dtype,
+                            int8=runtime.dtype == "int8",
+                            describe={"sha256": dir_sha256(path, MODEL_SUFFIXES)})
+    from speechkit.models.hf_audio import family_of, load_hf_audio, not_yet
+
+    if family_of(path) is not None:
+        return load_hf_audio(name, device=device, quant=runtime.quant, dtype=runtime.dtype)
+    not_yet(path)
+    raise SpeechkitError(f"{name}: neither a speechkit checkpoint (speechkit.json), a "
+                         "transformers Whisper directory nor an audio-text-to-text model "
+                         "speechkit runs (config.json model_type; see `speechkit models`)")
 
 
 def ct2_compute_type(runtime: RuntimeOptions) -> str:
