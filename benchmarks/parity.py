@@ -17,9 +17,9 @@ Two Python environments, files between them. The official code pins an old trans
 
 Clips: real speech (the LibriVox recordings of `.testdata/pocketsphinx/librivox`) cut and
 joined with ffmpeg to 0.3 s, 1 s, 10.4 s and 40.1 s, 16-bit 16 kHz mono. Past 30 s the
-official code cuts and speechkit goes on in windows (by design): the long clip's row compares
-the prefix embeddings of speechkit's first window (the whole clip given) with the official
-input, and its logits and ids are speechkit's on the clip cut at 30 s.
+official code cuts and speechkit goes on in windows (by design). The long clip's row compares
+the prefix embeddings of speechkit's first window with the official input's, both given the
+whole clip; its logits and ids are both sides' on the clip cut at 30 s.
 
 Logits are compared over the vocabulary both share except the `[PAD]` row SALMONN adds: the
 official code gives it a fresh random row at every load (`resize_token_embeddings`), speechkit
@@ -41,13 +41,15 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 LIBRIVOX = ROOT / ".testdata" / "pocketsphinx" / "librivox"
+# LLaMA's kind of SentencePiece model and the Llama-3.2 tokenizer (scripts/fetch-tokenizers.sh)
 SENTENCEPIECE = ROOT / ".testdata" / "tokenizers" / "sentencepiece" / "tokenizer.model"
+LLAMA3 = ROOT / ".testdata" / "tokenizers" / "llama3"
 RECORDING = "sense_and_sensibility_01_austen_64kb-{}.wav"
 # name -> (recordings joined in order, start s, duration s or None for all)
 CLIPS = {"0.3s": (["0870"], 1.0, 0.3), "1s": (["0870"], 1.0, 1.0),
          "10s": (["0870", "0930"], 0.0, None),
          "40s": (["0870", "0880", "0890", "0920", "0930", "0870", "0890", "0880"], 0.0, None)}
-OFFICIAL_MAX_S = 30.0  # SALMONN utils.py prepare_one_sample: audio[: sr * 30]
+OFFICIAL_MAX_S = 30  # SALMONN: prepare_one_sample cuts at 30 s; Llama-AVSR: Whisper's 1500 frames
 SAMPLE_RATE = 16000
 PAD = "[PAD]"  # SALMONN's added pad token: a random row in the official model, see above
 
@@ -57,15 +59,23 @@ class Family:
     """How one family's checkpoint is built, converted and decoded."""
 
     official_script: str
+    build_args: tuple[str, ...]  # the tokenizer its tiny LLM uses
     convert_args: tuple[str, ...]  # `speechkit convert` options, {name} from the parts' json
     beam: int  # the official decode config's beam size
+    max_new_tokens: int  # and its token budget
     prompt: str
 
 
 FAMILIES = {
-    "salmonn": Family("parity_salmonn.py", ("salmonn", "--ckpt", "{ckpt}", "--whisper", "{whisper}",
-                                            "--beats", "{beats}", "--llm", "{llm}"),
-                      beam=4, prompt="Recognize the speech and give me the transcription."),
+    "salmonn": Family("parity_salmonn.py", ("--sp", str(SENTENCEPIECE)),
+                      ("salmonn", "--ckpt", "{ckpt}", "--whisper", "{whisper}", "--beats", "{beats}",
+                       "--llm", "{llm}"),
+                      beam=4, max_new_tokens=200,  # configs/decode_config.yaml
+                      prompt="Recognize the speech and give me the transcription."),  # its ASR prompt
+    "llama-avsr": Family("parity_llama_avsr.py", ("--llama3", str(LLAMA3)),
+                         ("llama-avsr", "--ckpt", "{ckpt}", "--llm", "{llm}"),
+                         beam=15, max_new_tokens=32,  # eval.py --num-beams, --max-dec-tokens
+                         prompt="Transcribe speech to text."),  # eval.py --prompt-audio
 }
 
 
@@ -84,6 +94,16 @@ def make_clips(out: Path) -> dict[str, Path]:
                         joined, *cut, "-ac", "1", "-ar", str(SAMPLE_RATE), "-c:a", "pcm_s16le",
                         str(clips[name])], check=True)
     return clips
+
+
+def first_30_s(clip: Path) -> Path:
+    """The clip cut at the official limit (a file for both sides)."""
+    from speechkit.media.ffmpeg import ffmpeg_exe
+
+    cut = clip.with_name(f"{clip.stem}_first{OFFICIAL_MAX_S}s.wav")
+    subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-y", "-i", str(clip), "-t",
+                    str(OFFICIAL_MAX_S), "-c:a", "pcm_s16le", str(cut)], check=True)
+    return cut
 
 
 def official(python: str, family: Family, repo: Path, *args: str) -> None:
@@ -112,7 +132,7 @@ def speechkit_side(model, audio, family: Family, max_new_tokens: int) -> dict:
     ids = prompt_ids(model.spec.prompt, family.prompt, model.tokenizer)
     embeds = model.prompt_embeds([{"audio": audio}], [ids])[0]
     logits = model.llm(inputs_embeds=embeds[None]).logits[0, -1].float()
-    out = {"embeds": embeds.float(), "logits": logits, "n_after": len(ids[1])}
+    out = {"embeds": embeds.float(), "logits": logits}
     for name, beam in (("greedy", 1), ("beam", family.beam)):
         options = DecodeOptions(task="asr", prompt=family.prompt, beam_size=beam,
                                 max_new_tokens=max_new_tokens)
@@ -121,10 +141,8 @@ def speechkit_side(model, audio, family: Family, max_new_tokens: int) -> dict:
     return out
 
 
-def official_ids(ids: list[int], bos: int, eos: set[int]) -> list[int]:
-    """transformers 4.28 returns generate(inputs_embeds=...) ids behind one BOS placeholder
-    (the input ids it starts from); the answer ends at the first EOS."""
-    ids = ids[1:] if ids and ids[0] == bos else ids
+def answer(ids: list[int], eos: set[int]) -> list[int]:
+    """Generated ids up to the first EOS (the official sides write the generated ids only)."""
     return ids[:next((i for i, t in enumerate(ids) if t in eos), len(ids))]
 
 
@@ -134,9 +152,9 @@ def compare(name: str, off: dict, ours: dict, skip: set[int], long_ours: dict | 
     keep = torch.tensor([i for i in range(shared) if i not in skip])
     logit = float((off["logits"][keep] - ours["logits"][keep]).abs().max())
     emb_ours = (long_ours or ours)["embeds"]
-    # the long clip: its first window's rows and the text before them (the official input's
-    # rows but the prompt after the speech, which follows the last window in speechkit's)
-    rows = len(off["embeds"]) - ours["n_after"] if long_ours else len(off["embeds"])
+    # the long clip: the rows up to the end of the first window (the text after the speech
+    # follows the last window in speechkit's prefix)
+    rows = len(off["embeds"]) - _text_after(ours["embeds"], emb_ours) if long_ours else len(off["embeds"])
     same_shape = long_ours is not None or off["embeds"].shape == emb_ours.shape
     embed = float((off["embeds"][:rows] - emb_ours[:rows]).abs().max()) if same_shape else None
     return {"clip": name, "prefix": f"{len(off['embeds'])}/{len(emb_ours)}", "embed": embed,
@@ -144,6 +162,15 @@ def compare(name: str, off: dict, ours: dict, skip: set[int], long_ours: dict | 
             "beam": off["beam"] == ours["beam"],
             "n_greedy": f"{len(off['greedy'])}/{len(ours['greedy'])}",
             "n_beam": f"{len(off['beam'])}/{len(ours['beam'])}"}
+
+
+def _text_after(a: torch.Tensor, b: torch.Tensor) -> int:
+    """Rows at the end of two prefixes that are the same text embeddings (bit for bit), i.e.
+    what follows the speech in both."""
+    n = 0
+    while n < min(len(a), len(b)) and torch.equal(a[-1 - n], b[-1 - n]):
+        n += 1
+    return n
 
 
 def table(family: str, rows: list[dict]) -> str:
@@ -167,41 +194,46 @@ def prefix_embeds(model, audio, family: Family) -> dict:
     return {"embeds": model.prompt_embeds([{"audio": audio}], [ids])[0].float()}
 
 
-def read_official(folder: Path, clip: Path, bos: int, eos: set[int]) -> dict:
+def read_official(folder: Path, clip: Path, eos: set[int]) -> dict:
     from safetensors.torch import load_file
 
-    ids = json.loads((folder / f"{clip.stem}.json").read_text())
+    ids = json.loads(path.read_text()) if (path := folder / f"{clip.stem}.json").is_file() else {}
     tensors = load_file(str(folder / f"{clip.stem}.safetensors"))
-    return {**tensors, **{k: official_ids(v, bos, eos) for k, v in ids.items()}}
+    return {**tensors, **{k: answer(v, eos) for k, v in ids.items()}}
 
 
-def parity(name: str, repo: Path, python: str, work: Path, max_new_tokens: int) -> list[dict]:
+def parity(name: str, repo: Path, python: str, work: Path, max_new_tokens: int | None) -> list[dict]:
     """Build and save officially, convert, decode both ways; one row per clip."""
     from speechkit.media.ffmpeg import decode_audio
     from speechkit.models.speechllm import load_speechllm
     from speechkit.models.speechllm.generate import eos_ids
 
     family = FAMILIES[name]
+    max_new_tokens = max_new_tokens or family.max_new_tokens
     clips = make_clips(work / "clips")
-    official(python, family, repo, "build", "--sp", str(SENTENCEPIECE), "--out", str(work / "parts"))
+    official(python, family, repo, "build", *family.build_args, "--out", str(work / "parts"))
     parts = json.loads((work / "parts" / "parts.json").read_text())
     print(convert(family, parts, work / "converted"), file=sys.stderr)
+    long = {n: c for n, c in clips.items() if len(decode_audio(c)) > OFFICIAL_MAX_S * SAMPLE_RATE}
+    decoded = {n: first_30_s(c) if n in long else c for n, c in clips.items()}
     official(python, family, repo, "run", "--parts", str(work / "parts"), "--out",
              str(work / "official"), "--max-new-tokens", str(max_new_tokens), "--prompt",
-             family.prompt, "--clips", *map(str, clips.values()))
+             family.prompt, "--clips", *map(str, decoded.values()),
+             "--prefix-clips", *map(str, long.values()))
     model = load_speechllm(str(work / "converted"), device="cpu")
     tok = model.tokenizer
     skip = {tok.convert_tokens_to_ids(PAD)} if PAD in tok.get_vocab() else set()
+    eos = set(eos_ids(model.llm, tok))
     rows = []
-    for clip_name, clip in clips.items():
-        audio = decode_audio(clip)
-        long = None
-        if len(audio) > OFFICIAL_MAX_S * SAMPLE_RATE:
-            long = prefix_embeds(model, audio, family)
-            audio = audio[: int(OFFICIAL_MAX_S * SAMPLE_RATE)]
-        ours = speechkit_side(model, audio, family, max_new_tokens)
-        off = read_official(work / "official", clip, tok.bos_token_id, set(eos_ids(model.llm, tok)))
-        rows.append(compare(clip_name + (" (first 30 s)" if long else ""), off, ours, skip, long))
+    for clip_name, clip in decoded.items():
+        ours = speechkit_side(model, decode_audio(clip), family, max_new_tokens)
+        off = read_official(work / "official", clip, eos)
+        whole = None
+        if clip_name in long:
+            whole = prefix_embeds(model, decode_audio(long[clip_name]), family)
+            off["embeds"] = read_official(work / "official", long[clip_name], eos)["embeds"]
+            clip_name += f" (first {OFFICIAL_MAX_S} s)"
+        rows.append(compare(clip_name, off, ours, skip, whole))
     return rows
 
 
@@ -212,7 +244,7 @@ def main() -> None:
     ap.add_argument("--official-python", required=True,
                     help="Python of an environment with the official code's dependencies")
     ap.add_argument("--work", type=Path, help="keep the files here (default: a temp dir)")
-    ap.add_argument("--max-new-tokens", type=int, default=200)  # SALMONN decode_config.yaml
+    ap.add_argument("--max-new-tokens", type=int, help="default: the official decode config's")
     ap.add_argument("--json", type=Path, help="also write the rows here")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:

@@ -27,10 +27,12 @@ import types
 from pathlib import Path
 
 import torch
+from parity_random import eos_prone, randomize
 
 SEED = 0
 PROMPT_TEMPLATE = "USER: {}\nASSISTANT:"  # configs/decode_config.yaml
 SPEECH_PROMPT = "<Speech><SpeechHere></Speech> {}"  # cli_inference.py
+BEAMS = 4  # decode_config.yaml num_beams
 LORA = dict(lora=True, lora_rank=8, lora_alpha=32, lora_dropout=0.1)  # decode_config.yaml
 TINY_WHISPER = dict(d_model=32, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=64,
                     decoder_layers=1, decoder_attention_heads=2, decoder_ffn_dim=64,
@@ -64,17 +66,6 @@ def _official(root: Path) -> None:
     official.BertConfig = TinyBert
 
 
-def _randomize(params: list[torch.nn.Parameter]) -> None:
-    """Every tensor random: constants (LayerNorm ones, LoRA B zeros, biases) get noise too."""
-    with torch.no_grad():
-        for p in params:
-            spread = float(p.std()) if p.numel() > 1 else 0.0
-            if spread == 0.0:
-                p.add_(torch.randn_like(p) * 0.1)
-            else:
-                p.add_(torch.randn_like(p) * 0.5 * spread)
-
-
 def build_parts(sp_model: Path, out: Path) -> dict[str, str]:
     """Tiny Whisper, LLaMA (+ the SentencePiece tokenizer) and BEATs as SALMONN loads them."""
     from models.beats.BEATs import BEATs, BEATsConfig
@@ -89,20 +80,21 @@ def build_parts(sp_model: Path, out: Path) -> dict[str, str]:
 
     torch.manual_seed(SEED)
     whisper = WhisperModel(WhisperConfig(**TINY_WHISPER))
-    _randomize(list(whisper.parameters()))
+    randomize(list(whisper.parameters()))
     whisper.save_pretrained(out / "whisper")
     WhisperFeatureExtractor(feature_size=80).save_pretrained(out / "whisper")
     tok = LlamaTokenizer(vocab_file=str(sp_model))
     tok.save_pretrained(out / "llm")
     llm = LlamaForCausalLM(LlamaConfig(vocab_size=tok.vocab_size, bos_token_id=1, eos_token_id=2,
                                        pad_token_id=0, **TINY_LLAMA))
-    _randomize(list(llm.parameters()))
+    randomize(list(llm.parameters()))
+    eos_prone(llm, tok.eos_token_id)
     with torch.no_grad():  # SALMONN loads the LLM in float16: values it can hold exactly
         for p in llm.parameters():
             p.copy_(p.half().float())
     llm.save_pretrained(out / "llm")
     beats = BEATs(BEATsConfig(TINY_BEATS))
-    _randomize(list(beats.parameters()))
+    randomize(list(beats.parameters()))
     torch.save({"cfg": TINY_BEATS, "model": beats.state_dict()}, out / "beats.pt")
     return {"whisper": str(out / "whisper"), "llm": str(out / "llm"), "beats": str(out / "beats.pt")}
 
@@ -127,7 +119,7 @@ def build(official: Path, sp_model: Path, out: Path) -> None:
     torch.manual_seed(SEED + 1)
     model = SALMONN.from_config(model_config(parts)).float()
     trainable = [p for p in model.parameters() if p.requires_grad]
-    _randomize(trainable)
+    randomize(trainable)
     saver = types.SimpleNamespace(model=model, optimizer=torch.optim.AdamW(trainable), scaler=None,
                                   config=types.SimpleNamespace(to_dict=lambda: model_config(parts)),
                                   output_dir=str(out), unwrap_dist_model=lambda m: m)
@@ -157,13 +149,17 @@ def decode(model, samples: dict, prompt: str, beams: int, max_new_tokens: int) -
         del model.llama_model.generate
     logits = model.llama_model(inputs_embeds=seen["inputs_embeds"],
                                attention_mask=seen["attention_mask"]).logits[0, -1]
-    return {"ids": seen["ids"][0].tolist(), "logits": logits.float(),
+    ids = seen["ids"][0].tolist()
+    # transformers 4.28 returns the ids behind the placeholder it starts from (one BOS)
+    assert ids[0] == model.llama_tokenizer.bos_token_id, ids[:3]
+    return {"ids": ids[1:], "logits": logits.float(),
             "embeds": seen["inputs_embeds"][0].float()}
 
 
-def run(official: Path, parts_dir: Path, clips: list[Path], prompt: str, max_new_tokens: int,
-        out: Path) -> None:
-    """Greedy and beam-4 ids, first-step logits and prefix embeddings of each clip."""
+def run(official: Path, parts_dir: Path, clips: list[Path], prefix_clips: list[Path], prompt: str,
+        max_new_tokens: int, out: Path) -> None:
+    """Greedy and beam-4 ids, first-step logits and prefix embeddings of each clip; only the
+    prefix embeddings of each of `prefix_clips`."""
     _official(official)
     from models.salmonn import SALMONN
     from safetensors.torch import save_file
@@ -174,14 +170,15 @@ def run(official: Path, parts_dir: Path, clips: list[Path], prompt: str, max_new
     model = SALMONN.from_config(model_config(parts, parts["ckpt"])).float().eval()
     processor = WhisperFeatureExtractor.from_pretrained(parts["whisper"])
     out.mkdir(parents=True, exist_ok=True)
-    for clip in clips:
+    for clip in clips + prefix_clips:
         samples = prepare_one_sample(str(clip), processor, cuda_enabled=False)
-        greedy = decode(model, samples, prompt, 1, max_new_tokens)
-        beam = decode(model, samples, prompt, 4, max_new_tokens)
+        greedy = decode(model, samples, prompt, 1, max_new_tokens if clip in clips else 1)
         save_file({"logits": greedy["logits"].contiguous(), "embeds": greedy["embeds"].contiguous()},
                   str(out / f"{clip.stem}.safetensors"))
-        (out / f"{clip.stem}.json").write_text(json.dumps({"greedy": greedy["ids"],
-                                                           "beam": beam["ids"]}))
+        if clip in clips:
+            beam = decode(model, samples, prompt, BEAMS, max_new_tokens)
+            (out / f"{clip.stem}.json").write_text(json.dumps({"greedy": greedy["ids"],
+                                                               "beam": beam["ids"]}))
 
 
 def main() -> None:
@@ -192,13 +189,15 @@ def main() -> None:
     ap.add_argument("--sp", type=Path, help="build: a LLaMA-kind SentencePiece tokenizer.model")
     ap.add_argument("--parts", type=Path, help="run: the directory `build` wrote")
     ap.add_argument("--clips", type=Path, nargs="*", default=[])
+    ap.add_argument("--prefix-clips", type=Path, nargs="*", default=[])
     ap.add_argument("--prompt", default="Recognize the speech and give me the transcription.")
     ap.add_argument("--max-new-tokens", type=int, default=200)  # decode_config.yaml
     a = ap.parse_args()
     if a.step == "build":
         build(a.official.resolve(), a.sp, a.out)
     else:
-        run(a.official.resolve(), a.parts, a.clips, a.prompt, a.max_new_tokens, a.out)
+        run(a.official.resolve(), a.parts, a.clips, a.prefix_clips, a.prompt, a.max_new_tokens,
+            a.out)
 
 
 if __name__ == "__main__":
