@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -113,9 +114,9 @@ def official(python: str, family: Family, repo: Path, *args: str) -> None:
                    cwd=tempfile.gettempdir())
 
 
-def convert(family: Family, parts: dict[str, str], out: Path) -> str:
+def convert(family: Family, parts: dict[str, str], out: Path, extra: list[str]) -> str:
     """`speechkit convert <family>` on the saved checkpoint, as a user runs it."""
-    args = [a.format(**parts) for a in family.convert_args]
+    args = [a.format(**parts) for a in family.convert_args] + extra
     done = subprocess.run([sys.executable, "-m", "speechkit", "convert", *args, "--out", str(out)],
                           capture_output=True, text=True, cwd=ROOT)
     if done.returncode:
@@ -202,7 +203,8 @@ def read_official(folder: Path, clip: Path, eos: set[int]) -> dict:
     return {**tensors, **{k: answer(v, eos) for k, v in ids.items()}}
 
 
-def parity(name: str, repo: Path, python: str, work: Path, max_new_tokens: int | None) -> list[dict]:
+def parity(name: str, repo: Path, python: str, work: Path, max_new_tokens: int | None,
+           official_set: list[str], convert_args: list[str]) -> list[dict]:
     """Build and save officially, convert, decode both ways; one row per clip."""
     from speechkit.media.ffmpeg import decode_audio
     from speechkit.models.speechllm import load_speechllm
@@ -211,9 +213,10 @@ def parity(name: str, repo: Path, python: str, work: Path, max_new_tokens: int |
     family = FAMILIES[name]
     max_new_tokens = max_new_tokens or family.max_new_tokens
     clips = make_clips(work / "clips")
-    official(python, family, repo, "build", *family.build_args, "--out", str(work / "parts"))
+    official(python, family, repo, "build", *family.build_args, "--out", str(work / "parts"),
+             *(["--set", *official_set] if official_set else []))
     parts = json.loads((work / "parts" / "parts.json").read_text())
-    print(convert(family, parts, work / "converted"), file=sys.stderr)
+    print(convert(family, parts, work / "converted", convert_args), file=sys.stderr)
     long = {n: c for n, c in clips.items() if len(decode_audio(c)) > OFFICIAL_MAX_S * SAMPLE_RATE}
     decoded = {n: first_30_s(c) if n in long else c for n, c in clips.items()}
     official(python, family, repo, "run", "--parts", str(work / "parts"), "--out",
@@ -246,10 +249,17 @@ def main() -> None:
     ap.add_argument("--work", type=Path, help="keep the files here (default: a temp dir)")
     ap.add_argument("--max-new-tokens", type=int, help="default: the official decode config's")
     ap.add_argument("--json", type=Path, help="also write the rows here")
+    ap.add_argument("--official-set", nargs="*", default=[], metavar="ARG=VALUE",
+                    help="Llama-AVSR: train.py arguments of the built model, e.g. "
+                         "compression_mode=avg-pooling layernorm_projector=true")
+    ap.add_argument("--convert-args", default="",
+                    help='more `speechkit convert` options, e.g. "--compression-mode avg-pooling '
+                         '--downsample-ratio-audio 3"')
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         rows = parity(a.family, a.official.resolve(), a.official_python,
-                      (a.work or Path(tmp)).resolve(), a.max_new_tokens)
+                      (a.work or Path(tmp)).resolve(), a.max_new_tokens, a.official_set,
+                      shlex.split(a.convert_args))
     if a.json:
         a.json.write_text(json.dumps(rows, indent=1))
     print(table(a.family, rows))

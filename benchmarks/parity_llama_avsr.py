@@ -133,18 +133,19 @@ def train_args(parts: dict[str, str], ckpt: str | None = None, beams: int = BEAM
         add_PETF_LLM="lora", reduction_lora=64, alpha=8, downsample_ratio_audio=3,
         downsample_ratio_video=3, downsample_ratio_audiovisual=3, max_dec_tokens=32,
         num_beams=beams, add_sink_loss=False, sink_loss_factor=10000, layernorm_projector=False,
-        compression_mode="stack", pretrained_model_path=ckpt)
+        compression_mode="stack", pretrained_model_path=ckpt, **parts.get("train_args", {}))
 
 
-def build(official: Path, llama3: Path, out: Path) -> None:
-    """The parts, a ModelModule_LLM with random trainables, the averaged release file."""
+def build(official: Path, llama3: Path, out: Path, overrides: dict) -> None:
+    """The parts, a ModelModule_LLM with random trainables, the averaged release file;
+    `overrides` are train.py arguments (e.g. compression_mode, layernorm_projector)."""
     out.mkdir(parents=True, exist_ok=True)
     os.chdir(out)  # the LLM is found by its hub name, relative to here
     _official(official)
     from models.lightning import ModelModule_LLM
     from utils.avg_checkpoints_original import ensemble_original
 
-    parts = build_parts(llama3, out)
+    parts = {**build_parts(llama3, out), "train_args": overrides}
     torch.manual_seed(SEED + 1)
     module = ModelModule_LLM(train_args(parts))
     randomize([p for p in module.parameters() if p.requires_grad])
@@ -205,6 +206,16 @@ def run(official: Path, parts_dir: Path, clips: list[Path], prefix_clips: list[P
                                                                "beam": beam["ids"]}))
 
 
+def _overrides(pairs: list[str]) -> dict:
+    """ARG=VALUE pairs as train.py would parse them (true/false, integers, text)."""
+    out = {}
+    for pair in pairs:
+        key, value = pair.split("=", 1)
+        words = {"true": True, "false": False}
+        out[key] = words.get(value.lower(), int(value) if value.isdigit() else value)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("step", choices=["build", "run"])
@@ -216,11 +227,13 @@ def main() -> None:
     ap.add_argument("--prefix-clips", type=Path, nargs="*", default=[])
     ap.add_argument("--prompt", help="unused: the official prompt for audio is built in")
     ap.add_argument("--max-new-tokens", type=int, default=32)  # eval.py --max-dec-tokens
+    ap.add_argument("--set", nargs="*", default=[], metavar="ARG=VALUE",
+                    help="build: train.py arguments, e.g. compression_mode=avg-pooling")
     a = ap.parse_args()
     clips = [c.resolve() for c in a.clips]
     prefix = [c.resolve() for c in a.prefix_clips]
     if a.step == "build":
-        build(a.official.resolve(), a.llama3.resolve(), a.out.resolve())
+        build(a.official.resolve(), a.llama3.resolve(), a.out.resolve(), _overrides(a.set))
     else:
         run(a.official.resolve(), a.parts.resolve(), clips, prefix, a.max_new_tokens,
             a.out.resolve())

@@ -3,11 +3,9 @@ the official code's Python, beside no speechkit)."""
 
 from __future__ import annotations
 
-from collections import Counter
-
 import torch
 
-EOS_LIKE = 1.02  # the EOS row: this times the row of the token the random LLM writes most
+EOS_RATE = 0.05  # of the random LLM's steps on which EOS is made to win
 
 
 def randomize(params) -> None:
@@ -19,22 +17,27 @@ def randomize(params) -> None:
 
 
 @torch.inference_mode()
-def eos_prone(llm, eos: int, seed: int = 0) -> int:
-    """Make the random LLM end its answers: its output row for EOS becomes a scaled copy of the
-    row of the token it writes most (greedy from random embeddings), so EOS wins wherever that
-    token would; answers then end before the token budget, beams at different steps (which
-    tells beam search's stopping rules apart). Returns that token."""
+def eos_prone(llm, eos: int, seed: int = 0) -> float:
+    """Make the random LLM end its answers: its output row for EOS becomes the mean direction
+    of its last hidden states, scaled so that EOS wins on about EOS_RATE of the steps of
+    greedy runs from random embeddings. Answers then end before the token budget, beams at
+    different steps (which tells beam search's stopping rules apart). Returns the scale."""
     gen = torch.Generator().manual_seed(seed)
     hidden = llm.get_input_embeddings().weight.shape[1]
-    written = Counter()
-    for _ in range(3):
+    states = []
+    for _ in range(4):
         embeds = torch.randn(1, 8, hidden, generator=gen) * 0.5
-        out = llm.generate(inputs_embeds=embeds, attention_mask=torch.ones(1, 8, dtype=torch.long),
-                           max_new_tokens=40, do_sample=False, num_beams=1, eos_token_id=None,
-                           pad_token_id=0)
-        written.update(out[0].tolist())
-    written.pop(eos, None)
-    token = written.most_common(1)[0][0]
+        ids = llm.generate(inputs_embeds=embeds, attention_mask=torch.ones(1, 8, dtype=torch.long),
+                           max_new_tokens=40, do_sample=False, num_beams=1, pad_token_id=0)
+        ids = ids[:, -40:]  # the generated ids (older transformers put one BOS before them)
+        x = torch.cat([embeds, llm.get_input_embeddings()(ids)], dim=1)
+        states.append(llm(inputs_embeds=x, output_hidden_states=True).hidden_states[-1][0])
+    h = torch.cat(states)
     head = llm.get_output_embeddings().weight
-    head[eos] = EOS_LIKE * head[token]
-    return token
+    direction = h.mean(0)
+    along = h @ direction
+    best = (h @ head.T).max(-1).values
+    keep = along > 0
+    scale = float(torch.quantile(best[keep] / along[keep], EOS_RATE))
+    head[eos] = scale * direction
+    return scale
