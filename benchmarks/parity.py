@@ -2,18 +2,29 @@
 
     python benchmarks/parity.py salmonn --official /path/to/SALMONN \\
         --official-python /path/to/salmonn-env/bin/python
+    python benchmarks/parity.py llama-avsr --official /path/to/Llama-AVSR \\
+        --official-python /path/to/llama-avsr-env/bin/python \\
+        [--official-set compression_mode=avg-pooling \\
+         --convert-args "--compression-mode avg-pooling --downsample-ratio-audio 3"]
+
+The official environment needs the official requirements, relaxed where they do not install
+on Python 3.11 (any torch that runs there; torchaudio's pure-Python `compliance.kaldi` is
+enough for SALMONN's BEATs); Llama-AVSR runs audio only, without fairseq. WavLLM is not
+covered: its code runs inside fairseq (a git submodule built from source).
 
 Two Python environments, files between them. The official code pins an old transformers
 (SALMONN 4.28, Llama-AVSR 4.43) that speechkit cannot import beside its own, so:
 1. the official side (`benchmarks/parity_<family>.py`, run by --official-python with the
    checkout first on its path, nothing of speechkit imported) builds tiny random parts, a model
-   whose every trainable tensor is random (LoRA B too), and saves the checkpoint with the
-   official training code's own save function;
+   whose every trainable tensor is random (LoRA B too), and saves the checkpoint as the
+   official training code writes it (SALMONN: `Runner.save_checkpoint`; Llama-AVSR: a
+   Lightning checkpoint's `state_dict` averaged by `ensemble_original`);
 2. this script converts that file with `speechkit convert <family>` (a subprocess, as a user
    runs it), which is the check that the checkpoint as training writes it converts;
 3. the official side decodes each clip with the official inference code (greedy and the official
    beam) and writes ids (json) and first-step logits and prefix embeddings (safetensors);
-4. this script decodes the same clips with speechkit and prints the table.
+4. this script decodes the same clips with speechkit and prints the table. The random LLM is
+   made to write EOS on about 5% of its steps, so answers end at different lengths.
 
 Clips: real speech (the LibriVox recordings of `.testdata/pocketsphinx/librivox`) cut and
 joined with ffmpeg to 0.3 s, 1 s, 10.4 s and 40.1 s, 16-bit 16 kHz mono. Past 30 s the
