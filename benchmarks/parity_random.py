@@ -9,11 +9,16 @@ EOS_RATE = 0.05  # of the random LLM's steps on which EOS is made to win
 
 
 def randomize(params) -> None:
-    """Every tensor random: constants (norm ones, zero LoRA halves, biases) get noise too."""
+    """Every tensor random: constants (norm ones, zero LoRA halves, biases) get noise too.
+    Zero biases get less (0.02, BERT's init scale): larger, they would drown what the weights
+    carry from the audio, and every clip would give the same answer."""
     with torch.no_grad():
         for p in params:
             spread = float(p.std()) if p.numel() > 1 else 0.0
-            p.add_(torch.randn_like(p) * (0.5 * spread if spread else 0.1))
+            if spread:
+                p.add_(torch.randn_like(p) * 0.5 * spread)
+            else:
+                p.add_(torch.randn_like(p) * (0.02 if p.dim() == 1 and not p.any() else 0.1))
 
 
 @torch.inference_mode()
