@@ -72,6 +72,70 @@ def test_beam_search_equals_the_official_generate_call_on_an_eos_prone_llm(salmo
     assert early != official  # the setting matters for this LLM: the test can tell them apart
 
 
+@torch.inference_mode()
+def _beam_search_transformers_4_28(llm, embeds: torch.Tensor, beams: int, max_new: int,
+                                   eos: int) -> list[int]:
+    """Beam search as SALMONN's transformers (4.28, BeamSearchScorer) runs it from
+    inputs_embeds, early_stopping False: every hypothesis is scored sum / (1 + its tokens
+    without EOS), the 1 being the placeholder id generate starts from; candidates are the best
+    2 x beams, an EOS among the first `beams` of them finishes a hypothesis; the search stops
+    when the worst finished score beats the best candidate's over the current length, else
+    at max_new, where the running beams are scored as they are."""
+    table = llm.get_input_embeddings()
+    running, finished = [([], 0.0)], []
+
+    def finish(tokens: list[int], total: float) -> None:
+        finished.append((total / (len(tokens) + 1), tokens))
+        finished.sort(key=lambda f: -f[0])
+        del finished[beams:]
+
+    for step in range(max_new):
+        candidates = []
+        for tokens, total in running:
+            x = torch.cat([embeds, table(torch.tensor(tokens, dtype=torch.long))])
+            logp = torch.log_softmax(llm(inputs_embeds=x[None]).logits[0, -1].float(), -1)
+            top = logp.topk(2 * beams)
+            candidates += [(total + float(v), tokens, int(t)) for v, t in zip(*top, strict=True)]
+        candidates = sorted(candidates, key=lambda c: -c[0])[:2 * beams]
+        running = []
+        for rank, (total, tokens, t) in enumerate(candidates):
+            if t != eos:
+                running.append((tokens + [t], total))
+            elif rank < beams:
+                finish(tokens, total)
+            if len(running) == beams:
+                break
+        if len(finished) == beams and finished[-1][0] >= candidates[0][0] / (step + 1):
+            return finished[0][1]
+    for tokens, total in running:
+        finish(tokens, total)
+    return finished[0][1]
+
+
+def test_salmonn_beam_search_scores_cut_hypotheses_as_its_transformers_does(salmonn_parts,
+                                                                          salmonn_model):
+    """A hypothesis cut at max_new_tokens counts one more token in SALMONN's beam scores
+    (transformers 4.28's placeholder id): on this EOS-prone LLM that picks a 12-token answer
+    over a finished 9-token one, as SALMONN's code does."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from speechkit.models.base import DecodeOptions
+
+    llm = AutoModelForCausalLM.from_pretrained(salmonn_parts["llm"]).eval()
+    tok = AutoTokenizer.from_pretrained(salmonn_parts["llm"])
+    with torch.no_grad():
+        head = llm.get_output_embeddings().weight
+        head[tok.eos_token_id] = 0.97 * head[EOS_LIKE]
+    torch.manual_seed(2)
+    embeds = torch.randn(7, LLM_HIDDEN) * 0.5
+    official = _beam_search_transformers_4_28(llm, embeds, 4, 12, tok.eos_token_id)
+    salmonn = GenerationSettings(beam_size=4, max_new_tokens=12, cut_hypothesis_extra_length=1)
+    plain = GenerationSettings(beam_size=4, max_new_tokens=12)
+    assert generate(llm, tok, [embeds], salmonn).tokens[0] == official and len(official) == 12
+    assert len(generate(llm, tok, [embeds], plain).tokens[0]) == 9  # the rule matters here
+    assert salmonn_model.settings(DecodeOptions(task="asr")).cut_hypothesis_extra_length == 1
+
+
 def test_salmonn_clips_under_a_second_are_padded_to_one_before_the_encoders(tmp_path):
     """SALMONN pads every clip to 1 s before Whisper and BEATs: a 0.6 s clip gives BEATs the
     tokens of 1 s of audio (the second half silence), not 0.6 s worth and zero rows."""

@@ -100,7 +100,12 @@ class SpeechLLM(SpeechModel):
         options = self.resolve(options)
         return gen.GenerationSettings(beam_size=options.beam_size,
                                       max_new_tokens=options.max_new_tokens,
-                                      stop=tuple(self.spec.decode.stop))
+                                      stop=tuple(self.spec.decode.stop),
+                                      cut_hypothesis_extra_length=self._cut_extra_length())
+
+    def _cut_extra_length(self) -> int:
+        """SALMONN's beam scores (see GenerationSettings.cut_hypothesis_extra_length)."""
+        return 1 if self.spec.prompt.template == "salmonn" else 0
 
     def streams(self, task: str) -> frozenset[str]:
         """The streams `task` reads among this model's: asr the audio, vsr the lip crops, avsr
@@ -223,7 +228,8 @@ class SpeechLLM(SpeechModel):
                 **({"prompt_lora": self.prompt_lora.describe()} if self.prompt_lora else {}),
                 "lora_scaling": self.lora_scaling, "audio_input": audio_input(s),
                 "generation": {k: v for k, v in gen.GenerationSettings(
-                    stop=tuple(s.decode.stop)).to_dict().items()
+                    stop=tuple(s.decode.stop),
+                    cut_hypothesis_extra_length=self._cut_extra_length()).to_dict().items()
                     if k not in ("beam_size", "max_new_tokens")}}  # those two: in `decode`
 
 
