@@ -35,6 +35,9 @@ class DecodeOptions:
     max_new_tokens: int | None = None  # None = the model's default
     prompt: str | None = None  # overrides the task prompt (speech LLMs)
     word_timestamps: bool = False  # Whisper: a start and end time for every word
+    # Whisper: prompt each piece of a long file with the text of the piece before (pieces of
+    # one file then decode in turn); None = the model's default
+    condition_on_previous_text: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
