@@ -116,6 +116,9 @@ class Transcriber:
         self.settings = {**model.used_settings(), "batch_size": self.batch_size,
                          "beam_size": self.options.beam_size}
         self.stats = RunStats(settings=self.settings)
+        # Whisper prompted with previous text: a file's pieces decode in turn
+        self.conditioned = bool(self.options.condition_on_previous_text) and \
+            "condition_on_previous_text" in model.uses
         # Finished pieces of long files, kept across interruptions (a results file's writer
         # has one; Ray's workers write through the driver and have none).
         self.journal: PieceJournal | None = getattr(writer, "pieces", None)
@@ -179,7 +182,7 @@ class Transcriber:
         """The pieces that can be decoded now: all left, or with conditioning on previous text
         each file's first piece left (the one before it is done). A failed file has none."""
         live = [p for p in live if not p.error]
-        if not self.options.condition_on_previous_text:
+        if not self.conditioned:
             return [(p, k) for p in live for k in range(len(p.spans)) if p.hyps[k] is None]
         return [(p, p.hyps.index(None)) for p in live if None in p.hyps]
 
@@ -193,7 +196,7 @@ class Transcriber:
                 self.journal.add(p.item.id, p.key, p.spans[k], hyp, p.language)
             self.stats.decoded_s += p.spans[k][1] - p.spans[k][0]
             left[id(p)] -= 1
-            if p.error and self.options.condition_on_previous_text:
+            if p.error and self.conditioned:
                 left[id(p)] = 0  # its later pieces are not decoded: the file has failed
             if left[id(p)] == 0:
                 self._finish(p)
@@ -239,7 +242,7 @@ class Transcriber:
         kwargs: dict[str, Any] = {}
         if "condition_on_previous_text" in self.model.uses:  # Whisper: VAD pieces, prompts
             kwargs["speech_to_end"] = [len(p.spans) > 1 for p, _ in batch]
-            if self.options.condition_on_previous_text:
+            if self.conditioned:
                 kwargs["previous"] = [previous_text(p, k) for p, k in batch]
         try:
             return self.model.generate(inputs, self.options, prompts, languages, **kwargs)

@@ -114,6 +114,10 @@ def test_results_made_without_conditioning_are_not_resumed_with_it(whisper_base,
 
     with pytest.raises(SpeechkitError, match="condition_on_previous_text"):
         transcribe_to_jsonl(items, whisper_base, CONDITIONED, out, progress=False)
+    # before loading, the model's card fills in the same default as the loaded model
+    from speechkit.models.identity import model_card
+
+    assert model_card("whisper-base").resolve(DecodeOptions()) == whisper_base.resolve(DecodeOptions())
 
 
 def test_text_decoded_hot_or_flagged_prompts_nothing():
