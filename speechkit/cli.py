@@ -99,7 +99,7 @@ ConditionOnPreviousText = Annotated[bool | None, typer.Option(
     "--condition-on-previous-text/--no-condition-on-previous-text", help=(
         "Whisper, long files: prompt each VAD piece with the text of the piece before it "
         "(openai-whisper's option; no prompt after a piece decoded at a fallback temperature "
-        "or flagged as a loop, at most 223 tokens). A file's pieces then decode one after "
+        "above 0.5 or flagged as a loop; at most its last 223 tokens). A file's pieces then decode one after "
         "another (different files' pieces still share batches). Default: off, measured more "
         "accurate on long recordings (prompted pieces skipped sentences); files up to 30 s "
         "are one piece and never prompted."), show_default=False)]
