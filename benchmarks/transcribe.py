@@ -7,7 +7,16 @@ start, imports, model load, file decoding and transcription, as a user waits for
 
     python benchmarks/transcribe.py                       # dev set + LibriVox test clips
     python benchmarks/transcribe.py --data my_manifest.jsonl --repeats 5
-    python benchmarks/transcribe.py --long 75          # the same clips joined into ~75 s files
+    python benchmarks/transcribe.py --long 210 --repeats 1    # long-form: see below
+
+faster-whisper is imported from this environment, or from `--faster-whisper-path DIR` (or
+$FASTER_WHISPER_PATH), a folder put on the faster-whisper workers' PYTHONPATH, e.g. one made
+with `pip install --target DIR faster-whisper==1.2.1`.
+
+Long-form (`--long SECONDS`): `--recordings` files of about SECONDS each, every one the clips
+shuffled with its own seed (`--seed` + k), repeated as needed and joined with pauses of
+0.5-3 s, decoded with and without `--language en`, greedy and beam 5, against faster-whisper
+with its long-form defaults (condition_on_previous_text=True, cpu_threads = cores).
 
 RTFx = total audio seconds / wall seconds. CPU s = user + system seconds of the process (on a
 shared machine the steadier figure). WER is corpus-level after the Whisper English
@@ -32,20 +41,33 @@ ROOT = Path(__file__).resolve().parents[1]
 DEV = ROOT.parent / "shared" / "data" / "dev"
 
 ALL_CORES = str(os.cpu_count() or 1)
-CONFIGS = {  # speechkit rows: transcribe's options; faster-whisper rows: its defaults but greedy
-    "speechkit (defaults)": {"tool": "speechkit"},
-    "speechkit --dtype float32": {"tool": "speechkit", "dtype": "float32"},
-    "speechkit --engine torch": {"tool": "speechkit", "engine": "torch"},
-    f"speechkit --engine torch --threads {ALL_CORES}": {"tool": "speechkit", "engine": "torch",
+SK, FW = {"tool": "speechkit"}, {"tool": "faster-whisper", "compute_type": "int8"}
+CONFIGS = {  # speechkit rows: transcribe's options; faster-whisper rows: its defaults, beam 1 or 5
+    "speechkit (defaults)": SK,
+    "speechkit --dtype float32": {**SK, "dtype": "float32"},
+    "speechkit --engine torch": {**SK, "engine": "torch"},
+    f"speechkit --engine torch --threads {ALL_CORES}": {**SK, "engine": "torch",
                                                         "threads": int(ALL_CORES)},
-    "faster-whisper int8": {"tool": "faster-whisper", "compute_type": "int8"},
-    "faster-whisper float32": {"tool": "faster-whisper", "compute_type": "float32"},
-    "speechkit --beam-size 5": {"tool": "speechkit", "beam_size": 5},
-    "faster-whisper int8 beam 5": {"tool": "faster-whisper", "compute_type": "int8", "beam_size": 5},
-    "faster-whisper float32 beam 5": {"tool": "faster-whisper", "compute_type": "float32",
-                                      "beam_size": 5},
+    "faster-whisper int8": FW,
+    "faster-whisper float32": {**FW, "compute_type": "float32"},
+    "speechkit --beam-size 5": {**SK, "beam_size": 5},
+    "faster-whisper int8 beam 5": {**FW, "beam_size": 5},
+    "faster-whisper float32 beam 5": {**FW, "compute_type": "float32", "beam_size": 5},
+    # long-form: each (beam, language) pair has a row of both tools
+    "speechkit --language en": {**SK, "language": "en"},
+    "faster-whisper int8 --language en": {**FW, "language": "en"},
+    "speechkit --beam-size 5 --language en": {**SK, "beam_size": 5, "language": "en"},
+    "faster-whisper int8 beam 5 --language en": {**FW, "beam_size": 5, "language": "en"},
+    "speechkit --condition-on-previous-text": {**SK, "condition": True},
+    "speechkit --beam-size 5 --condition-on-previous-text": {**SK, "beam_size": 5,
+                                                             "condition": True},
 }
-DEFAULT_CONFIGS = ",".join(CONFIGS)
+DEFAULT_CONFIGS = ",".join(list(CONFIGS)[:9])
+LONG_CONFIGS = ",".join(["speechkit (defaults)", "faster-whisper int8", "speechkit --language en",
+                         "faster-whisper int8 --language en", "speechkit --beam-size 5",
+                         "faster-whisper int8 beam 5", "speechkit --beam-size 5 --language en",
+                         "faster-whisper int8 beam 5 --language en"])
+PAUSE_S = (0.5, 3.0)  # s; silence drawn between two joined clips (long-form recordings)
 
 
 def default_items() -> list[dict]:
@@ -79,34 +101,40 @@ def load_items(data: str | None) -> list[dict]:
     return [{"path": it.path, "reference": it.reference or ""} for it in expand_inputs([data])]
 
 
-def join_items(items: list[dict], seconds: float, folder: Path) -> list[dict]:
-    """The clips decoded and concatenated, in order, into 16 kHz files of about `seconds` each
-    (long-form transcription: several VAD pieces a file); references joined the same way."""
+def join_items(items: list[dict], seconds: float, folder: Path, recordings: int = 3,
+               seed: int = 0) -> list[dict]:
+    """`recordings` 16 kHz files of about `seconds` each (long-form transcription: several VAD
+    pieces a file). Recording k holds the clips shuffled with seed `seed + k`, repeated as
+    needed, with PAUSE_S silences between them; its reference is theirs joined the same way."""
+    import random
     import wave
 
     import numpy as np
 
     from speechkit.media.ffmpeg import decode_audio
 
-    groups: list[list[tuple[dict, np.ndarray]]] = [[]]
-    length = 0.0
-    for it in items:
-        if length >= seconds:
-            groups.append([])
-            length = 0.0
-        audio = decode_audio(it["path"])
-        groups[-1].append((it, audio))
-        length += len(audio) / 16000
+    audio = [decode_audio(it["path"]) for it in items]
     out = []
-    for k, group in enumerate(groups):
+    for k in range(recordings):
+        rng = random.Random(seed + k)
+        parts, refs, length = [], [], 0.0
+        while length < seconds:
+            order = list(range(len(items)))
+            rng.shuffle(order)
+            for i in order:
+                if length >= seconds:
+                    break
+                pause = np.zeros(int(rng.uniform(*PAUSE_S) * 16000), dtype=np.float32)
+                parts += [pause, audio[i]]
+                refs.append(items[i]["reference"])
+                length += (len(pause) + len(audio[i])) / 16000
         path = folder / f"long{k}.wav"
-        pcm = np.concatenate([a for _, a in group])
         with wave.open(str(path), "wb") as w:
             w.setnchannels(1)
             w.setsampwidth(2)
             w.setframerate(16000)
-            w.writeframes((np.clip(pcm, -1, 1) * 32767).astype("<i2").tobytes())
-        out.append({"path": str(path), "reference": " ".join(it["reference"] for it, _ in group)})
+            w.writeframes((np.clip(np.concatenate(parts), -1, 1) * 32767).astype("<i2").tobytes())
+        out.append({"path": str(path), "reference": " ".join(refs)})
     return out
 
 
@@ -139,7 +167,9 @@ def run_speechkit(cfg: dict, items: list[dict], batch_size: int) -> dict:
         out = Path(tmp) / "r.jsonl"
         quiet = Console(file=open(os.devnull, "w"))  # noqa: SIM115
         transcribe_to_jsonl([Item(id=it["path"], path=it["path"]) for it in items], "whisper-base",
-                            DecodeOptions(beam_size=cfg.get("beam_size")), out, runtime=runtime,
+                            DecodeOptions(beam_size=cfg.get("beam_size"), language=cfg.get("language"),
+                                          condition_on_previous_text=cfg.get("condition")),
+                            out, runtime=runtime,
                             batch_size=batch_size or None, console=quiet, progress=False)
         res = read_results(out)
     return {"texts": {k: r.text for k, r in res.items()},
@@ -154,14 +184,14 @@ def run_faster_whisper(cfg: dict, items: list[dict], batch_size: int) -> dict:
     from speechkit.models.builtins import ct2_model_dir
 
     model = WhisperModel(str(ct2_model_dir("whisper-base")), device="cpu",
-                         compute_type=cfg["compute_type"], cpu_threads=0)
+                         compute_type=cfg["compute_type"], cpu_threads=int(ALL_CORES))
     texts, audio_s = {}, 0.0
     for it in items:
         audio = decode_audio(it["path"])
         audio_s += len(audio) / 16000
-        long = len(audio) > 30 * 16000  # long-form: faster-whisper's own defaults but greedy
+        long = len(audio) > 30 * 16000  # long-form: faster-whisper's own defaults
         segs, _ = model.transcribe(audio, beam_size=cfg.get("beam_size", 1), vad_filter=False,
-                                   condition_on_previous_text=long)
+                                   condition_on_previous_text=long, language=cfg.get("language"))
         texts[it["path"]] = "".join(s.text for s in segs).strip()
     return {"texts": texts, "audio_s": audio_s}
 
@@ -196,13 +226,17 @@ def median_s(items: list[dict]) -> float:
     return statistics.median(probe(it["path"]).duration_s or 0.0 for it in items) if items else 0.0
 
 
-def run_once(name: str, listing: Path, batch_size: int) -> dict | None:
-    """One configuration in a fresh process: whole-process wall and CPU seconds, peak RSS."""
+def run_once(name: str, listing: Path, batch_size: int, fw_path: str | None = None) -> dict | None:
+    """One configuration in a fresh process: whole-process wall and CPU seconds, peak RSS.
+    faster-whisper's process gets `fw_path` on its PYTHONPATH."""
     cmd = [sys.executable, __file__, "--worker", name, "--batch-size", str(batch_size),
            "--data", str(listing)]
+    env = dict(os.environ)
+    if fw_path and CONFIGS[name]["tool"] == "faster-whisper":
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (fw_path, env.get("PYTHONPATH")) if p)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
@@ -215,8 +249,18 @@ def run_once(name: str, listing: Path, batch_size: int) -> dict | None:
     return out
 
 
+def peer_of(name: str) -> str:
+    """The faster-whisper int8 row with the same beam and language as `name`."""
+    cfg = CONFIGS[name]
+    beam = cfg.get("beam_size") or 1
+    return ("faster-whisper int8" + (f" beam {beam}" if beam > 1 else "")
+            + (f" --language {cfg['language']}" if cfg.get("language") else ""))
+
+
 def table(items: list[dict], runs: dict[str, list[dict]]) -> list[str]:
-    """The printed table: medians, and each speechkit row's ratio to faster-whisper int8."""
+    """The printed table: medians, and each speechkit row's WER and speed against the
+    faster-whisper int8 row of the same beam and language; with several long recordings,
+    each one's WER too."""
     rows = {}
     for name, rs in runs.items():
         if rs:
@@ -224,15 +268,19 @@ def table(items: list[dict], runs: dict[str, list[dict]]) -> list[str]:
             rows[name] = {"wer": wer(items, rs[0]["texts"]), "wall": wall,
                           "cpu": statistics.median(r["cpu_s"] for r in rs),
                           "rtfx": rs[0]["audio_s"] / wall,
-                          "rss": max(r["peak_rss_mb"] for r in rs)}
-    lines = ["| configuration | WER % | wall s | CPU s | RTFx | peak RSS MB | vs faster-whisper int8 |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+                          "rss": max(r["peak_rss_mb"] for r in rs),
+                          "each": [wer([it], rs[0]["texts"]) for it in items]}
+    each = 1 < len(items) <= 8
+    lines = ["| configuration | WER % | " + ("WER % per recording | " if each else "")
+             + "wall s | CPU s | RTFx | peak RSS MB | faster-whisper WER % | speed vs faster-whisper |",
+             "|---|---:|" + ("---|" if each else "") + "---:|---:|---:|---:|---:|---:|"]
     for name, r in rows.items():
-        beam = CONFIGS[name].get("beam_size", 1)
-        peer = rows.get("faster-whisper int8" + (f" beam {beam}" if beam > 1 else ""))
-        ratio = f"{r['rtfx'] / peer['rtfx']:.2f}x" if peer and name.startswith("speechkit") else ""
-        lines.append(f"| {name} | {r['wer']:.2f} | {r['wall']:.1f} | {r['cpu']:.1f} | "
-                     f"{r['rtfx']:.2f} | {r['rss']:.0f} | {ratio} |")
+        peer = rows.get(peer_of(name)) if name.startswith("speechkit") else None
+        ratio = f"{r['rtfx'] / peer['rtfx']:.2f}x" if peer else ""
+        peer_wer = f"{peer['wer']:.2f}" if peer else ""
+        per = " / ".join(f"{w:.2f}" for w in r["each"]) + " | " if each else ""
+        lines.append(f"| {name} | {r['wer']:.2f} | {per}{r['wall']:.1f} | {r['cpu']:.1f} | "
+                     f"{r['rtfx']:.2f} | {r['rss']:.0f} | {peer_wer} | {ratio} |")
     return lines
 
 
@@ -242,9 +290,16 @@ def main() -> None:
                                    "+ pocketsphinx-testdata)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=0, help="speechkit's; 0 = its default")
-    ap.add_argument("--configs", default=DEFAULT_CONFIGS, help="comma list of: " + ", ".join(CONFIGS))
+    ap.add_argument("--configs", help="comma list of: " + ", ".join(CONFIGS)
+                    + f" (default: {DEFAULT_CONFIGS}; with --long: {LONG_CONFIGS})")
     ap.add_argument("--long", type=float, metavar="SECONDS",
-                    help="join the clips into files of about this many seconds first")
+                    help="join the clips into --recordings files of about this many seconds, "
+                         "with pauses, first")
+    ap.add_argument("--recordings", type=int, default=3, help="with --long: how many files")
+    ap.add_argument("--seed", type=int, default=0, help="with --long: file k shuffles with seed+k")
+    ap.add_argument("--faster-whisper-path", default=os.environ.get("FASTER_WHISPER_PATH"),
+                    help="a folder holding faster-whisper, put on its PYTHONPATH "
+                         "(default: $FASTER_WHISPER_PATH, else this environment)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -252,17 +307,18 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="speechkit-bench-"))
     items = load_items(args.data)
     if args.long:
-        items = join_items(items, args.long, tmp)
+        items = join_items(items, args.long, tmp, args.recordings, args.seed)
     listing = tmp / "items.json"
     listing.write_text(json.dumps(items))
-    names = [c.strip() for c in args.configs.split(",") if c.strip()]
+    configs = args.configs or (LONG_CONFIGS if args.long else DEFAULT_CONFIGS)
+    names = [c.strip() for c in configs.split(",") if c.strip()]
     if unknown := [n for n in names if n not in CONFIGS]:
         ap.error(f"unknown configuration(s) {unknown}; choose from {', '.join(CONFIGS)}")
     print(f"machine: {machine()}")
     runs: dict[str, list[dict]] = {name: [] for name in names}
     for _ in range(args.repeats):  # round-robin
         for name in names:
-            if (r := run_once(name, listing, args.batch_size)) is not None:
+            if (r := run_once(name, listing, args.batch_size, args.faster_whisper_path)) is not None:
                 runs[name].append(r)
                 print(f"  {name}: {r['wall_s']:.1f} s wall, {r['cpu_s']:.1f} s CPU", file=sys.stderr,
                       flush=True)

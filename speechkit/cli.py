@@ -97,6 +97,14 @@ Task = Annotated[str, typer.Option(help=(
 WordTimestamps = Annotated[bool, typer.Option(
     "--word-timestamps", help="Whisper: also time every word (segments[].words of the "
     "results and of json files; subtitle cues then end at pauses between words).")]
+ConditionOnPreviousText = Annotated[bool | None, typer.Option(
+    "--condition-on-previous-text/--no-condition-on-previous-text", help=(
+        "Whisper, long files: prompt each VAD piece with the text of the piece before it "
+        "(openai-whisper's option; no prompt after a piece decoded at a fallback temperature "
+        "above 0.5 or flagged as a loop; at most its last 223 tokens). A file's pieces then decode one after "
+        "another (different files' pieces still share batches). Default: off, measured more "
+        "accurate on long recordings (prompted pieces skipped sentences); files up to 30 s "
+        "are one piece and never prompted."), show_default=False)]
 Out = Annotated[Path | None, typer.Option(
     "--out", "-o", help="Results JSONL (default: OUTPUT_DIR/transcripts.jsonl).")]
 OutputDir = Annotated[Path | None, typer.Option(
@@ -123,8 +131,9 @@ def transcribe(
     inputs: MediaInputs, model: Model = "whisper-base", task: Task = "transcribe",
     language: Language = None, target_language: TargetLanguage = None, prompt: Prompt = None,
     beam_size: BeamSize = None, max_new_tokens: MaxNewTokens = None,
-    word_timestamps: WordTimestamps = False, batch_size: BatchSize = 0, device: Device = "auto",
-    dtype: Dtype = "auto", quant: Quant = None, engine: Engine = "auto",
+    word_timestamps: WordTimestamps = False,
+    condition_on_previous_text: ConditionOnPreviousText = None, batch_size: BatchSize = 0,
+    device: Device = "auto", dtype: Dtype = "auto", quant: Quant = None, engine: Engine = "auto",
     encoder_window: EncoderWindow = "short", threads: Threads = 0,
     lora_scale: LoraScale = None, out: Out = None, output_dir: OutputDir = None,
     fmt: OutputFormat = None, max_line_width: MaxLineWidth = MAX_LINE_CHARS,
@@ -159,7 +168,8 @@ def transcribe(
     check_task(model, task)
     options = DecodeOptions(task=task, language=language, target_language=target_language,
                             beam_size=beam_size, max_new_tokens=max_new_tokens, prompt=prompt,
-                            word_timestamps=word_timestamps, no_speech_threshold=no_speech_threshold)
+                            word_timestamps=word_timestamps, no_speech_threshold=no_speech_threshold,
+                            condition_on_previous_text=condition_on_previous_text)
     for line in unused_option_warnings(model, runtime, options, batch_size or None):
         warn(line)
     name = "transcripts.shard-{}-of-{}.jsonl".format(*k_n) if k_n else "transcripts.jsonl"

@@ -22,6 +22,7 @@ from speechkit.errors import SpeechkitError, first_line
 from speechkit.formats import SubtitleOptions, output_stems, write_formats
 from speechkit.journal import PieceJournal, piece_key
 from speechkit.models.base import AUDIO, ENROLL, SAMPLE_RATE, VIDEO, DecodeOptions, Inputs, SpeechModel
+from speechkit.models.whisper_decode import PROMPT_RESET_TEMPERATURE
 from speechkit.prepare import _crop_pool, _prepare, _Prepared, _shared_recordings
 from speechkit.results import ResultWriter
 from speechkit.settings import check_task
@@ -115,6 +116,9 @@ class Transcriber:
         self.settings = {**model.used_settings(), "batch_size": self.batch_size,
                          "beam_size": self.options.beam_size}
         self.stats = RunStats(settings=self.settings)
+        # Whisper prompted with previous text: a file's pieces decode in turn
+        self.conditioned = bool(self.options.condition_on_previous_text) and \
+            "condition_on_previous_text" in model.uses
         # Finished pieces of long files, kept across interruptions (a results file's writer
         # has one; Ray's workers write through the driver and have none).
         self.journal: PieceJournal | None = getattr(writer, "pieces", None)
@@ -156,7 +160,8 @@ class Transcriber:
     def _run_window(self, prepared: list[_Prepared]) -> None:
         """Decode a window's pieces longest first; write each item once its pieces are done.
         Pieces of a file cut into several are journaled as they finish, and an earlier run's
-        journaled pieces are taken back instead of decoded again."""
+        journaled pieces are taken back instead of decoded again. Conditioned on previous
+        text, a file's pieces go in turn: each pass batches the next piece of every file."""
         for p in prepared:
             p.hyps = [None] * len(p.spans)
             if p.error or not p.spans:
@@ -164,30 +169,43 @@ class Transcriber:
         live = [p for p in prepared if not p.error and p.spans]
         self._restore_pieces(live)
         self._detect_languages([p for p in live if None in p.hyps])
-        pieces = [(p, k) for p in live for k in range(len(p.spans)) if p.hyps[k] is None]
-        pieces.sort(key=lambda pk: pk[0].spans[pk[1]][1] - pk[0].spans[pk[1]][0], reverse=True)
         left = {id(p): p.hyps.count(None) for p in live}
         for p in live:
             if left[id(p)] == 0:  # every piece came from the journal
                 self._finish(p)
-        for b in range(0, len(pieces), self.batch_size):
-            batch = pieces[b:b + self.batch_size]
-            for (p, k), hyp in zip(batch, self._generate(batch), strict=True):
-                p.hyps[k] = hyp
-                if hyp is not None and hyp.error:  # the model failed this input only
-                    p.error = f"{p.item.path}: {hyp.error}"
-                elif hyp is not None and self.journal is not None and len(p.spans) > 1:
-                    self.journal.add(p.item.id, p.key, p.spans[k], hyp, p.language)
-                self.stats.decoded_s += p.spans[k][1] - p.spans[k][0]
-                left[id(p)] -= 1
-                if left[id(p)] == 0:
-                    self._finish(p)
-            if self.journal is not None:
-                self.journal.sync()
-            self.stats.in_flight = sum(1 - left[id(p)] / len(p.spans) for p in live if left[id(p)])
-            self.stats.tick()
-            if self.on_progress:
-                self.on_progress(self.stats)
+        while pieces := self._ready(live):
+            pieces.sort(key=lambda pk: pk[0].spans[pk[1]][1] - pk[0].spans[pk[1]][0], reverse=True)
+            for b in range(0, len(pieces), self.batch_size):
+                self._run_batch(pieces[b:b + self.batch_size], live, left)
+
+    def _ready(self, live: list[_Prepared]) -> list[tuple[_Prepared, int]]:
+        """The pieces that can be decoded now: all left, or with conditioning on previous text
+        each file's first piece left (the one before it is done). A failed file has none."""
+        live = [p for p in live if not p.error]
+        if not self.conditioned:
+            return [(p, k) for p in live for k in range(len(p.spans)) if p.hyps[k] is None]
+        return [(p, p.hyps.index(None)) for p in live if None in p.hyps]
+
+    def _run_batch(self, batch: list[tuple[_Prepared, int]], live: list[_Prepared],
+                   left: dict[int, int]) -> None:
+        for (p, k), hyp in zip(batch, self._generate(batch), strict=True):
+            p.hyps[k] = hyp
+            if hyp is not None and hyp.error:  # the model failed this input only
+                p.error = f"{p.item.path}: {hyp.error}"
+            elif hyp is not None and self.journal is not None and len(p.spans) > 1:
+                self.journal.add(p.item.id, p.key, p.spans[k], hyp, p.language)
+            self.stats.decoded_s += p.spans[k][1] - p.spans[k][0]
+            left[id(p)] -= 1
+            if p.error and self.conditioned:
+                left[id(p)] = 0  # its later pieces are not decoded: the file has failed
+            if left[id(p)] == 0:
+                self._finish(p)
+        if self.journal is not None:
+            self.journal.sync()
+        self.stats.in_flight = sum(1 - left[id(p)] / len(p.spans) for p in live if left[id(p)])
+        self.stats.tick()
+        if self.on_progress:
+            self.on_progress(self.stats)
 
     def _restore_pieces(self, prepared: list[_Prepared]) -> None:
         """Take back the pieces an interrupted run finished (files cut into several pieces)."""
@@ -221,8 +239,13 @@ class Transcriber:
         inputs = [_piece(p, k) for p, k in batch]
         prompts = [p.item.prompt for p, _ in batch]
         languages = [p.item.language or p.language for p, _ in batch]
+        kwargs: dict[str, Any] = {}
+        if "condition_on_previous_text" in self.model.uses:  # Whisper: VAD pieces, prompts
+            kwargs["speech_to_end"] = [len(p.spans) > 1 for p, _ in batch]
+            if self.conditioned:
+                kwargs["previous"] = [previous_text(p, k) for p, k in batch]
         try:
-            return self.model.generate(inputs, self.options, prompts, languages)
+            return self.model.generate(inputs, self.options, prompts, languages, **kwargs)
         except SpeechkitError:
             raise  # a usage error (e.g. wrong task for this model) stops the run with its message
         except Exception as e:
@@ -299,6 +322,17 @@ class Transcriber:
 # Per-window decoding figures (Whisper): summarised per item, not copied into its extras.
 _WINDOW_KEYS = frozenset({"warning", "temperature", "avg_logprob", "compression_ratio",
                           "no_speech_prob", "no_speech"})
+
+
+def previous_text(p: _Prepared, k: int) -> str | None:
+    """The text the k-th piece of an item is prompted with: the piece before's, unless that
+    was decoded hot or flagged (a repetition loop), as openai-whisper resets its prompt.
+    It comes from the journal on a resumed run, so the prompt is the uninterrupted run's."""
+    before = p.hyps[k - 1] if k > 0 else None
+    if before is None or before.error or "warning" in before.extras \
+            or (before.extras.get("temperature") or 0.0) > PROMPT_RESET_TEMPERATURE:
+        return None
+    return before.text or None
 
 
 def _piece(p: _Prepared, k: int) -> Inputs:

@@ -50,6 +50,7 @@ _IGNORED_BECAUSE = {
     "target_language": "it translates into English only, or not at all",
     "word_timestamps": "only Whisper times words",
     "no_speech_threshold": "only Whisper has a no-speech probability",
+    "condition_on_previous_text": "only Whisper prompts a piece with the text before it",
     "language": "it does not read a spoken language",
     "engine": "only Whisper models have a choice of engine",
     "threads": "it sets no math threads",
@@ -68,7 +69,8 @@ def given_options(runtime: RuntimeOptions, options: DecodeOptions,
              "threads": runtime.threads, "lora_gate": runtime.lora_gate,
              "lora_scale": runtime.lora_scale,
              "word_timestamps": options.word_timestamps or None,
-             "no_speech_threshold": options.no_speech_threshold}
+             "no_speech_threshold": options.no_speech_threshold,
+             "condition_on_previous_text": options.condition_on_previous_text}
     for key in ("beam_size", "max_new_tokens", "prompt", "target_language", "language"):
         given[key] = getattr(options, key)
     return {k: v for k, v in given.items() if v is not None}

@@ -38,6 +38,9 @@ class DecodeOptions:
     # Whisper: P(<|nospeech|>) above which a window with unlikely text is dropped as silence;
     # None = 0.6 (openai-whisper's default), 1 = never (every window's text is kept).
     no_speech_threshold: float | None = None
+    # Whisper: prompt each piece of a long file with the text of the piece before (pieces of
+    # one file then decode in turn); None = the model's default
+    condition_on_previous_text: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

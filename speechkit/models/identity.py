@@ -35,6 +35,7 @@ class ModelCard:
     family: str  # whisper | speechllm | speaker-embedding
     default_beam_size: int = 1
     default_max_new_tokens: int = 200
+    default_condition_on_previous_text: bool | None = None  # Whisper's; None for the others
     modalities: tuple[str, ...] = ("audio",)  # the streams it reads (speech LLMs: its encoders')
     tasks: tuple[str, ...] = ()
     local: bool = False  # a directory on this machine
@@ -45,8 +46,11 @@ class ModelCard:
         """The options with the model's defaults filled in, as its `resolve` does."""
         if self.model is not None:
             return self.model.resolve(options)
+        condition = options.condition_on_previous_text
         return replace(options, beam_size=options.beam_size or self.default_beam_size,
-                       max_new_tokens=options.max_new_tokens or self.default_max_new_tokens)
+                       max_new_tokens=options.max_new_tokens or self.default_max_new_tokens,
+                       condition_on_previous_text=self.default_condition_on_previous_text
+                       if condition is None else condition)
 
     def describe(self) -> dict[str, Any]:
         """The loaded model's full record, else the identity."""
@@ -86,6 +90,7 @@ def model_card(model: str | SpeechModel | ModelCard,
         return ModelCard(model.name, d, d.get("family") or d.get("type") or "model",
                          default_beam_size=defaults.beam_size,
                          default_max_new_tokens=defaults.max_new_tokens,
+                         default_condition_on_previous_text=defaults.condition_on_previous_text,
                          modalities=tuple(getattr(model, "modalities", ("audio",))),
                          tasks=tuple(getattr(model, "tasks", ())),
                          local=Path(model.name).expanduser().is_dir(), runtime=runtime, model=model)
@@ -96,7 +101,8 @@ def _card_of_name(name: str, runtime: RuntimeOptions) -> ModelCard:
     from speechkit.models.catalogue import CATALOGUE
     from speechkit.models.whisper import WhisperModel
 
-    whisper = {"default_max_new_tokens": WhisperModel.default_max_new_tokens, "runtime": runtime}
+    whisper = {"default_max_new_tokens": WhisperModel.default_max_new_tokens, "runtime": runtime,
+               "default_condition_on_previous_text": WhisperModel.default_condition_on_previous_text}
     int8 = {"quant": "int8"} if runtime.dtype == "int8" else {}  # as WhisperModel records it
     entry = CATALOGUE.get(name)
     if entry is not None and entry.kind == "speaker-embedding":

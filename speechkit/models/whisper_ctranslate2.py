@@ -75,7 +75,7 @@ def whisper_tokens(config: dict, tokenizer: WhisperTokenizer, vocab_size: int,
         eot=tid("<|endoftext|>"), sot=tid("<|startoftranscript|>"), no_timestamps=no_ts,
         timestamp_begin=no_ts + 1, no_speech=tid("<|nospeech|>") or tid("<|nocaptions|>"),
         tasks=tasks, languages=langs, suppress=tuple(config.get("suppress_ids", ())),
-        vocab_size=vocab_size)
+        vocab_size=vocab_size, sot_prev=tid("<|startofprev|>"))
 
 
 @dataclass(frozen=True)
@@ -126,21 +126,32 @@ class Ct2Decoder:
                max_new_tokens: int, temperatures: tuple[float, ...] = TEMPERATURES) -> list[Decoded]:
         """Decode every row at temperature 0 in one batch; rows failing the checks are
         sampled again, hotter, one row at a time."""
-        max_new = min(max_new_tokens, MAX_TARGET_POSITIONS // 2 - len(prompts[0]))
-        out = self._search(enc, prompts, max_new, beam_size)
+        limits = [self.tok.max_new(p, max_new_tokens, MAX_TARGET_POSITIONS) for p in prompts]
+        out = self._search(enc, prompts, limits, beam_size)
         for i, d in enumerate(out):
             if d.needs_fallback() and len(temperatures) > 1:
-                out[i] = self._resample(enc[i:i + 1], prompts[i], max_new, d, temperatures[1:])
+                out[i] = self._resample(enc[i:i + 1], prompts[i], limits[i], d, temperatures[1:])
         return out
 
-    def _search(self, enc: np.ndarray, prompts: list[list[int]], max_new: int,
+    def _search(self, enc: np.ndarray, prompts: list[list[int]], limits: list[int],
                 beam_size: int) -> list[Decoded]:
-        """Temperature 0 (greedy or beam search): the rows in one slice per replica, all at once."""
-        n, k = len(enc), self.replicas
-        slices = [slice(n * j // k, n * (j + 1) // k) for j in range(k) if n * j // k < n * (j + 1) // k]
-        parts = self._map(lambda s: self._generate(self.model, enc[s], prompts[s], max_new, beam_size),
-                          slices)
-        return [d for part in parts for d in part]
+        """Temperature 0 (greedy or beam search): the rows in one slice per replica, all at
+        once. CTranslate2 takes prompts of one length a call, so rows prompted with previous
+        text of different lengths go in slices of their own."""
+        groups: dict[int, list[int]] = {}
+        for i, p in enumerate(prompts):
+            groups.setdefault(len(p), []).append(i)
+        k = self.replicas
+        jobs = [rows[n * j // k:n * (j + 1) // k] for rows in groups.values() if (n := len(rows))
+                for j in range(k) if n * j // k < n * (j + 1) // k]
+        parts = self._map(lambda rows: self._generate(
+            self.model, enc[rows], [prompts[i] for i in rows], min(limits[i] for i in rows),
+            beam_size), jobs)
+        out: list[Decoded] = [None] * len(prompts)  # type: ignore[list-item]
+        for rows, part in zip(jobs, parts, strict=True):
+            for i, d in zip(rows, part, strict=True):
+                out[i] = d
+        return out
 
     def _resample(self, enc: np.ndarray, prompt: list[int], max_new: int, d: Decoded,
                   temperatures: tuple[float, ...]) -> Decoded:
@@ -256,6 +267,9 @@ class Ct2WhisperModel(WhisperModel):
                 rows[i] = row
         return np.stack(rows)  # type: ignore[arg-type]
 
+    def text_ids(self, text: str) -> list[int]:
+        return self.processor.tokenizer.encode(" " + text.strip())
+
     def features(self, audios: list[np.ndarray]) -> np.ndarray:  # type: ignore[override]
         """The torch engine's features (per clip, zero-padded to 30 s), computed in numpy, cut
         to the encoder window of the clips being decoded (`encoder_frames`)."""
@@ -281,12 +295,15 @@ class Ct2WhisperModel(WhisperModel):
 
     def generate(self, batch: list[Inputs], options: DecodeOptions,
                  prompts: list[str | None] | None = None,
-                 languages: list[str | None] | None = None) -> list[Hypothesis]:
+                 languages: list[str | None] | None = None,
+                 previous: list[str | None] | None = None,
+                 speech_to_end: list[bool] | None = None) -> list[Hypothesis]:
         def pick(values: list | None, rows: list[int]) -> list | None:
             return None if values is None else [values[i] for i in rows]
 
         return self._by_window(batch, lambda rows: super(Ct2WhisperModel, self).generate(
-            [batch[i] for i in rows], options, pick(prompts, rows), pick(languages, rows)))
+            [batch[i] for i in rows], options, pick(prompts, rows), pick(languages, rows),
+            pick(previous, rows), pick(speech_to_end, rows)))
 
     def _align(self, states: np.ndarray, prompt: list[int], text_tokens: list[int], clip_s: float,
                language: str) -> list[TimedWord]:

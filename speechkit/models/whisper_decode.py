@@ -26,6 +26,8 @@ BEST_OF = 5  # candidates sampled at each fallback temperature (openai-whisper's
 TIME_PRECISION = 0.02  # s per timestamp token
 MAX_INITIAL_TIMESTAMP_INDEX = 50  # the first timestamp is at most 1.0 s (openai-whisper)
 SAMPLING_SEED = 0  # fallback sampling is seeded per row: reruns give the same text
+MAX_PREVIOUS_TOKENS = 223  # previous text kept in a prompt: n_text_ctx // 2 - 1 (openai-whisper)
+PROMPT_RESET_TEMPERATURE = 0.5  # text decoded hotter than this prompts nothing (openai-whisper)
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class WhisperTokens:
     languages: dict[str, int]  # "en" -> <|en|>
     suppress: tuple[int, ...]
     vocab_size: int
+    sot_prev: int | None = None  # <|startofprev|>: previous text follows it in a prompt
 
     @classmethod
     def from_model(cls, generation_config: Any, tokenizer: Any, vocab_size: int) -> WhisperTokens:
@@ -57,13 +60,26 @@ class WhisperTokens:
             timestamp_begin=gc.no_timestamps_token_id + 1, no_speech=no_speech,
             tasks=dict(getattr(gc, "task_to_id", None) or {}), languages=langs,
             suppress=tuple(gc.suppress_tokens or ()),  # no begin list: the first token is a timestamp
-            vocab_size=vocab_size)
+            vocab_size=vocab_size, sot_prev=tokenizer.convert_tokens_to_ids("<|startofprev|>"))
 
     def prompt(self, language: str | None, task: str) -> list[int]:
         """<|startoftranscript|><|lang|><|task|> (English-only models: SOT alone)."""
         if not self.languages:
             return [self.sot]
         return [self.sot, self.languages[language or "en"], self.tasks[task]]
+
+    def conditioned(self, previous: list[int], prompt: list[int]) -> list[int]:
+        """`prompt` after <|startofprev|> and the last MAX_PREVIOUS_TOKENS of the previous
+        text's tokens (openai-whisper's prompt); `prompt` alone when there is none."""
+        if not previous or self.sot_prev is None:
+            return prompt
+        return [self.sot_prev, *previous[-MAX_PREVIOUS_TOKENS:], *prompt]
+
+    def max_new(self, prompt: list[int], max_new_tokens: int, positions: int) -> int:
+        """New tokens a window may decode: half the decoder's positions less the task tokens
+        (<|startoftranscript|> onwards), so that previous text is taken from the other half."""
+        task = len(prompt) - prompt.index(self.sot) if self.sot in prompt else len(prompt)
+        return min(max_new_tokens, positions // 2 - task)
 
 
 @dataclass
@@ -113,6 +129,12 @@ def resume_point(tokens: list[int], timestamp_begin: int) -> tuple[list[int], fl
         return tokens, None
     cut = pairs[-1]  # index of the pair's second timestamp
     return tokens[:cut], (tokens[cut - 1] - timestamp_begin) * TIME_PRECISION
+
+
+def last_timestamp(tokens: list[int], timestamp_begin: int) -> float | None:
+    """The time of a window's last timestamp token in s (where its text ends), or None."""
+    stamps = [t for t in tokens if t >= timestamp_begin]
+    return (stamps[-1] - timestamp_begin) * TIME_PRECISION if stamps else None
 
 
 def split_segments(tokens: list[int], timestamp_begin: int, duration_s: float

@@ -89,7 +89,16 @@ class WhisperDecoder:
     @torch.inference_mode()
     def decode(self, enc: torch.Tensor, prompts: list[list[int]], beam_size: int,
                max_new_tokens: int, temperatures: tuple[float, ...] = TEMPERATURES) -> list[Decoded]:
-        """Decode each row; rows whose text fails the checks are decoded again, hotter."""
+        """Decode each row; rows whose text fails the checks are decoded again, hotter. Rows
+        prompted with previous text of different lengths are decoded a length at a time."""
+        if len({len(p) for p in prompts}) > 1:
+            out: list[Decoded] = [None] * len(prompts)  # type: ignore[list-item]
+            for n in sorted({len(p) for p in prompts}):
+                rows = [i for i, p in enumerate(prompts) if len(p) == n]
+                for i, d in zip(rows, self.decode(enc[rows], [prompts[i] for i in rows], beam_size,
+                                                  max_new_tokens, temperatures), strict=True):
+                    out[i] = d
+            return out
         results: list[Decoded | None] = [None] * len(prompts)
         cross = self.cross_states(enc)
         todo = list(range(len(prompts)))
@@ -123,9 +132,10 @@ class WhisperDecoder:
         enc_rows = enc[index]
         cache = self._new_cache(cross, index)
         logits = self._step(torch.tensor(rows, device=enc.device), enc_rows, cache)
-        no_speech = self._no_speech_probs(logits[::width, 0])
+        sot = rows[0].index(self.tok.sot)  # after the previous text, when prompted with it
+        no_speech = self._no_speech_probs(logits[::width, sot])
         prefix = len(rows[0])
-        max_new = min(max_new_tokens, self.model.config.max_target_positions // 2 - prefix)
+        max_new = self.tok.max_new(rows[0], max_new_tokens, self.model.config.max_target_positions)
         if temperature == 0.0 and beam_size > 1:
             finals = self._beam(logits[:, -1], enc_rows, cache, rows, prefix, n, beam_size, max_new)
         else:
