@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import resource
 import statistics
 import subprocess
@@ -38,7 +37,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DEV = ROOT.parent / "shared" / "data" / "dev"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # clipsets, peer
 
 ALL_CORES = str(os.cpu_count() or 1)
 SK, FW = {"tool": "speechkit"}, {"tool": "faster-whisper", "compute_type": "int8"}
@@ -58,6 +57,9 @@ CONFIGS = {  # speechkit rows: transcribe's options; faster-whisper rows: its de
     "faster-whisper int8 --language en": {**FW, "language": "en"},
     "speechkit --beam-size 5 --language en": {**SK, "beam_size": 5, "language": "en"},
     "faster-whisper int8 beam 5 --language en": {**FW, "beam_size": 5, "language": "en"},
+    "faster-whisper int8 workers": {**FW, "mode": "workers"},  # num_workers = cores
+    "faster-whisper int8 batched": {**FW, "mode": "batched"},  # BatchedInferencePipeline
+    "speechkit --encoder-window 30s": {**SK, "encoder_window": "30s"},
     "speechkit --condition-on-previous-text": {**SK, "condition": True},
     "speechkit --beam-size 5 --condition-on-previous-text": {**SK, "beam_size": 5,
                                                              "condition": True},
@@ -67,35 +69,22 @@ LONG_CONFIGS = ",".join(["speechkit (defaults)", "faster-whisper int8", "speechk
                          "faster-whisper int8 --language en", "speechkit --beam-size 5",
                          "faster-whisper int8 beam 5", "speechkit --beam-size 5 --language en",
                          "faster-whisper int8 beam 5 --language en"])
+SET_CONFIGS = ("speechkit (defaults),faster-whisper int8,faster-whisper int8 workers,"
+               "faster-whisper int8 batched")
 PAUSE_S = (0.5, 3.0)  # s; silence drawn between two joined clips (long-form recordings)
 
 
-def default_items() -> list[dict]:
-    """English clips with references: the dev set (when present) and pocketsphinx-testdata."""
-    items = []
-    if (DEV / "manifest.jsonl").is_file():
-        for line in (DEV / "manifest.jsonl").read_text().splitlines():
-            rec = json.loads(line)
-            if rec["task"] == "asr" and rec.get("language") == "en":
-                items.append({"path": str(DEV / rec["path"]), "reference": rec["reference"]})
-    sys.path.insert(0, str(ROOT / "tests"))
-    from conftest import pocketsphinx_dir
+def default_items(folder: Path) -> list[dict]:
+    """English clips with references: the dev set (when present), pocketsphinx-testdata's
+    LibriVox and cards recordings (benchmarks/clipsets.py)."""
+    from clipsets import clip_sets
 
-    ps = pocketsphinx_dir()
-    if ps:
-        for sub, trans in (("librivox", "transcription"), ("cards", "cards.transcription")):
-            for line in (ps / sub / trans).read_text().splitlines():
-                m = re.match(r"<s> (.*) </s> \((.*)\)", line.strip())
-                if m:
-                    name = Path(m.group(2)).name
-                    items.append({"path": str(ps / sub / f"{name}.wav"),
-                                  "reference": " ".join(m.group(1).split())})
-    return items
+    return [it for items in clip_sets(["dev", "librivox", "cards"], folder).values() for it in items]
 
 
-def load_items(data: str | None) -> list[dict]:
+def load_items(data: str | None, folder: Path) -> list[dict]:
     if data is None:
-        return default_items()
+        return default_items(folder)
     from speechkit.inputs import expand_inputs
 
     return [{"path": it.path, "reference": it.reference or ""} for it in expand_inputs([data])]
@@ -162,7 +151,8 @@ def run_speechkit(cfg: dict, items: list[dict], batch_size: int) -> dict:
     from speechkit.transcribe import transcribe_to_jsonl
 
     runtime = RuntimeOptions(device="cpu", dtype=cfg.get("dtype", "auto"),
-                             engine=cfg.get("engine", "auto"), threads=cfg.get("threads"))
+                             engine=cfg.get("engine", "auto"), threads=cfg.get("threads"),
+                             encoder_window=cfg.get("encoder_window", "short"))
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "r.jsonl"
         quiet = Console(file=open(os.devnull, "w"))  # noqa: SIM115
@@ -174,26 +164,18 @@ def run_speechkit(cfg: dict, items: list[dict], batch_size: int) -> dict:
         res = read_results(out)
     return {"texts": {k: r.text for k, r in res.items()},
             "audio_s": sum(r.duration_s or 0 for r in res.values()),
+            "fallback_windows": sum(r.extras.get("fallback_windows", 0) for r in res.values()),
             "threads": next(iter(res.values())).model["runtime"]["threads"]}
 
 
 def run_faster_whisper(cfg: dict, items: list[dict], batch_size: int) -> dict:
-    from faster_whisper import WhisperModel
-    from faster_whisper.audio import decode_audio
+    """faster-whisper as `cfg["mode"]` says (benchmarks/peer.py): sequential with cpu_threads =
+    cores by default; long files with its long-form defaults."""
+    from peer import run_faster_whisper as run
 
     from speechkit.models.builtins import ct2_model_dir
 
-    model = WhisperModel(str(ct2_model_dir("whisper-base")), device="cpu",
-                         compute_type=cfg["compute_type"], cpu_threads=int(ALL_CORES))
-    texts, audio_s = {}, 0.0
-    for it in items:
-        audio = decode_audio(it["path"])
-        audio_s += len(audio) / 16000
-        long = len(audio) > 30 * 16000  # long-form: faster-whisper's own defaults
-        segs, _ = model.transcribe(audio, beam_size=cfg.get("beam_size", 1), vad_filter=False,
-                                   condition_on_previous_text=long, language=cfg.get("language"))
-        texts[it["path"]] = "".join(s.text for s in segs).strip()
-    return {"texts": texts, "audio_s": audio_s}
+    return run(cfg, items, str(ct2_model_dir("whisper-base")))
 
 
 def worker(name: str, data: str | None, batch_size: int) -> None:
@@ -284,6 +266,57 @@ def table(items: list[dict], runs: dict[str, list[dict]]) -> list[str]:
     return lines
 
 
+def _figures(items: list[dict], rs: list[dict]) -> dict:
+    wall = statistics.median(r["wall_s"] for r in rs)
+    return {"wer": wer(items, rs[0]["texts"]), "rtfx": rs[0]["audio_s"] / wall,
+            "rss": max(r["peak_rss_mb"] for r in rs), "audio": rs[0]["audio_s"],
+            "fb": rs[0].get("fallback_windows", 0), "win": rs[0].get("windows", 0)}
+
+
+def sets_table(sets: dict[str, list[dict]], runs: dict[str, dict[str, list[dict]]]) -> list[str]:
+    """A row per clip set: speechkit's defaults against the fastest faster-whisper row, with
+    the windows that fell back to sampling (the usual reason a set is slow per audio second)."""
+    lines = ["| clip set | files | audio s | median clip s | speechkit WER % | RTFx | peak RSS MB "
+             "| fallback windows | fastest faster-whisper | its WER % | RTFx | peak RSS MB "
+             "| fallback / windows | speed ratio |", "|---|---:|---:|---:|---:|---:|---:|---:|---|"
+             "---:|---:|---:|---:|---:|"]
+    for name, items in sets.items():
+        got = {c: _figures(items, rs) for c, rs in runs[name].items() if rs}
+        sk = got.get("speechkit (defaults)")
+        peers = {c: f for c, f in got.items() if c.startswith("faster-whisper")}
+        if sk is None or not peers:
+            lines.append(f"| {name} | {len(items)} | (a configuration failed) |")
+            continue
+        best = max(peers, key=lambda c: peers[c]["rtfx"])
+        fw = peers[best]
+        lines.append(
+            f"| {name} | {len(items)} | {sk['audio']:.1f} | {median_s(items):.1f} | {sk['wer']:.2f} "
+            f"| {sk['rtfx']:.2f} | {sk['rss']:.0f} | {sk['fb']} | {best.removeprefix('faster-whisper ')} "
+            f"| {fw['wer']:.2f} | {fw['rtfx']:.2f} | {fw['rss']:.0f} | {fw['fb']} / {fw['win']} "
+            f"| {sk['rtfx'] / fw['rtfx']:.2f}x |")
+    return lines
+
+
+def run_sets(names: list[str], set_names: list[str], args, tmp: Path) -> None:
+    """Every configuration on every clip set, round-robin over repeats, one table."""
+    from clipsets import clip_sets
+
+    sets = clip_sets(set_names, tmp / "sets")
+    listings = {}
+    for name, items in sets.items():
+        listings[name] = tmp / f"{name}.json"
+        listings[name].write_text(json.dumps(items))
+    runs = {s: {c: [] for c in names} for s in sets}
+    for _ in range(args.repeats):
+        for s in sets:
+            for c in names:
+                if (r := run_once(c, listings[s], args.batch_size, args.faster_whisper_path)):
+                    runs[s][c].append(r)
+                    print(f"  {s} / {c}: {r['wall_s']:.1f} s wall", file=sys.stderr, flush=True)
+    print(f"medians of {args.repeats} runs (whole process); Whisper base, greedy")
+    print("\n".join(sets_table(sets, runs)))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", help="folder, glob or manifest with references (default: dev set "
@@ -300,12 +333,19 @@ def main() -> None:
     ap.add_argument("--faster-whisper-path", default=os.environ.get("FASTER_WHISPER_PATH"),
                     help="a folder holding faster-whisper, put on its PYTHONPATH "
                          "(default: $FASTER_WHISPER_PATH, else this environment)")
+    ap.add_argument("--sets", help="comma list of clip sets (benchmarks/clipsets.py: librivox, "
+                                   "cards, espeak, dev): a row per set, speechkit against the "
+                                   f"fastest faster-whisper (default configs: {SET_CONFIGS})")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         return worker(args.worker, args.data, args.batch_size)
     tmp = Path(tempfile.mkdtemp(prefix="speechkit-bench-"))
-    items = load_items(args.data)
+    if args.sets:
+        print(f"machine: {machine()}")
+        names = [c.strip() for c in (args.configs or SET_CONFIGS).split(",") if c.strip()]
+        return run_sets(names, args.sets.split(","), args, tmp)
+    items = load_items(args.data, tmp)
     if args.long:
         items = join_items(items, args.long, tmp, args.recordings, args.seed)
     listing = tmp / "items.json"
