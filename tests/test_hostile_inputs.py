@@ -157,9 +157,9 @@ def test_a_full_disk_leaves_no_truncated_output_and_goes_on(face_clip, tmp_path)
     import resource
     import signal
 
-    def small_disk() -> None:  # writes past 30 kB fail, as on a full disk (EFBIG)
+    def small_disk() -> None:  # writes past 2 kB fail, as on a full disk (EFBIG)
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (30_000, 30_000))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2_000, 2_000))
 
     second = tmp_path / "again.mp4"
     second.symlink_to(face_clip)

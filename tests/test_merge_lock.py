@@ -37,10 +37,15 @@ def _lines(path: Path) -> list[dict]:
 
 
 def test_merge_into_the_file_a_transcribe_writes_is_refused_and_loses_nothing(testdata, tmp_path):
-    clips = librivox_clips(testdata)
+    clips = []  # enough files, one at a time, that the run is still writing when merge starts
+    for k in range(8):
+        for clip in librivox_clips(testdata):
+            clips.append(tmp_path / f"{k}_{clip.name}")
+            clips[-1].symlink_to(clip)
     live = tmp_path / "live.jsonl"
     run = subprocess.Popen([sys.executable, "-m", "speechkit", "transcribe", *map(str, clips),
-                            "--model", "whisper-tiny.en", "--device", "cpu", "--out", str(live)],
+                            "--model", "whisper-tiny.en", "--device", "cpu", "--out", str(live),
+                            "--batch-size", "1", "--threads", "1"],
                            env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 120
