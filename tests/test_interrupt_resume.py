@@ -52,9 +52,12 @@ def inputs(testdata, tmp_path_factory) -> list[str]:
 
 
 def _run(args: list[str], out: Path, **kw) -> subprocess.Popen:
+    # SIGINT restored to its default: a shell that starts pytest in the background (nohup, &)
+    # ignores it, the child inherits that, and speechkit leaves an ignored Ctrl-C ignored.
     return subprocess.Popen([sys.executable, "-m", "speechkit", "transcribe", *args, "--out", str(out),
                              "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=ENV, **kw)
+                            text=True, env=ENV,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **kw)
 
 
 def _lines(path: Path) -> list[dict]:
