@@ -96,11 +96,11 @@ def join_items(items: list[dict], seconds: float, folder: Path, recordings: int 
     pieces a file). Recording k holds the clips shuffled with seed `seed + k`, repeated as
     needed, with PAUSE_S silences between them; its reference is theirs joined the same way."""
     import random
-    import wave
 
     import numpy as np
 
     from speechkit.media.ffmpeg import decode_audio
+    from speechkit.media.wav import write_wav
 
     audio = [decode_audio(it["path"]) for it in items]
     out = []
@@ -117,12 +117,7 @@ def join_items(items: list[dict], seconds: float, folder: Path, recordings: int 
                 parts += [pause, audio[i]]
                 refs.append(items[i]["reference"])
                 length += (len(pause) + len(audio[i])) / 16000
-        path = folder / f"long{k}.wav"
-        with wave.open(str(path), "wb") as w:
-            w.setnchannels(1)
-            w.setsampwidth(2)
-            w.setframerate(16000)
-            w.writeframes((np.clip(np.concatenate(parts), -1, 1) * 32767).astype("<i2").tobytes())
+        path = write_wav(folder / f"long{k}.wav", np.concatenate(parts))
         out.append({"path": str(path), "reference": " ".join(refs)})
     return out
 

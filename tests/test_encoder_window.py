@@ -4,8 +4,6 @@ recorded with each result, and results of the other window are not resumed."""
 
 from __future__ import annotations
 
-import wave
-
 import numpy as np
 import pytest
 
@@ -13,6 +11,7 @@ from speechkit.data import read_results
 from speechkit.errors import SpeechkitError
 from speechkit.inputs import expand_inputs
 from speechkit.media.ffmpeg import decode_audio
+from speechkit.media.wav import write_wav
 from speechkit.models.base import DecodeOptions
 from speechkit.models.registry import RuntimeOptions
 from speechkit.models.whisper_ctranslate2 import encoder_frames
@@ -32,13 +31,7 @@ def test_the_window_is_the_clip_and_a_second_in_10_s_steps_up_to_30(seconds, fra
 def _joined(paths, out):
     """The clips one after another with 0.5 s of silence between them, as one WAV file."""
     gap = np.zeros(SAMPLE_RATE // 2, np.float32)
-    pcm = np.concatenate([part for p in paths for part in (decode_audio(p), gap)])
-    with wave.open(str(out), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(SAMPLE_RATE)
-        w.writeframes((np.clip(pcm, -1, 1) * 32767).astype("<i2").tobytes())
-    return str(out)
+    return str(write_wav(out, np.concatenate([part for p in paths for part in (decode_audio(p), gap)])))
 
 
 def test_a_batch_mixing_window_lengths_equals_one_clip_at_a_time(whisper_base, testdata, tmp_path):

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-import wave
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ import pytest
 
 from speechkit.journal import journal_path
 from speechkit.media.ffmpeg import decode_audio
+from speechkit.media.wav import write_wav
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 PAUSE_S = 0.8  # silence between joined clips: where the voice activity detector cuts
@@ -26,15 +26,6 @@ PAUSE_S = 0.8  # silence between joined clips: where the voice activity detector
 def _librivox(testdata: Path) -> list[Path]:
     lines = (testdata / "librivox" / "transcription").read_text().splitlines()
     return [testdata / "librivox" / f"{re.search(r'[(](.*)[)]', x).group(1)}.wav" for x in lines[:5]]
-
-
-def _write_wav(path: Path, pcm: np.ndarray) -> Path:
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(16000)
-        w.writeframes((np.clip(pcm, -1, 1) * 32767).astype("<i2").tobytes())
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +38,7 @@ def inputs(testdata, tmp_path_factory) -> list[str]:
     longs = []
     for times, name in ((6, "long_a.wav"), (2, "long_b.wav")):
         pcm = np.concatenate([x for _ in range(times) for c in clips for x in (c, gap)])
-        longs.append(str(_write_wav(root / name, pcm)))
+        longs.append(str(write_wav(root / name, pcm)))
     return [longs[0], *map(str, _librivox(testdata)[:3]), longs[1]]
 
 

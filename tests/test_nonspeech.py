@@ -9,9 +9,9 @@ from speechkit.evaluation.bench import run_bench
 from speechkit.evaluation.metrics.hallucination import hallucination_metrics, is_loop
 from speechkit.evaluation.metrics.normalizers import get_normalizer
 from speechkit.evaluation.metrics.scorers import Scoreable
-from speechkit.evaluation.nonspeech import write_wav
 from speechkit.evaluation.scoring import score_predictions
 from speechkit.evaluation.suites import load_suite, suite_items
+from speechkit.media.wav import write_wav
 from speechkit.models.base import DecodeOptions
 
 WHISPER_EN = get_normalizer("whisper-en")

@@ -24,20 +24,13 @@ CONDITIONED = DecodeOptions(language="en", condition_on_previous_text=True)
 def _recording_with_pauses(testdata, tmp_path):
     """The five LibriVox clips of pocketsphinx-testdata, twice over, with 3 s pauses between
     them: about 80 s of real read speech in ten pieces."""
-    import wave
-
     from speechkit.media.ffmpeg import decode_audio
+    from speechkit.media.wav import write_wav
 
     clips = sorted((testdata / "librivox").glob("*.wav"))
     pause = np.zeros(int(PAUSE_S * 16000), dtype=np.float32)
     pcm = np.concatenate([x for _ in range(2) for c in clips for x in (decode_audio(str(c)), pause)])
-    path = tmp_path / "long.wav"
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(16000)
-        w.writeframes((np.clip(pcm, -1, 1) * 32767).astype("<i2").tobytes())
-    return path
+    return write_wav(tmp_path / "long.wav", pcm)
 
 
 class _Calls:

@@ -7,9 +7,9 @@ import pytest
 
 from speechkit.errors import SpeechkitError
 from speechkit.evaluation.metrics.sqa import PARSE_RULE
-from speechkit.evaluation.nonspeech import write_wav
 from speechkit.evaluation.scoring import score_predictions
 from speechkit.evaluation.suites import load_suite, suite_items
+from speechkit.media.wav import write_wav
 
 
 def test_the_sqa_mini_scores_an_unparseable_answer_as_wrong_and_lists_it(testdata, tmp_path):

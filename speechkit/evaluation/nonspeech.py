@@ -14,7 +14,6 @@ Clips without speech have an empty reference; the hallucination metrics
 from __future__ import annotations
 
 import csv
-import os
 import wave
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +24,7 @@ import numpy as np
 from speechkit.data import Item
 from speechkit.errors import SpeechkitError
 from speechkit.evaluation.suites import Built, Suite, register_builder
+from speechkit.media.wav import write_wav
 from speechkit.paths import speechkit_home
 
 SAMPLE_RATE = 16000
@@ -79,18 +79,6 @@ PAUSED = (
                   (8.0, "sense_and_sensibility_01_austen_64kb-0930")], 6.0),
     ("pauses-b", [(7.0, "sense_and_sensibility_01_austen_64kb-0890")], 8.0),
 )
-
-
-def write_wav(path: Path, audio: np.ndarray) -> None:
-    """16-bit mono 16 kHz WAV, written under a temporary name and moved into place."""
-    pcm = (np.clip(audio, -1.0, 1.0) * 32767).round().astype("<i2")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with wave.open(str(tmp), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(SAMPLE_RATE)
-        w.writeframes(pcm.tobytes())
-    os.replace(tmp, path)
 
 
 def _read_wav(path: Path) -> np.ndarray:

@@ -1,9 +1,15 @@
-"""A cut-off WAV file, told from its header: ffmpeg decodes the bytes that are there without a
-word, so a truncated copy would pass as a shorter recording."""
+"""WAV files: writing 16 kHz clips, and telling a cut-off one from its header (ffmpeg decodes
+the bytes that are there without a word, so a truncated copy would pass as a shorter one)."""
 
 from __future__ import annotations
 
 import os
+import wave
+from pathlib import Path
+
+import numpy as np
+
+from speechkit.audio import SAMPLE_RATE
 
 WAV_SCAN_BYTES = 1 << 16  # bytes at the start of a WAV searched for its fmt and data chunks
 TRUNCATED_AFTER_S = 0.5  # s; a WAV missing more audio than its header promises is truncated
@@ -34,3 +40,17 @@ def wav_shortfall(raw: bytes) -> tuple[float, float] | None:
             return None
         pos = body + n + (n & 1)  # chunks are padded to an even length
     return None
+
+
+def write_wav(path: Path, audio: np.ndarray) -> Path:
+    """16-bit mono 16 kHz WAV of float samples in [-1, 1], written under a temporary name and
+    moved into place."""
+    pcm = (np.clip(audio, -1.0, 1.0) * 32767).round().astype("<i2")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with wave.open(str(tmp), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(SAMPLE_RATE)
+        w.writeframes(pcm.tobytes())
+    os.replace(tmp, path)
+    return path
