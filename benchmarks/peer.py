@@ -14,18 +14,10 @@ temperature costs several decodes): the usual reason one set is slower per audio
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 MODES = ("seq", "workers", "batched")
 BATCHED_BATCH_SIZE = 8  # faster-whisper's README example for BatchedInferencePipeline
-
-
-def cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def _decode(model, audio, cfg: dict) -> tuple[str, int, int]:
@@ -48,7 +40,9 @@ def run_faster_whisper(cfg: dict, items: list[dict], model_dir: str) -> dict:
     from faster_whisper import BatchedInferencePipeline, WhisperModel
     from faster_whisper.audio import decode_audio
 
-    n, mode = cores(), cfg.get("mode", "seq")
+    from speechkit.threads import available_cores
+
+    n, mode = available_cores(), cfg.get("mode", "seq")
     workers = n if mode == "workers" else 1
     model = WhisperModel(model_dir, device="cpu", compute_type=cfg.get("compute_type", "int8"),
                          cpu_threads=1 if mode == "workers" else n, num_workers=workers)
