@@ -71,6 +71,7 @@ def test_fallback_samples_are_the_same_in_any_batch_on_any_replica(random_ct2_di
     alone = [one.generate(audio_inputs([c]), opts)[0] for c in clips]
     texts = [h.text for h in first]
     assert texts == [h.text for h in again] == [h.text for h in alone]
+    assert two.decoder.model.model_is_loaded  # unloaded while its clips were sampled, then back
 
 
 def test_batches_split_over_replicas_give_one_replicas_text(whisper_base, testdata):

@@ -21,6 +21,7 @@ log = logging.getLogger("speechkit")
 STREAM_CHUNK_BYTES = 8 << 20  # 8 MiB reads while hashing and assembling weights
 CT2_EXTRAS = ("config.json", "tokenizer.json", "vocabulary.txt")  # beside model.bin(.part1)
 WHISPER_CONVERSION_VERSION = 2  # bump to redo cached conversions after a converter fix
+CT2_INT8_VERSION = 1  # bump to redo the int8 files after a quantizer fix
 SMOLLM2_CONVERSION_VERSION = 2  # 2: drop the GGUF quantization_config from config.json
 WHISPER_FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json")
 LLM_FILES = ("config.json", "model.safetensors")
@@ -59,6 +60,25 @@ def ct2_model_dir(name: str) -> Path:
 
     return convert_once(models_dir() / f"{name}-ct2", _whisper_stamp(entry), build,
                         ("model.bin", *CT2_EXTRAS))
+
+
+def ct2_int8_dir(name: str) -> Path:
+    """`ct2_model_dir(name)` with its matrices quantized to int8 on disk, as CTranslate2
+    quantizes them at load (the same model, loaded with a third of the peak memory: see
+    importers/ct2_int8.py). What `compute_type="int8"` loads."""
+    from speechkit.models.importers.ct2_int8 import write_int8_model
+
+    entry = builtin(name, "whisper")
+    source = ct2_model_dir(name)
+
+    def build(tmp: Path) -> None:
+        log.info("quantizing %s to int8 in %s (once)", name, tmp.parent)
+        write_int8_model(source / "model.bin", tmp / "model.bin")
+        for extra in CT2_EXTRAS:
+            shutil.copyfile(source / extra, tmp / extra)
+
+    stamp = {**_whisper_stamp(entry), "int8": CT2_INT8_VERSION}
+    return convert_once(models_dir() / f"{name}-ct2-int8", stamp, build, ("model.bin", *CT2_EXTRAS))
 
 
 def load_builtin_ct2(name: str) -> tuple[Ct2Model, dict, Path]:

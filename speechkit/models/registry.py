@@ -140,10 +140,12 @@ def load_model(name: str = DEFAULT_MODEL, runtime: RuntimeOptions = RuntimeOptio
     describe = ({"source": f"builtin:{name}", "sha256": entry.sha256, "license": entry.license}
                 if whisper else None)
     if whisper and whisper_engine(name, runtime, device) == "ctranslate2":
-        from speechkit.models.builtins import ct2_model_dir
+        from speechkit.models.builtins import ct2_int8_dir, ct2_model_dir
         from speechkit.models.whisper_ctranslate2 import Ct2WhisperModel
 
-        return Ct2WhisperModel(ct2_model_dir(name), name, compute_type=ct2_compute_type(runtime),
+        compute_type = ct2_compute_type(runtime)
+        folder = ct2_int8_dir(name) if compute_type == "int8" else ct2_model_dir(name)
+        return Ct2WhisperModel(folder, name, compute_type=compute_type,
                                threads=resolve_threads(runtime.threads),
                                replicas=runtime.replicas, describe=describe,
                                short_windows=runtime.encoder_window == "short")

@@ -16,7 +16,9 @@ against 27 s on one and 16-18 s on one two-thread replica.
 Fallback sampling runs one clip at a time on a replica of its own, created for that clip:
 CTranslate2 seeds a thread's random generator once, at its first draw, so a long-lived
 replica would give a clip different samples depending on what it sampled before. A fresh
-one, seeded with the fixed seed, gives the same text in any batch, order or rerun.
+one, seeded with the fixed seed, gives the same text in any batch, order or rerun. The main
+model's weights are unloaded meanwhile and read again after (0.4 s for base): one copy of
+the weights is in memory at a time.
 
 Neither torch nor transformers is imported: features (whisper_mel.py) and text
 (whisper_tokenizer.py) are computed without them.
@@ -36,6 +38,7 @@ import numpy as np
 
 from speechkit.audio import SAMPLE_RATE
 from speechkit.errors import SpeechkitError
+from speechkit.heap import loading_weights
 from speechkit.models.base import DecodeOptions, Hypothesis, Inputs, audios_of
 from speechkit.models.whisper import WhisperModel
 from speechkit.models.whisper_decode import (
@@ -128,9 +131,17 @@ class Ct2Decoder:
         sampled again, hotter, one row at a time."""
         limits = [self.tok.max_new(p, max_new_tokens, MAX_TARGET_POSITIONS) for p in prompts]
         out = self._search(enc, prompts, limits, beam_size)
-        for i, d in enumerate(out):
-            if d.needs_fallback() and len(temperatures) > 1:
-                out[i] = self._resample(enc[i:i + 1], prompts[i], limits[i], d, temperatures[1:])
+        failed = [i for i, d in enumerate(out) if d.needs_fallback()] if len(temperatures) > 1 else []
+        if failed:
+            # One copy of the weights in memory at a time: the sampler's while it samples.
+            self.model.unload_model()
+            try:
+                for i in failed:
+                    out[i] = self._resample(enc[i:i + 1], prompts[i], limits[i], out[i],
+                                            temperatures[1:])
+            finally:
+                with loading_weights():
+                    self.model.load_model()
         return out
 
     def _search(self, enc: np.ndarray, prompts: list[list[int]], limits: list[int],
@@ -165,6 +176,7 @@ class Ct2Decoder:
             if not d.needs_fallback():
                 break
             d = self._generate(model, enc, [prompt], max_new, temperature=temperature)[0]
+        del model  # its weights are freed before the next clip's sampler or the reload
         return d
 
     def _generate(self, model: Any, enc: np.ndarray, prompts: list[list[int]], max_new: int,
@@ -232,8 +244,10 @@ class Ct2WhisperModel(WhisperModel):
         intra = max(1, threads // inter)
 
         def load(inter: int) -> Any:
-            return ctranslate2.models.Whisper(str(directory), device="cpu", compute_type=compute_type,
-                                              inter_threads=inter, intra_threads=intra)
+            with loading_weights():
+                return ctranslate2.models.Whisper(str(directory), device="cpu",
+                                                  compute_type=compute_type,
+                                                  inter_threads=inter, intra_threads=intra)
 
         self.model = load(inter)
         config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
