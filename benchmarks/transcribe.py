@@ -168,9 +168,13 @@ def run_faster_whisper(cfg: dict, items: list[dict], batch_size: int) -> dict:
     cores by default; long files with its long-form defaults."""
     from peer import run_faster_whisper as run
 
-    from speechkit.models.builtins import ct2_model_dir
+    from speechkit.models.builtins import ct2_int8_dir, ct2_model_dir
 
-    return run(cfg, items, str(ct2_model_dir("whisper-base")))
+    int8 = os.environ.get(PEER_WEIGHTS_ENV) == "int8" and cfg.get("compute_type", "int8") == "int8"
+    return run(cfg, items, str((ct2_int8_dir if int8 else ct2_model_dir)("whisper-base")))
+
+
+PEER_WEIGHTS_ENV = "SPEECHKIT_BENCH_PEER_WEIGHTS"  # --peer-weights, passed to its processes
 
 
 def worker(name: str, data: str | None, batch_size: int) -> None:
@@ -331,13 +335,17 @@ def main() -> None:
     ap.add_argument("--sets", help="comma list of clip sets (benchmarks/clipsets.py: librivox, "
                                    "cards, espeak, dev): a row per set, speechkit against the "
                                    f"fastest faster-whisper (default configs: {SET_CONFIGS})")
+    ap.add_argument("--peer-weights", choices=("float16", "int8"), default="float16",
+                    help="the model.bin faster-whisper loads: float16, the files it publishes and "
+                         "quantizes while loading (default), or int8, the file speechkit loads")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    os.environ[PEER_WEIGHTS_ENV] = args.peer_weights
     if args.worker:
         return worker(args.worker, args.data, args.batch_size)
     tmp = Path(tempfile.mkdtemp(prefix="speechkit-bench-"))
     if args.sets:
-        print(f"machine: {machine()}")
+        print(f"machine: {machine()}; faster-whisper loads the {args.peer_weights} model.bin")
         names = [c.strip() for c in (args.configs or SET_CONFIGS).split(",") if c.strip()]
         return run_sets(names, args.sets.split(","), args, tmp)
     items = load_items(args.data, tmp)
@@ -349,7 +357,7 @@ def main() -> None:
     names = [c.strip() for c in configs.split(",") if c.strip()]
     if unknown := [n for n in names if n not in CONFIGS]:
         ap.error(f"unknown configuration(s) {unknown}; choose from {', '.join(CONFIGS)}")
-    print(f"machine: {machine()}")
+    print(f"machine: {machine()}; faster-whisper loads the {args.peer_weights} model.bin")
     runs: dict[str, list[dict]] = {name: [] for name in names}
     for _ in range(args.repeats):  # round-robin
         for name in names:

@@ -32,6 +32,7 @@ from speechkit.models.importers.ct2 import CT2_BINARY_VERSION, CT2_DTYPES, Ct2Mo
 INT8_MAX = 127.0
 DTYPE_IDS = {np.dtype(t): i for i, t in CT2_DTYPES.items() if i in (0, 1, 2, 3, 4)}
 SCALE_SUFFIX = "_scale"
+ROWS_PER_BLOCK = 4096  # rows quantized at once
 
 
 def quantizable(name: str, value: np.ndarray) -> bool:
@@ -48,15 +49,23 @@ def quantize_rows(value: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.rint(w * scale[:, None]).astype(np.int8), scale
 
 
-def quantized_variables(model: Ct2Model) -> Iterator[tuple[str, np.ndarray]]:
-    """The model's variables in file order, each quantizable one followed by its scales."""
+def _quantized(value: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """`quantize_rows` a block of rows at a time (the token embedding is 106 MB as float32)."""
+    blocks = [quantize_rows(value[i:i + ROWS_PER_BLOCK])
+              for i in range(0, len(value), ROWS_PER_BLOCK)]
+    return [q for q, _ in blocks], [s for _, s in blocks]
+
+
+def _stored(model: Ct2Model) -> Iterator[tuple[str, tuple[int, ...], np.dtype, list[np.ndarray]]]:
+    """(name, shape, dtype, blocks) of each variable to write, in file order, each quantized
+    matrix followed by its scales."""
     for name, value in model.variables.items():
         if quantizable(name, value):
-            q, scale = quantize_rows(value)
-            yield name, q
-            yield name + SCALE_SUFFIX, scale
+            q, scales = _quantized(value)
+            yield name, value.shape, np.dtype(np.int8), q
+            yield name + SCALE_SUFFIX, (len(value),), np.dtype(np.float32), scales
         else:
-            yield name, value
+            yield name, value.shape, value.dtype, [value]
 
 
 def write_int8_model(source: str | Path, out: str | Path) -> None:
@@ -79,8 +88,8 @@ def _write_quantized(buf: mmap.mmap, source: str, out: Path) -> None:
     count = sum(2 if quantizable(n, v) else 1 for n, v in model.variables.items())
     with open(out, "wb") as dst:
         _write_header(dst, model, count)
-        for name, value in quantized_variables(model):
-            _write_variable(dst, name, value)
+        for name, shape, dtype, blocks in _stored(model):
+            _write_variable(dst, name, shape, dtype, blocks)
         dst.write(struct.pack("<I", len(model.aliases)))
         for alias, target in model.aliases.items():
             _write_string(dst, alias)
@@ -99,9 +108,11 @@ def _write_header(f: BinaryIO, model: Ct2Model, count: int) -> None:
     f.write(struct.pack("<II", model.revision, count))
 
 
-def _write_variable(f: BinaryIO, name: str, value: np.ndarray) -> None:
+def _write_variable(f: BinaryIO, name: str, shape: tuple[int, ...], dtype: np.dtype,
+                    blocks: list[np.ndarray]) -> None:
     _write_string(f, name)
-    f.write(struct.pack("<B", value.ndim))
-    f.write(struct.pack(f"<{value.ndim}I", *value.shape))
-    f.write(struct.pack("<BI", DTYPE_IDS[value.dtype], value.nbytes))
-    f.write(np.ascontiguousarray(value).tobytes())
+    f.write(struct.pack("<B", len(shape)))
+    f.write(struct.pack(f"<{len(shape)}I", *shape))
+    f.write(struct.pack("<BI", DTYPE_IDS[dtype], sum(b.nbytes for b in blocks)))
+    for block in blocks:
+        f.write(np.ascontiguousarray(block).tobytes())
