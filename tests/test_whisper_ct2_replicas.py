@@ -65,13 +65,21 @@ def test_fallback_samples_are_the_same_in_any_batch_on_any_replica(random_ct2_di
     two = Ct2WhisperModel(random_ct2_dir, "random", threads=2)
     one = Ct2WhisperModel(random_ct2_dir, "random", threads=1)
     assert (two.replicas, one.replicas) == (2, 1)
+    make_sampler, main_loaded = two.decoder.sampler, []
+
+    def sampler():  # the real sampler, noting whether the main model's weights were still in
+        main_loaded.append(two.decoder.model.model_is_loaded)
+        return make_sampler()
+
+    two.decoder.sampler = sampler
     first = two.generate(audio_inputs(clips), opts)
     assert all(h.extras["temperature"] > 0 for h in first)  # greedy failed the checks: sampled
     again = two.generate(audio_inputs(clips[::-1]), opts)[::-1]
     alone = [one.generate(audio_inputs([c]), opts)[0] for c in clips]
     texts = [h.text for h in first]
     assert texts == [h.text for h in again] == [h.text for h in alone]
-    assert two.decoder.model.model_is_loaded  # unloaded while its clips were sampled, then back
+    assert main_loaded and not any(main_loaded)  # one copy of the weights while sampling
+    assert two.decoder.model.model_is_loaded  # and the main model back after
 
 
 def test_batches_split_over_replicas_give_one_replicas_text(whisper_base, testdata):

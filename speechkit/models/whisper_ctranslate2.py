@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -60,6 +61,7 @@ MAX_TARGET_POSITIONS = 448  # decoder context in tokens, every Whisper size
 HELD_ENCODINGS = 16  # first pieces held between language detection and decoding (3 MB each, base)
 WINDOW_STEP_S = 10  # encoder windows are 10, 20 or 30 s long (see `encoder_frames`)
 MIN_TAIL_S = 1.0  # s of padding a short window keeps after its clip
+UNLOAD_WAIT_S = 1.0  # longest wait for CTranslate2 to count the last batch done
 
 
 def whisper_tokens(config: dict, tokenizer: WhisperTokenizer, vocab_size: int,
@@ -133,16 +135,28 @@ class Ct2Decoder:
         out = self._search(enc, prompts, limits, beam_size)
         failed = [i for i, d in enumerate(out) if d.needs_fallback()] if len(temperatures) > 1 else []
         if failed:
-            # One copy of the weights in memory at a time: the sampler's while it samples.
-            self.model.unload_model()
+            self._unload()  # one copy of the weights in memory: the sampler's while it samples
             try:
                 for i in failed:
                     out[i] = self._resample(enc[i:i + 1], prompts[i], limits[i], out[i],
                                             temperatures[1:])
             finally:
-                with loading_weights():
-                    self.model.load_model()
+                if not self.model.model_is_loaded:
+                    with loading_weights():
+                        self.model.load_model()
         return out
+
+    def _unload(self) -> None:
+        """Unload the main model's weights. CTranslate2 skips an unload while it counts a batch
+        as active, and that count lags a returned result by a moment: wait for it (at most
+        `UNLOAD_WAIT_S`; after that the weights stay, which costs memory, not results)."""
+        deadline = time.monotonic() + UNLOAD_WAIT_S
+        while time.monotonic() < deadline:
+            if self.model.num_active_batches == 0:
+                self.model.unload_model()
+                if not self.model.model_is_loaded:
+                    return
+            time.sleep(0.001)
 
     def _search(self, enc: np.ndarray, prompts: list[list[int]], limits: list[int],
                 beam_size: int) -> list[Decoded]:
