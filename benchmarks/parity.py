@@ -192,9 +192,20 @@ def compare(name: str, off: dict, ours: dict, skip: set[int], long_ours: dict | 
     embed = float((off["embeds"][:rows] - emb_ours[:rows]).abs().max()) if same_shape else None
     return {"clip": name, "prefix": f"{len(off['embeds'])}/{len(emb_ours)}", "embed": embed,
             "logit": logit, "greedy": off["greedy"] == ours["greedy"],
+            "greedy_split": _split(off["greedy"], ours["greedy"], off.get("greedy_gaps")),
             "beam": off["beam"] == ours["beam"] if "beam" in off else None,
             "n_greedy": f"{len(off['greedy'])}/{len(ours['greedy'])}",
             "n_beam": f"{len(off['beam'])}/{len(ours['beam'])}" if "beam" in off else "-"}
+
+
+def _split(off: list[int], ours: list[int], gaps: list[float] | None) -> dict | None:
+    """Where two answers part, and the official gap between its two best logits there (a gap
+    within the two sides' logit difference is a near tie, not a different model)."""
+    if off == ours or gaps is None:
+        return None
+    shared = min(len(off), len(ours))
+    step = next((i for i in range(shared) if off[i] != ours[i]), shared)
+    return {"step": step, "official_top2_gap": gaps[step] if step < len(gaps) else None}
 
 
 def _text_after(a: torch.Tensor, b: torch.Tensor) -> int:
@@ -213,9 +224,16 @@ def table(family: str, rows: list[dict]) -> str:
     for r in rows:
         embed = "shape differs" if r["embed"] is None else f"{r['embed']:.1e}"
         lines.append(f"| {family} | {r['clip']} | {r['prefix']} | {embed} | {r['logit']:.1e} | "
-                     f"{'yes' if r['greedy'] else 'NO'} | {_same(r['beam'])} | "
+                     f"{_greedy(r)} | {_same(r['beam'])} | "
                      f"{r['n_greedy']} | {r['n_beam']} |")
     return "\n".join(lines)
+
+
+def _greedy(row: dict) -> str:
+    split = row.get("greedy_split")
+    if row["greedy"] or not split or split["official_top2_gap"] is None:
+        return _same(row["greedy"])
+    return f"NO from step {split['step']} (official top-2 gap {split['official_top2_gap']:.1e})"
 
 
 def _same(flag: bool | None) -> str:
@@ -236,7 +254,8 @@ def read_official(folder: Path, clip: Path, eos: set[int]) -> dict:
 
     ids = json.loads(path.read_text()) if (path := folder / f"{clip.stem}.json").is_file() else {}
     tensors = load_file(str(folder / f"{clip.stem}.safetensors"))
-    return {**tensors, **{k: answer(v, eos) for k, v in ids.items()}}
+    gaps = {k: v for k, v in ids.items() if k.endswith("_gaps")}
+    return {**tensors, **gaps, **{k: answer(v, eos) for k, v in ids.items() if k not in gaps}}
 
 
 def parity(name: str, repo: Path, python: str, work: Path, max_new_tokens: int | None,

@@ -168,14 +168,15 @@ def run(root: Path, parts_dir: Path, clips: list[Path], prefix_clips: list[Path]
         save_file({"logits": greedy["logits"].contiguous(), "embeds": greedy["embeds"].contiguous()},
                   str(out / f"{clip.stem}.safetensors"))
         if clip in clips:
-            (out / f"{clip.stem}.json").write_text(json.dumps({"greedy": greedy["ids"]}))
+            (out / f"{clip.stem}.json").write_text(json.dumps(
+                {"greedy": greedy["ids"], "greedy_gaps": greedy["gaps"]}))
 
 
 @torch.inference_mode()
 def decode(task, models, cfg, max_new_tokens: int) -> dict:
     """generate.py's loop body for the one clip: the prompt after the speech (prompt_masks) is
-    the forced prefix; the decoder's calls are recorded for the first-step logits and the
-    prefix embeddings."""
+    the forced prefix; the decoder's calls are recorded for the first-step logits, the prefix
+    embeddings and the gap between the two best logits of each answer step."""
     dataset = task.dataset(SUBSET)
     sample = dataset.collater([dataset[0]])
     prefix_size = int(sample["net_input"]["prompt_masks"].sum(-1).max())
@@ -204,7 +205,9 @@ def decode(task, models, cfg, max_new_tokens: int) -> dict:
     fed = calls[prefix_size]["tokens"]  # BOS, then the forced prompt
     embeds = torch.cat([llama.tok_embeddings(left), calls[0]["audio"], llama.tok_embeddings(fed)])
     ids = hypos[0][0]["tokens"].tolist()[prefix_size:]
-    return {"ids": ids, "logits": calls[prefix_size]["logits"], "embeds": embeds.float()}
+    top = torch.stack([c["logits"] for c in calls[prefix_size:]]).topk(2, dim=-1).values
+    return {"ids": ids, "logits": calls[prefix_size]["logits"], "embeds": embeds.float(),
+            "gaps": (top[:, 0] - top[:, 1]).tolist()}
 
 
 def main() -> None:
