@@ -6,31 +6,38 @@
         --official-python /path/to/llama-avsr-env/bin/python \\
         [--official-set compression_mode=avg-pooling \\
          --convert-args "--compression-mode avg-pooling --downsample-ratio-audio 3"]
+    python benchmarks/parity.py wavllm --official /path/to/SpeechT5/WavLLM \
+        --official-python /path/to/wavllm-env/bin/python
 
 The official environment needs the official requirements, relaxed where they do not install
 on Python 3.11 (any torch that runs there; torchaudio's pure-Python `compliance.kaldi` is
-enough for SALMONN's BEATs); Llama-AVSR runs audio only, without fairseq. WavLLM is not
-covered: its code runs inside fairseq (a git submodule built from source).
+enough for SALMONN's BEATs); Llama-AVSR runs audio only, without fairseq. WavLLM runs inside
+its fairseq submodule, used from source (no build: the C++/Cython extensions are not needed
+for inference): transformers 4.32.1, numpy < 2, sentencepiece, protobuf < 5, soundfile,
+hydra-core < 1.1, omegaconf < 2.1, bitarray, sacrebleu, regex, cffi, tqdm.
 
 Two Python environments, files between them. The official code pins an old transformers
-(SALMONN 4.28, Llama-AVSR 4.43) that speechkit cannot import beside its own, so:
+(SALMONN 4.28, Llama-AVSR 4.43, WavLLM 4.32) that speechkit cannot import beside its own, so:
 1. the official side (`benchmarks/parity_<family>.py`, run by --official-python with the
    checkout first on its path, nothing of speechkit imported) builds tiny random parts, a model
    whose every trainable tensor is random (LoRA B too), and saves the checkpoint as the
    official training code writes it (SALMONN: `Runner.save_checkpoint`; Llama-AVSR: a
-   Lightning checkpoint's `state_dict` averaged by `ensemble_original`);
+   Lightning checkpoint's `state_dict` averaged by `ensemble_original`; WavLLM: fairseq's
+   `Trainer.state_dict`);
 2. this script converts that file with `speechkit convert <family>` (a subprocess, as a user
    runs it), which is the check that the checkpoint as training writes it converts;
 3. the official side decodes each clip with the official inference code (greedy and the official
-   beam) and writes ids (json) and first-step logits and prefix embeddings (safetensors);
+   beam; WavLLM greedy only: its decoder fails with a beam above 1) and writes ids (json) and
+   first-step logits and prefix embeddings (safetensors);
 4. this script decodes the same clips with speechkit and prints the table. The random LLM is
    made to write EOS on about 5% of its steps, so answers end at different lengths.
 
 Clips: real speech (the LibriVox recordings of `.testdata/pocketsphinx/librivox`) cut and
 joined with ffmpeg to 0.3 s, 1 s, 10.4 s and 40.1 s, 16-bit 16 kHz mono. Past 30 s the
-official code cuts and speechkit goes on in windows (by design). The long clip's row compares
-the prefix embeddings of speechkit's first window with the official input's, both given the
-whole clip; its logits and ids are both sides' on the clip cut at 30 s.
+SALMONN and Llama-AVSR code cuts and speechkit goes on in windows (by design). Their long
+clip's row compares the prefix embeddings of speechkit's first window with the official input's,
+both given the whole clip; its logits and ids are both sides' on the clip cut at 30 s. WavLLM
+reads the whole clip (Whisper in 30 s chunks, WavLM whole), and so does its row.
 
 Logits are compared over the vocabulary both share except the `[PAD]` row SALMONN adds: the
 official code gives it a fresh random row at every load (`resize_token_embeddings`), speechkit
@@ -45,6 +52,7 @@ import shlex
 import subprocess
 import sys
 import tempfile
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,6 +71,8 @@ CLIPS = {"0.3s": (["0870"], 1.0, 0.3), "1s": (["0870"], 1.0, 1.0),
          "40s": (["0870", "0880", "0890", "0920", "0930", "0870", "0890", "0880"], 0.0, None)}
 OFFICIAL_MAX_S = 30  # SALMONN: prepare_one_sample cuts at 30 s; Llama-AVSR: Whisper's 1500 frames
 SAMPLE_RATE = 16000
+WAVLLM_ASR = ("Based on the attached audio, generate a comprehensive text transcription of the "
+              "spoken content.")  # WavLLM test_data/asr.tsv
 PAD = "[PAD]"  # SALMONN's added pad token: a random row in the official model, see above
 
 
@@ -73,9 +83,10 @@ class Family:
     official_script: str
     build_args: tuple[str, ...]  # the tokenizer its tiny LLM uses
     convert_args: tuple[str, ...]  # `speechkit convert` options, {name} from the parts' json
-    beam: int  # the official decode config's beam size
+    beam: int | None  # the official decode config's beam size (None: no official beam)
     max_new_tokens: int  # and its token budget
     prompt: str
+    cuts_long_audio: bool = True  # the official input stops at OFFICIAL_MAX_S
 
 
 FAMILIES = {
@@ -88,6 +99,13 @@ FAMILIES = {
                          ("llama-avsr", "--ckpt", "{ckpt}", "--llm", "{llm}"),
                          beam=15, max_new_tokens=32,  # eval.py --num-beams, --max-dec-tokens
                          prompt="Transcribe speech to text."),  # eval.py --prompt-audio
+    "wavllm": Family("parity_wavllm.py", ("--prompt", WAVLLM_ASR),
+                     ("wavllm", "--ckpt", "{ckpt}", "--whisper", "{whisper}", "--wavlm", "{wavlm}",
+                      "--llm", "{llm}"),
+                     beam=None,  # fails above 1; its own script samples (--sampling --beam 1)
+                     max_new_tokens=512,  # inference_sft.sh --max-len-b 512
+                     prompt=WAVLLM_ASR,
+                     cuts_long_audio=False),  # Whisper in 30 s chunks, WavLM on the whole clip
 }
 
 
@@ -143,9 +161,12 @@ def speechkit_side(model, audio, family: Family, max_new_tokens: int) -> dict:
 
     ids = prompt_ids(model.spec.prompt, family.prompt, model.tokenizer)
     embeds = model.prompt_embeds([{"audio": audio}], [ids])[0]
-    logits = model.llm(inputs_embeds=embeds[None]).logits[0, -1].float()
+    gate = model.prompt_lora.gated([family.prompt], model.tokenizer) if model.prompt_lora else nullcontext()
+    with gate:  # WavLLM: the LoRA weighted by the prompt's gate, as generate runs it
+        logits = model.llm(inputs_embeds=embeds[None]).logits[0, -1].float()
     out = {"embeds": embeds.float(), "logits": logits}
-    for name, beam in (("greedy", 1), ("beam", family.beam)):
+    runs = [("greedy", 1)] + ([("beam", family.beam)] if family.beam else [])
+    for name, beam in runs:
         options = DecodeOptions(task="asr", prompt=family.prompt, beam_size=beam,
                                 max_new_tokens=max_new_tokens)
         model.generate([{"audio": audio}], options)
@@ -171,9 +192,20 @@ def compare(name: str, off: dict, ours: dict, skip: set[int], long_ours: dict | 
     embed = float((off["embeds"][:rows] - emb_ours[:rows]).abs().max()) if same_shape else None
     return {"clip": name, "prefix": f"{len(off['embeds'])}/{len(emb_ours)}", "embed": embed,
             "logit": logit, "greedy": off["greedy"] == ours["greedy"],
-            "beam": off["beam"] == ours["beam"],
+            "greedy_split": _split(off["greedy"], ours["greedy"], off.get("greedy_gaps")),
+            "beam": off["beam"] == ours["beam"] if "beam" in off else None,
             "n_greedy": f"{len(off['greedy'])}/{len(ours['greedy'])}",
-            "n_beam": f"{len(off['beam'])}/{len(ours['beam'])}"}
+            "n_beam": f"{len(off['beam'])}/{len(ours['beam'])}" if "beam" in off else "-"}
+
+
+def _split(off: list[int], ours: list[int], gaps: list[float] | None) -> dict | None:
+    """Where two answers part, and the official gap between its two best logits there (a gap
+    within the two sides' logit difference is a near tie, not a different model)."""
+    if off == ours or gaps is None:
+        return None
+    shared = min(len(off), len(ours))
+    step = next((i for i in range(shared) if off[i] != ours[i]), shared)
+    return {"step": step, "official_top2_gap": gaps[step] if step < len(gaps) else None}
 
 
 def _text_after(a: torch.Tensor, b: torch.Tensor) -> int:
@@ -192,9 +224,20 @@ def table(family: str, rows: list[dict]) -> str:
     for r in rows:
         embed = "shape differs" if r["embed"] is None else f"{r['embed']:.1e}"
         lines.append(f"| {family} | {r['clip']} | {r['prefix']} | {embed} | {r['logit']:.1e} | "
-                     f"{'yes' if r['greedy'] else 'NO'} | {'yes' if r['beam'] else 'NO'} | "
+                     f"{_greedy(r)} | {_same(r['beam'])} | "
                      f"{r['n_greedy']} | {r['n_beam']} |")
     return "\n".join(lines)
+
+
+def _greedy(row: dict) -> str:
+    split = row.get("greedy_split")
+    if row["greedy"] or not split or split["official_top2_gap"] is None:
+        return _same(row["greedy"])
+    return f"NO from step {split['step']} (official top-2 gap {split['official_top2_gap']:.1e})"
+
+
+def _same(flag: bool | None) -> str:
+    return "-" if flag is None else "yes" if flag else "NO"
 
 
 @torch.inference_mode()
@@ -211,7 +254,8 @@ def read_official(folder: Path, clip: Path, eos: set[int]) -> dict:
 
     ids = json.loads(path.read_text()) if (path := folder / f"{clip.stem}.json").is_file() else {}
     tensors = load_file(str(folder / f"{clip.stem}.safetensors"))
-    return {**tensors, **{k: answer(v, eos) for k, v in ids.items()}}
+    gaps = {k: v for k, v in ids.items() if k.endswith("_gaps")}
+    return {**tensors, **gaps, **{k: answer(v, eos) for k, v in ids.items() if k not in gaps}}
 
 
 def parity(name: str, repo: Path, python: str, work: Path, max_new_tokens: int | None,
@@ -228,7 +272,8 @@ def parity(name: str, repo: Path, python: str, work: Path, max_new_tokens: int |
              *(["--set", *official_set] if official_set else []))
     parts = json.loads((work / "parts" / "parts.json").read_text())
     print(convert(family, parts, work / "converted", convert_args), file=sys.stderr)
-    long = {n: c for n, c in clips.items() if len(decode_audio(c)) > OFFICIAL_MAX_S * SAMPLE_RATE}
+    long = {n: c for n, c in clips.items() if family.cuts_long_audio
+            and len(decode_audio(c)) > OFFICIAL_MAX_S * SAMPLE_RATE}
     decoded = {n: first_30_s(c) if n in long else c for n, c in clips.items()}
     official(python, family, repo, "run", "--parts", str(work / "parts"), "--out",
              str(work / "official"), "--max-new-tokens", str(max_new_tokens), "--prompt",

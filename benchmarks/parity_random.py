@@ -39,10 +39,16 @@ def eos_prone(llm, eos: int, seed: int = 0) -> float:
         states.append(llm(inputs_embeds=x, output_hidden_states=True).hidden_states[-1][0])
     h = torch.cat(states)
     head = llm.get_output_embeddings().weight
+    scale, direction = eos_row(h, head)
+    head[eos] = scale * direction
+    return scale
+
+
+def eos_row(h: torch.Tensor, head: torch.Tensor) -> tuple[float, torch.Tensor]:
+    """The scale and direction of an EOS output row that wins on about EOS_RATE of the steps
+    whose last hidden states are `h` [N, H] (the mean direction of those states)."""
     direction = h.mean(0)
     along = h @ direction
     best = (h @ head.T).max(-1).values
     keep = along > 0
-    scale = float(torch.quantile(best[keep] / along[keep], EOS_RATE))
-    head[eos] = scale * direction
-    return scale
+    return float(torch.quantile(best[keep] / along[keep], EOS_RATE)), direction

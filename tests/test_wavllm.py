@@ -84,6 +84,21 @@ def test_converted_logits_match_the_official_layout(wavllm, model, testdata, pro
     assert int(got.argmax()) == int(want.argmax())
 
 
+def test_long_audio_logits_match_the_official_layout(wavllm, model, testdata):
+    """Past 30 s WavLLM encodes Whisper in 30 s chunks batched and cut to the longest (the last
+    chunk keeps Whisper's output over its padding), subsamples each chunk alone, and runs WavLM
+    over the whole clip: 43 s here."""
+    from tests.wavllm_reference import ref_speech
+
+    audio = np.concatenate([_clip(testdata, LONG)] * 6)
+    got, n = model.encode([{AUDIO: audio}])["audio"]
+    want = ref_speech(wavllm["state"], wavllm["dirs"], audio)
+    assert int(n[0]) == len(want)
+    torch.testing.assert_close(got[0], want, rtol=1e-5, atol=1e-5)
+    want = ref_logits(wavllm["state"], wavllm["dirs"], wavllm["tok"], audio, "Transcribe.")
+    torch.testing.assert_close(_logits(model, audio, "Transcribe."), want, rtol=1e-5, atol=1e-5)
+
+
 def test_the_gate_follows_the_prompt_and_can_be_overridden(wavllm, model, testdata):
     audio = _clip(testdata, CLIPS[1])
     gates = [model.prompt_lora.prompt_gate(p, model.tokenizer) for p in ("Describe it.", "Transcribe.")]

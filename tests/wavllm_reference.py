@@ -150,13 +150,17 @@ def ref_gate(sd: dict, prompt_ids: list[int]) -> torch.Tensor:
     return torch.clamp(torch.relu((s * w).sum(0)), max=3)
 
 
-def _stream(sd: dict, prefix: str, x: torch.Tensor) -> torch.Tensor:
-    """Conv1dSubsampler (conv k3 s2 p1 + GLU, twice) -> adapter -> projector over [T, C]."""
+def _subsample(sd: dict, prefix: str, x: torch.Tensor) -> torch.Tensor:
+    """fairseq Conv1dSubsampler (conv k3 s2 p1 + GLU, twice) over [T, C]."""
     y = x.T[None]
     for i in range(2):
         w, b = sd[f"{prefix}subsample.conv_layers.{i}.weight"], sd[f"{prefix}subsample.conv_layers.{i}.bias"]
         y = F.glu(F.conv1d(y, w, b, stride=2, padding=1), dim=1)
-    y = y[0].T
+    return y[0].T
+
+
+def _adapt(sd: dict, prefix: str, y: torch.Tensor) -> torch.Tensor:
+    """The residual adapter, then the projector."""
     a = f"{prefix}adapter."
     up = F.linear(F.gelu(F.linear(y, sd[f"{a}down_layer.weight"], sd[f"{a}down_layer.bias"])),
                   sd[f"{a}up_layer.weight"], sd[f"{a}up_layer.bias"])
@@ -164,34 +168,41 @@ def _stream(sd: dict, prefix: str, x: torch.Tensor) -> torch.Tensor:
     return F.linear(y, sd[f"{prefix}projector.weight"], sd[f"{prefix}projector.bias"])
 
 
-def ref_speech(sd: dict, dirs: dict[str, Path], audio: np.ndarray) -> torch.Tensor:
-    """Whisper and WavLM (HF modules, as WavLLM uses them) -> adapters -> cut -> wavlm_audio_proj."""
-    from transformers import (
-        Wav2Vec2FeatureExtractor,
-        WavLMConfig,
-        WavLMModel,
-        WhisperConfig,
-        WhisperFeatureExtractor,
-    )
+def _part(sd: dict, prefix: str) -> dict:
+    return {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+
+
+def _whisper(sd: dict, dirs: dict[str, Path], audio: np.ndarray) -> torch.Tensor:
+    """WavLLM's Whisper stream: the audio in 30 s chunks (process_audio_source), each padded to
+    30 s and encoded, all cut to the longest chunk's frames (WhisperEncoder output_lengths),
+    each chunk subsampled alone, the chunks joined in full (split_wav_codec)."""
+    from transformers import WhisperConfig, WhisperFeatureExtractor
     from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
-    def part(prefix: str) -> dict:
-        return {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
-
-    feats = WhisperFeatureExtractor(feature_size=80)(audio, sampling_rate=16000, return_tensors="pt",
+    chunks = [audio[i:i + 30 * 16000] for i in range(0, len(audio), 30 * 16000)]
+    feats = WhisperFeatureExtractor(feature_size=80)(chunks, sampling_rate=16000, return_tensors="pt",
                                                      return_attention_mask=True)
     enc = WhisperEncoder(WhisperConfig.from_pretrained(dirs["whisper"])).eval()
-    enc.load_state_dict(part("audio_encoder.model."))
-    frames = (int(feats.attention_mask.sum()) - 1) // 2 + 1  # WhisperEncoder output_lengths
-    w = enc(feats.input_features).last_hidden_state[0, :frames]
+    enc.load_state_dict(_part(sd, "audio_encoder.model."))
+    frames = (int(feats.attention_mask.sum(-1).max()) - 1) // 2 + 1
+    states = enc(feats.input_features).last_hidden_state[:, :frames]
+    return torch.cat([_subsample(sd, "audio_encoder.", s) for s in states])
+
+
+def ref_speech(sd: dict, dirs: dict[str, Path], audio: np.ndarray) -> torch.Tensor:
+    """Whisper and WavLM (HF modules, as WavLLM uses them; WavLM over the whole clip) ->
+    subsamplers -> adapters -> cut to the shorter -> wavlm_audio_proj."""
+    from transformers import Wav2Vec2FeatureExtractor, WavLMConfig, WavLMModel
+
     wav = Wav2Vec2FeatureExtractor(do_normalize=True)(audio, sampling_rate=16000,
                                                       return_tensors="pt").input_values
     wavlm = WavLMModel(WavLMConfig.from_pretrained(dirs["wavlm"])).eval()
-    wavlm.load_state_dict(part("wavlm_encoder.model."))
+    wavlm.load_state_dict(_part(sd, "wavlm_encoder.model."))
     states = wavlm(wav, output_hidden_states=True).hidden_states
     weights = torch.softmax(sd["wavlm_encoder.output_weights"], dim=0)
     lm = sum(s[0] * wt for s, wt in zip(states, weights, strict=True))
-    a, b = _stream(sd, "audio_encoder.", w), _stream(sd, "wavlm_encoder.", lm)
+    a = _adapt(sd, "audio_encoder.", _whisper(sd, dirs, audio))
+    b = _adapt(sd, "wavlm_encoder.", _subsample(sd, "wavlm_encoder.", lm))
     t = min(len(a), len(b))
     return F.linear(torch.cat([a[:t], b[:t]], dim=-1), sd["wavlm_audio_proj.weight"],
                     sd["wavlm_audio_proj.bias"])

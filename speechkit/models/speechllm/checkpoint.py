@@ -41,6 +41,10 @@ class EncoderSpec:
     # SALMONN: every window yields its whole window of frames (Whisper's output over the
     # padding; BEATs zeros), as SALMONN always feeds 30 s; whisper and beats encoders only
     pad_window: bool = False
+    # WavLLM: audio longer than one window has its last window zero-padded to a whole one (its
+    # Whisper chunks run as one batch cut to the longest, so the last one keeps the frames over
+    # its padding); audio within one window is left as it is
+    pad_last_window: bool = False
     # Shorter audio is zero-padded to this many seconds first (SALMONN pads every clip to 1 s)
     min_s: float = 0.0
     # Llama-AVSR's test transform: each waveform layer-normalized (zero mean, unit variance,
@@ -64,6 +68,9 @@ class BridgeInput:
     adapter_dim: int = 0  # dual: subsampler output = adapter width (WavLLM 1024)
     proj_dim: int = 0  # dual: per-stream projection before the fusion layer (WavLLM 2048)
     norm: bool = False  # llama-avsr: LayerNorm after the projector (--layernorm-projector)
+    # dual: the subsampler runs over each window of this many input frames alone and the
+    # windows are joined (WavLLM: each 30 s Whisper chunk, 1500 frames); 0 = the whole sequence
+    window_frames: int = 0
 
 
 @dataclass
@@ -209,6 +216,7 @@ class CheckpointSpec:
             _at_least(inp.in_dim, 1, f"{key}.in_dim", source)
             _at_least(inp.rate, 1, f"{key}.rate", source)
             _at_least(inp.hidden_dim, 0, f"{key}.hidden_dim", source)
+            _at_least(inp.window_frames, 0, f"{key}.window_frames", source)
         if self.bridge.type == "qformer":
             _check_qformer(self.bridge.qformer or QFormerSpec(), self.encoders, source)
         _check_llm(self.llm, source)

@@ -52,7 +52,8 @@ class Adapter(nn.Module):
 
 
 class Stream(nn.Module):
-    """One encoder's path: subsampler -> adapter -> projector."""
+    """One encoder's path: subsampler (over each window alone when `window_frames` is set) ->
+    adapter -> projector."""
 
     def __init__(self, inp: BridgeInput) -> None:
         super().__init__()
@@ -61,10 +62,32 @@ class Stream(nn.Module):
         self.subsample = Subsampler(inp.in_dim, inp.hidden_dim or inp.in_dim, width, n_layers)
         self.adapter = Adapter(width)
         self.projector = nn.Linear(width, inp.proj_dim or width)
+        self.window = inp.window_frames
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x, lengths = self.subsample(x.to(self.projector.weight.dtype), lengths)
+        x = x.to(self.projector.weight.dtype)
+        if self.window and x.shape[1] > self.window:
+            x, lengths = self._by_window(x, lengths)
+        else:
+            x, lengths = self.subsample(x, lengths)
         return self.projector(self.adapter(x)), lengths
+
+    def _by_window(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each window subsampled alone (zero padding at its edges, as WavLLM subsamples each
+        30 s chunk), then each item's windows joined in time."""
+        parts, sizes = [], []
+        for start in range(0, x.shape[1], self.window):
+            n = (lengths - start).clamp(0, self.window)
+            y, m = self.subsample(x[:, start:start + self.window], n)
+            parts.append(y)
+            sizes.append(m)
+        rows = [torch.cat([y[i, :int(m[i])] for y, m in zip(parts, sizes, strict=True)])
+                for i in range(x.shape[0])]
+        out_len = torch.tensor([len(r) for r in rows], device=lengths.device)
+        out = x.new_zeros(x.shape[0], int(out_len.max()), parts[0].shape[-1])
+        for i, r in enumerate(rows):
+            out[i, :len(r)] = r
+        return out, out_len
 
 
 class DualBridge(Bridge):

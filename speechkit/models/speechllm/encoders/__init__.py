@@ -33,6 +33,7 @@ def load_encoder(spec: EncoderSpec, device: str = "cpu",
     encoder = ENCODERS[spec.type](directory, spec, device, dtype)
     encoder.min_samples = int(spec.min_s * SAMPLE_RATE)
     encoder.wave_norm = spec.wave_norm
+    encoder.pad_last_window = spec.pad_last_window
     if spec.stream != encoder.stream:
         raise SpeechkitError(f"encoder {spec.modality!r}: a {spec.type} encoder reads the "
                              f"{encoder.stream} stream, not {spec.stream!r}; fix encoders[].stream")

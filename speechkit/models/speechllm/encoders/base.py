@@ -32,6 +32,7 @@ class Encoder(nn.Module, ABC):
     window_samples: int = 30 * SAMPLE_RATE
     min_samples: int = 0  # shorter audio is zero-padded to this length first (spec `min_s`)
     wave_norm: bool = False  # each audio layer-normalized first (spec `wave_norm`)
+    pad_last_window: bool = False  # past one window, the last one zero-padded to a whole one
 
     def __init__(self, num_layers: int, layer_weights: bool) -> None:
         super().__init__()
@@ -60,6 +61,8 @@ class Encoder(nn.Module, ABC):
             if len(audio) < self.min_samples:
                 audio = np.pad(audio, (0, self.min_samples - len(audio)))
             n = max(1, math.ceil(len(audio) / self.window_samples))
+            if n > 1 and self.pad_last_window:
+                audio = np.pad(audio, (0, n * self.window_samples - len(audio)))
             for w in range(n):
                 windows.append(audio[w * self.window_samples:(w + 1) * self.window_samples])
                 owner.append(i)

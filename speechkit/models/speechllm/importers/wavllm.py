@@ -50,6 +50,9 @@ TASK_PROMPTS = {
     "st": "Translate the audio clip into {target_language}.",
     "er": "Can you describe the emotional condition of the speaker in the provided audio clip?",
     "sv": "Is there only one speaker in the audio clip?"}
+# WavLLM runs WavLM over the whole clip (its Whisper in 30 s chunks); speechkit does so up to
+# this length and windows longer audio: WavLM's attention memory grows with the square of it.
+WAVLM_WINDOW_S = 120.0
 MAX_NEW_TOKENS = 512  # WavLLM inference_sft.sh: --max-len-b 512 (it samples; speechkit does not)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json",
                    "special_tokens_map.json", "added_tokens.json")
@@ -157,8 +160,10 @@ def _rows(w: torch.Tensor, n_heads: int, rope: bool) -> torch.Tensor:
     return w[rope_order(w.shape[0], n_heads)].contiguous() if rope else w.contiguous()
 
 
-def _bridge_input(bridge: dict[str, torch.Tensor], stream: str, in_dim: int) -> BridgeInput:
-    """The sizes of one stream's subsampler, adapter and projector, read from its weights."""
+def _bridge_input(bridge: dict[str, torch.Tensor], stream: str, in_dim: int,
+                  window_frames: int = 0) -> BridgeInput:
+    """The sizes of one stream's subsampler, adapter and projector, read from its weights;
+    `window_frames`: the subsampler runs over each Whisper chunk alone."""
     convs = sorted(k for k in bridge if re.fullmatch(
         rf"bridge\.streams\.{stream}\.subsample\.conv_layers\.\d+\.weight", k))
     proj = bridge.get(f"bridge.streams.{stream}.projector.weight")
@@ -170,7 +175,8 @@ def _bridge_input(bridge: dict[str, torch.Tensor], stream: str, in_dim: int) -> 
         raise SpeechkitError(f"WavLLM {stream} subsampler takes {first.shape[1]} features but the "
                              f"encoder config gives {in_dim}; pass the matching config directory")
     return BridgeInput(in_dim=in_dim, rate=2 ** len(convs), hidden_dim=int(first.shape[0]),
-                       adapter_dim=int(proj.shape[1]), proj_dim=int(proj.shape[0]))
+                       adapter_dim=int(proj.shape[1]), proj_dim=int(proj.shape[0]),
+                       window_frames=window_frames)
 
 
 def convert_wavllm(ckpt: str | Path, out: str | Path, *, whisper: str | Path, wavlm: str | Path,
@@ -191,11 +197,14 @@ def build_spec(mapped: Mapped, configs: dict[str, Any], vocab: int) -> Checkpoin
         raise SpeechkitError("the WavLLM checkpoint has no prompt gate (scale_fc_*) or LoRA "
                              "(w*_lora_A); incomplete mapping refused")
     return CheckpointSpec(
-        encoders=[EncoderSpec(modality="audio", type="whisper", source="whisper", dim=w_dim),
+        encoders=[EncoderSpec(modality="audio", type="whisper", source="whisper", dim=w_dim,
+                              pad_last_window=True),
                   EncoderSpec(modality="wavlm", type="wavlm", source="wavlm", dim=l_dim,
-                              layer_weights=True)],
+                              layer_weights=True, window_s=WAVLM_WINDOW_S)],
         bridge=BridgeSpec(type="dual", out_dim=hidden, inputs={
-            "audio": _bridge_input(mapped.bridge, "audio", w_dim),
+            # each 30 s chunk alone: Whisper's frames per window (1500 = 30 s at 50 Hz)
+            "audio": _bridge_input(mapped.bridge, "audio", w_dim,
+                                   int(configs["whisper"].max_source_positions)),
             "wavlm": _bridge_input(mapped.bridge, "wavlm", l_dim)}),
         llm=LLMSpec(source="llm", hidden_size=hidden, vocab_size=vocab,
                     prompt_lora=PromptLoraSpec(r=int(mapped.lora[a_key].shape[0]),
