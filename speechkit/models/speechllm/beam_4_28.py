@@ -68,9 +68,9 @@ def beam_search_4_28(model: Any, x: torch.Tensor, mask: torch.Tensor, beams: int
     totals[:, 1:] = NEVER
     ids: list[list[int]] = [[] for _ in range(n_items * beams)]
     finished = [Finished(beams, length_penalty) for _ in range(n_items)]
-    cache, cache_arg = DynamicCache(), _cache_argument(model)
+    cache, args = DynamicCache(), _forward_arguments(model)
     out = model(inputs_embeds=x, attention_mask=mask, position_ids=_positions(mask),
-                use_cache=True, **{cache_arg: cache})
+                use_cache=True, **{args["cache"]: cache, args["keep"]: 1})
     first_logits = out.logits[::beams, -1].float()
     for step in range(max_new_tokens):
         logp = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
@@ -84,7 +84,7 @@ def beam_search_4_28(model: Any, x: torch.Tensor, mask: torch.Tensor, beams: int
         mask = torch.cat([mask[rows], mask.new_ones(len(rows), 1)], dim=1)
         step_in = model.get_input_embeddings()(torch.tensor(tokens, device=x.device)[:, None])
         out = model(inputs_embeds=step_in, attention_mask=mask, position_ids=_positions(mask)[:, -1:],
-                    use_cache=True, **{cache_arg: cache})
+                    use_cache=True, **{args["cache"]: cache, args["keep"]: 1})
     for item, done in enumerate(finished):
         if not done.done:  # cut at max_new_tokens: every running beam is a candidate
             for b in range(beams):
@@ -120,11 +120,14 @@ def _next_beams(finished: list[Finished], ids: list[list[int]], scores: torch.Te
     return rows, tokens, totals.to(scores.device)
 
 
-def _cache_argument(model: Any) -> str:
-    """The forward argument that takes the KV cache: `cache` in transformers 5, before it
-    `past_key_values` (a peft wrapper passes it on by name)."""
+def _forward_arguments(model: Any) -> dict[str, str]:
+    """The names the LLM's forward gives the KV cache (`cache` in transformers 5, before it
+    `past_key_values`) and the number of last positions to compute logits for (`logits_to_keep`,
+    before 4.50 `num_logits_to_keep`): only the last one is needed, not the prompt's."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "cache" if "cache" in inspect.signature(type(base).forward).parameters else "past_key_values"
+    names = inspect.signature(type(base).forward).parameters
+    return {"cache": "cache" if "cache" in names else "past_key_values",
+            "keep": "logits_to_keep" if "logits_to_keep" in names else "num_logits_to_keep"}
 
 
 def _positions(mask: torch.Tensor) -> torch.Tensor:
