@@ -75,8 +75,9 @@ def beam_search_4_28(model: Any, x: torch.Tensor, mask: torch.Tensor, beams: int
     for step in range(max_new_tokens):
         logp = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
         scores, index = (logp + totals.view(-1, 1)).view(n_items, -1).topk(2 * beams, dim=1)
-        rows, tokens, totals = _next_beams(finished, ids, scores, index, logp.shape[-1], beams,
-                                           eos, step)
+        rows, tokens, totals = _next_beams(finished, ids, scores.cpu(), index.cpu(),
+                                           logp.shape[-1], beams, eos, step)
+        totals = totals.to(x.device)
         ids = [ids[r] + [t] for r, t in zip(rows, tokens, strict=True)]
         if all(f.done for f in finished) or step + 1 == max_new_tokens:
             break
@@ -96,7 +97,8 @@ def _next_beams(finished: list[Finished], ids: list[list[int]], scores: torch.Te
                 index: torch.Tensor, vocab: int, beams: int, eos: list[int],
                 step: int) -> tuple[list[int], list[int], torch.Tensor]:
     """Per item, the first `beams` candidates that are not EOS go on; an EOS among the first
-    `beams` candidates finishes its hypothesis. A finished item keeps beam 0 (4.28 pads it)."""
+    `beams` candidates finishes its hypothesis. A finished item keeps beam 0 (4.28 pads it).
+    On the CPU: one copy a step, not one a candidate."""
     rows, tokens, totals = [], [], torch.zeros(len(finished), beams)
     for item, done in enumerate(finished):
         kept = []
@@ -117,7 +119,7 @@ def _next_beams(finished: list[Finished], ids: list[list[int]], scores: torch.Te
             rows.append(row)
             tokens.append(token)
             totals[item, b] = total
-    return rows, tokens, totals.to(scores.device)
+    return rows, tokens, totals
 
 
 def _forward_arguments(model: Any) -> dict[str, str]:
