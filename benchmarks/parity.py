@@ -4,13 +4,16 @@
         --official-python /path/to/salmonn-env/bin/python
     python benchmarks/parity.py llama-avsr --official /path/to/Llama-AVSR \\
         --official-python /path/to/llama-avsr-env/bin/python \\
-        [--official-set compression_mode=avg-pooling \\
+        [--official-set compression_mode=avg-pooling layernorm_projector=true \\
          --convert-args "--compression-mode avg-pooling --downsample-ratio-audio 3"]
 
 The official environment needs the official requirements, relaxed where they do not install
 on Python 3.11 (any torch that runs there; torchaudio's pure-Python `compliance.kaldi` is
-enough for SALMONN's BEATs); Llama-AVSR runs audio only, without fairseq. WavLLM is not
-covered: its code runs inside fairseq (a git submodule built from source).
+enough for SALMONN's BEATs); Llama-AVSR runs audio only, without fairseq: its video path loads
+AV-HuBERT with fairseq's `load_model_ensemble_and_task`, and the fairseq its checkout carries
+(1.0.0a0, with hydra-core 1.0 and omegaconf 2.0) does not import on Python 3.11 (a dataclass
+field with a mutable default). WavLLM is not covered: its code runs inside fairseq (a git
+submodule built from source).
 
 Two Python environments, files between them. The official code pins an old transformers
 (SALMONN 4.28, Llama-AVSR 4.43) that speechkit cannot import beside its own, so:
