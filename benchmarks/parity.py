@@ -4,17 +4,20 @@
         --official-python /path/to/salmonn-env/bin/python
     python benchmarks/parity.py llama-avsr --official /path/to/Llama-AVSR \\
         --official-python /path/to/llama-avsr-env/bin/python \\
-        [--official-set compression_mode=avg-pooling \\
+        [--official-set compression_mode=avg-pooling layernorm_projector=true \\
          --convert-args "--compression-mode avg-pooling --downsample-ratio-audio 3"]
     python benchmarks/parity.py wavllm --official /path/to/SpeechT5/WavLLM \
         --official-python /path/to/wavllm-env/bin/python
 
 The official environment needs the official requirements, relaxed where they do not install
 on Python 3.11 (any torch that runs there; torchaudio's pure-Python `compliance.kaldi` is
-enough for SALMONN's BEATs); Llama-AVSR runs audio only, without fairseq. WavLLM runs inside
-its fairseq submodule, used from source (no build: the C++/Cython extensions are not needed
-for inference): transformers 4.32.1, numpy < 2, sentencepiece, protobuf < 5, soundfile,
-hydra-core < 1.1, omegaconf < 2.1, bitarray, sacrebleu, regex, cffi, tqdm.
+enough for SALMONN's BEATs); Llama-AVSR runs audio only, without fairseq: its video path loads
+AV-HuBERT with fairseq's `load_model_ensemble_and_task`, and the fairseq its checkout carries
+(1.0.0a0, with hydra-core 1.0 and omegaconf 2.0) does not import on Python 3.11 (a dataclass
+field with a mutable default). WavLLM runs inside its own fairseq submodule (0.12), used from
+source (no build: the C++/Cython extensions are not needed for inference): transformers
+4.32.1, numpy < 2, sentencepiece, protobuf < 5, soundfile, hydra-core < 1.1, omegaconf < 2.1,
+bitarray, sacrebleu, regex, cffi, tqdm.
 
 Two Python environments, files between them. The official code pins an old transformers
 (SALMONN 4.28, Llama-AVSR 4.43, WavLLM 4.32) that speechkit cannot import beside its own, so:
@@ -30,7 +33,10 @@ Two Python environments, files between them. The official code pins an old trans
    beam; WavLLM greedy only: its decoder fails with a beam above 1) and writes ids (json) and
    first-step logits and prefix embeddings (safetensors);
 4. this script decodes the same clips with speechkit and prints the table. The random LLM is
-   made to write EOS on about 5% of its steps, so answers end at different lengths.
+   made to write EOS on about 5% of its steps, so answers end at different lengths (which
+   tells beam search's scoring and stopping rules apart: SALMONN's 40 s clip stops after 154
+   tokens under today's transformers' rule, where SALMONN's 4.28 goes on to 200 and keeps a
+   cut hypothesis; speechkit runs 4.28's rules for SALMONN).
 
 Clips: real speech (the LibriVox recordings of `.testdata/pocketsphinx/librivox`) cut and
 joined with ffmpeg to 0.3 s, 1 s, 10.4 s and 40.1 s, 16-bit 16 kHz mono. Past 30 s the
@@ -39,9 +45,10 @@ clip's row compares the prefix embeddings of speechkit's first window with the o
 both given the whole clip; its logits and ids are both sides' on the clip cut at 30 s. WavLLM
 reads the whole clip (Whisper in 30 s chunks, WavLM whole), and so does its row.
 
-Logits are compared over the vocabulary both share except the `[PAD]` row SALMONN adds: the
-official code gives it a fresh random row at every load (`resize_token_embeddings`), speechkit
-the mean row. The official code is never copied here: it is imported from --official.
+SALMONN adds a `[PAD]` token: the official code gives it a fresh random row at every load
+(`resize_token_embeddings`), speechkit the mean row. The official side is given speechkit's
+`[PAD]` input and output rows after loading, so both decode the same model; logits are compared
+over the whole vocabulary. The official code is never copied here: it is imported from --official.
 """
 
 from __future__ import annotations
@@ -73,7 +80,7 @@ OFFICIAL_MAX_S = 30  # SALMONN: prepare_one_sample cuts at 30 s; Llama-AVSR: Whi
 SAMPLE_RATE = 16000
 WAVLLM_ASR = ("Based on the attached audio, generate a comprehensive text transcription of the "
               "spoken content.")  # WavLLM test_data/asr.tsv
-PAD = "[PAD]"  # SALMONN's added pad token: a random row in the official model, see above
+PAD = "[PAD]"  # SALMONN's added pad token: speechkit's row is given to the official model
 
 
 @dataclass(frozen=True)
@@ -179,11 +186,11 @@ def answer(ids: list[int], eos: set[int]) -> list[int]:
     return ids[:next((i for i, t in enumerate(ids) if t in eos), len(ids))]
 
 
-def compare(name: str, off: dict, ours: dict, skip: set[int], long_ours: dict | None) -> dict:
-    """One table row: prefix embeddings, first-step logits, greedy and beam ids."""
+def compare(name: str, off: dict, ours: dict, long_ours: dict | None) -> dict:
+    """One table row: prefix embeddings, first-step logits (the whole vocabulary), greedy and
+    beam ids."""
     shared = min(off["logits"].shape[0], ours["logits"].shape[0])
-    keep = torch.tensor([i for i in range(shared) if i not in skip])
-    logit = float((off["logits"][keep] - ours["logits"][keep]).abs().max())
+    logit = float((off["logits"][:shared] - ours["logits"][:shared]).abs().max())
     emb_ours = (long_ours or ours)["embeds"]
     # the long clip: the rows up to the end of the first window (the text after the speech
     # follows the last window in speechkit's prefix)
@@ -249,6 +256,21 @@ def prefix_embeds(model, audio, family: Family) -> dict:
     return {"embeds": model.prompt_embeds([{"audio": audio}], [ids])[0].float()}
 
 
+def pad_rows(model, out: Path) -> Path | None:
+    """SALMONN's `[PAD]` input and output rows as speechkit has them, written for the official
+    side to load in place of the random rows its `resize_token_embeddings` gives."""
+    from safetensors.torch import save_file
+
+    if PAD not in model.tokenizer.get_vocab():
+        return None
+    pad = model.tokenizer.convert_tokens_to_ids(PAD)
+    llm = model.llm
+    save_file({"id": torch.tensor([pad]),
+               "input": llm.get_input_embeddings().weight[pad].float().contiguous(),
+               "output": llm.get_output_embeddings().weight[pad].float().contiguous()}, str(out))
+    return out
+
+
 def read_official(folder: Path, clip: Path, eos: set[int]) -> dict:
     from safetensors.torch import load_file
 
@@ -275,14 +297,13 @@ def parity(name: str, repo: Path, python: str, work: Path, max_new_tokens: int |
     long = {n: c for n, c in clips.items() if family.cuts_long_audio
             and len(decode_audio(c)) > OFFICIAL_MAX_S * SAMPLE_RATE}
     decoded = {n: first_30_s(c) if n in long else c for n, c in clips.items()}
+    model = load_speechllm(str(work / "converted"), device="cpu")
+    pad = pad_rows(model, work / "pad_rows.safetensors")
     official(python, family, repo, "run", "--parts", str(work / "parts"), "--out",
              str(work / "official"), "--max-new-tokens", str(max_new_tokens), "--prompt",
              family.prompt, "--clips", *map(str, decoded.values()),
-             "--prefix-clips", *map(str, long.values()))
-    model = load_speechllm(str(work / "converted"), device="cpu")
-    tok = model.tokenizer
-    skip = {tok.convert_tokens_to_ids(PAD)} if PAD in tok.get_vocab() else set()
-    eos = set(eos_ids(model.llm, tok))
+             "--prefix-clips", *map(str, long.values()), *(["--pad-rows", str(pad)] if pad else []))
+    eos = set(eos_ids(model.llm, model.tokenizer))
     rows = []
     for clip_name, clip in decoded.items():
         ours = speechkit_side(model, decode_audio(clip), family, max_new_tokens)
@@ -292,7 +313,7 @@ def parity(name: str, repo: Path, python: str, work: Path, max_new_tokens: int |
             whole = prefix_embeds(model, decode_audio(long[clip_name]), family)
             off["embeds"] = read_official(work / "official", long[clip_name], eos)["embeds"]
             clip_name += f" (first {OFFICIAL_MAX_S} s)"
-        rows.append(compare(clip_name, off, ours, skip, whole))
+        rows.append(compare(clip_name, off, ours, whole))
     return rows
 
 

@@ -123,7 +123,7 @@ def build_parts(llama3: Path, out: Path) -> dict[str, str]:
 
 def train_args(parts: dict[str, str], ckpt: str | None = None, beams: int = BEAMS):
     """train.py / eval.py arguments of an audio run with Whisper and the LLM's LoRA."""
-    return argparse.Namespace(
+    args = dict(
         modality="audio", llm_model=LLM_ID, audio_encoder_name=parts["whisper"],
         pretrain_avhubert_enc_video_path=None, pretrain_avhubert_enc_audio_path=None,
         pretrain_avhubert_enc_audiovisual_path=None, use_lora_avhubert=False,
@@ -133,7 +133,8 @@ def train_args(parts: dict[str, str], ckpt: str | None = None, beams: int = BEAM
         add_PETF_LLM="lora", reduction_lora=64, alpha=8, downsample_ratio_audio=3,
         downsample_ratio_video=3, downsample_ratio_audiovisual=3, max_dec_tokens=32,
         num_beams=beams, add_sink_loss=False, sink_loss_factor=10000, layernorm_projector=False,
-        compression_mode="stack", pretrained_model_path=ckpt, **parts.get("train_args", {}))
+        compression_mode="stack", pretrained_model_path=ckpt)
+    return argparse.Namespace(**{**args, **parts.get("train_args", {})})
 
 
 def build(official: Path, llama3: Path, out: Path, overrides: dict) -> None:

@@ -15,7 +15,9 @@ Imports nothing from speechkit and nothing from this repository: the official co
   bert-base's config at a tiny width (24 wide, bert-base's 12 heads, 2 layers as SALMONN sets);
 - `Tensor.cuda` returns the tensor (`generate` builds its stop id with `.cuda()`; CPU only here);
 - the model is cast to float32 after `from_config` (it loads the LLM in float16 for a GPU); the
-  LLM weights are written already rounded to float16, so the cast loses nothing.
+  LLM weights are written already rounded to float16, so the cast loses nothing;
+- `run --pad-rows` then sets the `[PAD]` input and output rows (random at every load) to the
+  given ones: speechkit's, so that both sides decode the same model.
 """
 
 from __future__ import annotations
@@ -156,8 +158,20 @@ def decode(model, samples: dict, prompt: str, beams: int, max_new_tokens: int) -
             "embeds": seen["inputs_embeds"][0].float()}
 
 
+@torch.no_grad()
+def use_pad_rows(llm, file: Path) -> None:
+    """The `[PAD]` input and output rows from `file` in place of the random ones
+    `resize_token_embeddings` gave at this load (the same rows as speechkit's)."""
+    from safetensors.torch import load_file
+
+    rows = load_file(str(file))
+    pad = int(rows["id"][0])
+    llm.get_input_embeddings().weight[pad] = rows["input"]
+    llm.get_output_embeddings().weight[pad] = rows["output"]
+
+
 def run(official: Path, parts_dir: Path, clips: list[Path], prefix_clips: list[Path], prompt: str,
-        max_new_tokens: int, out: Path) -> None:
+        max_new_tokens: int, out: Path, pad_rows: Path | None = None) -> None:
     """Greedy and beam-4 ids, first-step logits and prefix embeddings of each clip; only the
     prefix embeddings of each of `prefix_clips`."""
     _official(official)
@@ -168,6 +182,8 @@ def run(official: Path, parts_dir: Path, clips: list[Path], prefix_clips: list[P
 
     parts = json.loads((parts_dir / "parts.json").read_text())
     model = SALMONN.from_config(model_config(parts, parts["ckpt"])).float().eval()
+    if pad_rows:
+        use_pad_rows(model.llama_model, pad_rows)
     processor = WhisperFeatureExtractor.from_pretrained(parts["whisper"])
     out.mkdir(parents=True, exist_ok=True)
     for clip in clips + prefix_clips:
@@ -192,12 +208,13 @@ def main() -> None:
     ap.add_argument("--prefix-clips", type=Path, nargs="*", default=[])
     ap.add_argument("--prompt", default="Recognize the speech and give me the transcription.")
     ap.add_argument("--max-new-tokens", type=int, default=200)  # decode_config.yaml
+    ap.add_argument("--pad-rows", type=Path, help="run: the [PAD] rows to decode with")
     a = ap.parse_args()
     if a.step == "build":
         build(a.official.resolve(), a.sp, a.out)
     else:
         run(a.official.resolve(), a.parts, a.clips, a.prefix_clips, a.prompt, a.max_new_tokens,
-            a.out)
+            a.out, a.pad_rows)
 
 
 if __name__ == "__main__":

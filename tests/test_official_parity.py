@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from speechkit.models.speechllm.generate import GenerationSettings, generate
+from speechkit.models.speechllm.generate import BEAM_4_28, GenerationSettings, generate
 from speechkit.models.speechllm.importers.salmonn import convert_salmonn
 from tests.test_salmonn_tiny import LLM_HIDDEN, beats_official, salmonn_official
 from tests.test_salmonn_tiny import salmonn_parts as build_salmonn_parts
@@ -79,8 +79,9 @@ def _beam_search_transformers_4_28(llm, embeds: torch.Tensor, beams: int, max_ne
     inputs_embeds, early_stopping False: every hypothesis is scored sum / (1 + its tokens
     without EOS), the 1 being the placeholder id generate starts from; candidates are the best
     2 x beams, an EOS among the first `beams` of them finishes a hypothesis; the search stops
-    when the worst finished score beats the best candidate's over the current length, else
-    at max_new, where the running beams are scored as they are."""
+    when the worst finished score is at least the best candidate's over 1 + the tokens so far
+    (the placeholder again), else at max_new, where the running beams are scored as they are.
+    Plain and slow: every step recomputes every beam from the prompt, no cache."""
     table = llm.get_input_embeddings()
     running, finished = [([], 0.0)], []
 
@@ -105,7 +106,7 @@ def _beam_search_transformers_4_28(llm, embeds: torch.Tensor, beams: int, max_ne
                 finish(tokens, total)
             if len(running) == beams:
                 break
-        if len(finished) == beams and finished[-1][0] >= candidates[0][0] / (step + 1):
+        if len(finished) == beams and finished[-1][0] >= candidates[0][0] / (1 + step + 1):
             return finished[0][1]
     for tokens, total in running:
         finish(tokens, total)
@@ -129,11 +130,53 @@ def test_salmonn_beam_search_scores_cut_hypotheses_as_its_transformers_does(salm
     torch.manual_seed(2)
     embeds = torch.randn(7, LLM_HIDDEN) * 0.5
     official = _beam_search_transformers_4_28(llm, embeds, 4, 12, tok.eos_token_id)
-    salmonn = GenerationSettings(beam_size=4, max_new_tokens=12, cut_hypothesis_extra_length=1)
+    salmonn = GenerationSettings(beam_size=4, max_new_tokens=12, beam_rules=BEAM_4_28)
     plain = GenerationSettings(beam_size=4, max_new_tokens=12)
     assert generate(llm, tok, [embeds], salmonn).tokens[0] == official and len(official) == 12
     assert len(generate(llm, tok, [embeds], plain).tokens[0]) == 9  # the rule matters here
-    assert salmonn_model.settings(DecodeOptions(task="asr")).cut_hypothesis_extra_length == 1
+    assert salmonn_model.settings(DecodeOptions(task="asr")).beam_rules == BEAM_4_28
+
+
+def test_salmonn_beam_search_stops_when_its_transformers_does(salmonn_parts):
+    """4.28 stops a search when no candidate over 1 + its tokens (the placeholder id) can beat
+    the worst finished hypothesis; newer transformers divide by the tokens alone and stop
+    earlier. Here it stops after 28 tokens, where SALMONN's code goes on to 30 and keeps a
+    cut hypothesis (SALMONN's parity run: a 126-token answer against the official 200)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    llm = AutoModelForCausalLM.from_pretrained(salmonn_parts["llm"]).eval()
+    tok = AutoTokenizer.from_pretrained(salmonn_parts["llm"])
+    with torch.no_grad():
+        head = llm.get_output_embeddings().weight
+        head[tok.eos_token_id] = 0.97 * head[EOS_LIKE]
+    torch.manual_seed(7)
+    embeds = torch.randn(7, LLM_HIDDEN) * 0.5
+    official = _beam_search_transformers_4_28(llm, embeds, 4, 30, tok.eos_token_id)
+    salmonn = GenerationSettings(beam_size=4, max_new_tokens=30, beam_rules=BEAM_4_28)
+    assert generate(llm, tok, [embeds], salmonn).tokens[0] == official and len(official) == 30
+    with torch.no_grad():  # what the installed transformers' beam search gives
+        newer = llm.generate(inputs_embeds=embeds[None], attention_mask=torch.ones(1, 7, dtype=torch.long),
+                             max_new_tokens=30, num_beams=4, do_sample=False,
+                             eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)[0].tolist()
+    assert newer[:newer.index(tok.eos_token_id)] == official[:28]  # the rule matters here
+
+
+def test_salmonn_beam_search_decodes_a_batch_as_one_item_at_a_time(salmonn_parts):
+    """The 4.28 beam search on left-padded prompts of different lengths gives each item the
+    ids it gets alone (cache reordered per beam, positions past the padding)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    llm = AutoModelForCausalLM.from_pretrained(salmonn_parts["llm"]).eval()
+    tok = AutoTokenizer.from_pretrained(salmonn_parts["llm"])
+    with torch.no_grad():
+        head = llm.get_output_embeddings().weight
+        head[tok.eos_token_id] = 0.97 * head[EOS_LIKE]
+    torch.manual_seed(4)
+    prompts = [torch.randn(n, LLM_HIDDEN) * 0.5 for n in (7, 4, 9)]
+    settings = GenerationSettings(beam_size=4, max_new_tokens=20, beam_rules=BEAM_4_28)
+    alone = [generate(llm, tok, [p], settings).tokens[0] for p in prompts]
+    assert generate(llm, tok, prompts, settings).tokens == alone
+    assert len({len(a) for a in alone}) > 1  # the items end at different steps
 
 
 def test_salmonn_clips_under_a_second_are_padded_to_one_before_the_encoders(tmp_path):

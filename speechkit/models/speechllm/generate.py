@@ -7,6 +7,9 @@ from typing import Any
 
 import torch
 
+from speechkit.models.speechllm.beam_4_28 import beam_search_4_28
+
+BEAM_4_28 = "transformers-4.28"  # GenerationSettings.beam_rules of SALMONN checkpoints
 YES_VARIANTS = ("yes", "Yes", "YES", " yes", " Yes", " YES")
 NO_VARIANTS = ("no", "No", "NO", " no", " No", " NO")
 
@@ -21,10 +24,9 @@ class GenerationSettings:
     do_sample: bool = False  # always: deterministic decoding (Llama-AVSR left sampling on)
     length_penalty: float = 1.0
     padding_side: str = "left"
-    # Beam search: a hypothesis cut at max_new_tokens is scored over this many more tokens.
-    # SALMONN 1: its transformers (4.28) starts generate(inputs_embeds=...) from one placeholder
-    # id, counted in the length of every hypothesis (one that ends with EOS counts it instead).
-    cut_hypothesis_extra_length: int = 0
+    # Beam search rules: "transformers" (the installed one's generate) or "transformers-4.28"
+    # (SALMONN's pinned version, which scores and stops differently: see beam_4_28.py)
+    beam_rules: str = "transformers"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -66,6 +68,10 @@ def generate(model: Any, tokenizer: Any, embeds: list[torch.Tensor],
 
     x, mask = left_pad(embeds)
     eos = eos_ids(model, tokenizer)
+    if settings.beam_size > 1 and settings.beam_rules == BEAM_4_28:
+        tokens, logits = beam_search_4_28(model, x, mask, settings.beam_size,
+                                          settings.max_new_tokens, eos, settings.length_penalty)
+        return GenerationOutput(tokens=tokens, first_logits=logits if first_logits else None)
     config = GenerationConfig(
         max_new_tokens=settings.max_new_tokens, num_beams=settings.beam_size,
         do_sample=False, length_penalty=settings.length_penalty,
@@ -75,37 +81,17 @@ def generate(model: Any, tokenizer: Any, embeds: list[torch.Tensor],
         eos_token_id=eos, pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id, stop_strings=list(settings.stop) or None,
         return_dict_in_generate=True, output_logits=first_logits)
-    rescore = settings.beam_size > 1 and settings.cut_hypothesis_extra_length > 0
-    if rescore:  # every finished hypothesis, to pick among them by the official scores
-        config.num_return_sequences, config.output_scores = settings.beam_size, True
     out = model.generate(inputs_embeds=x, attention_mask=mask, generation_config=config,
                          tokenizer=tokenizer if settings.stop else None)
     tokens = []
     for row in out.sequences.tolist():
         cut = next((j for j, t in enumerate(row) if t in eos), len(row))
         tokens.append(row[:cut])
-    if rescore:
-        tokens = _best_by_official_length(tokens, out.sequences_scores.tolist(), settings)
     logits = None
     if first_logits:
         # Step 0 of beam search holds num_beams identical rows per item: keep the first.
         logits = out.logits[0][::settings.beam_size].float()
     return GenerationOutput(tokens=tokens, first_logits=logits)
-
-
-def _best_by_official_length(tokens: list[list[int]], scores: list[float],
-                             settings: GenerationSettings) -> list[list[int]]:
-    """Per item, the hypothesis with the best score when one cut at max_new_tokens is
-    length-normalized over `cut_hypothesis_extra_length` more tokens (scores are sum / length)."""
-    best = []
-    k, extra, p = settings.beam_size, settings.cut_hypothesis_extra_length, settings.length_penalty
-    for i in range(0, len(tokens), k):
-        def official(j: int) -> float:
-            n = len(tokens[j])
-            cut = n >= settings.max_new_tokens
-            return scores[j] * (n ** p / (n + extra) ** p if cut else 1.0)
-        best.append(tokens[max(range(i, i + k), key=official)])
-    return best
 
 
 def variant_ids(tokenizer: Any, variants: tuple[str, ...]) -> list[int]:

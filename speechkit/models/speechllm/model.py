@@ -101,11 +101,13 @@ class SpeechLLM(SpeechModel):
         return gen.GenerationSettings(beam_size=options.beam_size,
                                       max_new_tokens=options.max_new_tokens,
                                       stop=tuple(self.spec.decode.stop),
-                                      cut_hypothesis_extra_length=self._cut_extra_length())
+                                      beam_rules=self._beam_rules())
 
-    def _cut_extra_length(self) -> int:
-        """SALMONN's beam scores (see GenerationSettings.cut_hypothesis_extra_length)."""
-        return 1 if self.spec.prompt.template == "salmonn" else 0
+    def _beam_rules(self) -> str:
+        """SALMONN's code decodes with transformers 4.28's beam search (see beam_4_28.py); a
+        checkpoint with stop strings keeps transformers' (which ends a beam on them)."""
+        salmonn = self.spec.prompt.template == "salmonn" and not self.spec.decode.stop
+        return gen.BEAM_4_28 if salmonn else "transformers"
 
     def streams(self, task: str) -> frozenset[str]:
         """The streams `task` reads among this model's: asr the audio, vsr the lip crops, avsr
@@ -229,7 +231,7 @@ class SpeechLLM(SpeechModel):
                 "lora_scaling": self.lora_scaling, "audio_input": audio_input(s),
                 "generation": {k: v for k, v in gen.GenerationSettings(
                     stop=tuple(s.decode.stop),
-                    cut_hypothesis_extra_length=self._cut_extra_length()).to_dict().items()
+                    beam_rules=self._beam_rules()).to_dict().items()
                     if k not in ("beam_size", "max_new_tokens")}}  # those two: in `decode`
 
 
