@@ -4,7 +4,8 @@ A clip whose text fails the checks at every temperature is the slow case: a repe
 runs to --max-new-tokens at each temperature, 5 candidates at each one above 0. Both engines
 load once; the clip is decoded `--repeats` times on each, alternately, and the median CPU
 seconds (user + system of this process, steadier than wall time on a shared machine) are
-reported with the decoding's tokens, temperature and text.
+reported with the decoding's tokens, temperature and text; on the torch engine also the
+decoder steps of a run (one a token fed to the batch's rows) and the wall ms per step.
 
     python benchmarks/whisper_fallback.py clip.wav --task translate
     python benchmarks/whisper_fallback.py clip.wav --task translate --language fr --threads 1
@@ -35,16 +36,37 @@ def main() -> None:
     models = {e: load_model("whisper-base", RuntimeOptions(device="cpu", engine=e, threads=args.threads))
               for e in args.engines.split(",")}
     cpu: dict[str, list[float]] = {e: [] for e in models}
-    text = {}
+    text, steps = {}, {}
     for _ in range(args.repeats):
         for engine, model in models.items():
-            start = time.process_time()
+            counter = _count_steps(model)
+            start, wall = time.process_time(), time.perf_counter()
             hyp = model.generate(audio_inputs([audio]), options)[0]
             cpu[engine].append(time.process_time() - start)
+            wall = time.perf_counter() - wall
             text[engine] = f"{hyp.language} T={hyp.extras.get('temperature')} {hyp.text!r}"
+            if counter:
+                counter[1].remove()
+                steps[engine] = (f", {counter[0][0]} decoder steps, "
+                                 f"{1000 * wall / counter[0][0]:.1f} ms of wall time a step")
     for engine in models:
         print(f"{engine:12s} CPU s median {statistics.median(cpu[engine]):6.1f} "
-              f"(runs {', '.join(f'{c:.1f}' for c in cpu[engine])}): {text[engine]}")
+              f"(runs {', '.join(f'{c:.1f}' for c in cpu[engine])}){steps.get(engine, '')}: "
+              f"{text[engine]}")
+
+
+def _count_steps(model):
+    """On the torch engine, a counter of decoder steps (each embeds its rows' next tokens)
+    and its hook; None on CTranslate2."""
+    torch_model = getattr(model, "model", None)
+    if not hasattr(torch_model, "proj_out"):
+        return None
+    count = [0]
+
+    def step(*_):
+        count[0] += 1
+
+    return count, torch_model.model.decoder.embed_tokens.register_forward_hook(step)
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ def test_cross_attention_keys_are_computed_once_per_window(whisper_base_torch, t
 
 @pytest.mark.slow
 def test_greedy_decoding_takes_one_decoder_call_per_token(whisper_base_torch, testdata):
-    """One call for the prompt, then one per sampled token: the cache is reused across steps."""
+    """One step for the prompt, then one per sampled token: the cache is reused across steps."""
     model = whisper_base_torch
     enc = model._encode([decode_audio(librivox(testdata, 1)[0][0])])
     calls = [0]
@@ -53,7 +53,7 @@ def test_greedy_decoding_takes_one_decoder_call_per_token(whisper_base_torch, te
     def count(*_):
         calls[0] += 1
 
-    hook = model.model.model.decoder.register_forward_hook(count)
+    hook = model.model.model.decoder.embed_tokens.register_forward_hook(count)  # once a step
     try:
         with torch.inference_mode():
             d = model.decoder.decode(enc, [model.decoder.tok.prompt("en", "transcribe")], 1, 224,
@@ -82,10 +82,10 @@ def test_a_finished_window_leaves_the_batch(whisper_base_torch, testdata):
     enc = model._encode([decode_audio(p) for p, _ in librivox(testdata, 2)])
     rows = [0]
 
-    def count(_module, args, kwargs, _output):
-        rows[0] += kwargs["input_ids"].shape[0]
+    def count(_module, args, _output):
+        rows[0] += args[0].shape[0]  # the token ids of a step, a row each
 
-    hook = model.model.model.decoder.register_forward_hook(count, with_kwargs=True)
+    hook = model.model.model.decoder.embed_tokens.register_forward_hook(count)
     try:
         with torch.inference_mode():
             out = model.decoder.decode(enc, [model.decoder.tok.prompt("en", "transcribe")] * 2, 1, 224,

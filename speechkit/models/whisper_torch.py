@@ -5,8 +5,9 @@ One encoder pass per window serves language detection, every fallback temperatur
 word-timing pass, and the decoder's cross-attention keys and values of a window are computed
 once per decoding and shared by every temperature, sampled candidate and beam: computed per
 row and per temperature they cost 9 GFLOP a window each time (whisper-base), 26 times for a
-window that falls back to temperature 1.0 with 5 candidates. Each row of a batch is decoded independently,
-so batched output equals one-at-a-time output.
+window that falls back to temperature 1.0 with 5 candidates. The decoder runs on the model's
+own layers (whisper_steps.py). Each row of a batch is decoded independently, so batched
+output equals one-at-a-time output.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from speechkit.models.whisper_decode import (
     WhisperTokens,
     compression_ratio,
 )
+from speechkit.models.whisper_steps import StepDecoder, cross_states
 
 NEG_INF = float("-inf")
 
@@ -46,38 +48,12 @@ class WhisperDecoder:
     def encode(self, features: torch.Tensor) -> torch.Tensor:
         return self.model.model.encoder(features).last_hidden_state
 
-    def _step(self, ids: torch.Tensor, enc: torch.Tensor, cache: Any) -> torch.Tensor:
-        out = self.model.model.decoder(input_ids=ids, encoder_hidden_states=enc, cache=cache,
-                                       use_cache=True)
-        return self.model.proj_out(out.last_hidden_state).float()
-
-    def cross_states(self, enc: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Each decoder layer's cross-attention keys and values of each window, (windows, heads,
-        frames, head width) as the attention layers cache them."""
-        out = []
-        for layer in self.model.model.decoder.layers:
-            attn = layer.encoder_attn
-            shape = (enc.shape[0], -1, attn.num_heads, attn.head_dim)
-            out.append((attn.k_proj(enc).view(shape).transpose(1, 2).contiguous(),
-                        attn.v_proj(enc).view(shape).transpose(1, 2).contiguous()))
-        return out
-
-    def _new_cache(self, cross: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
-                   rows: torch.Tensor | None = None) -> Any:
-        """An empty decoder cache; given `cross` (see `cross_states`), its cross-attention part
-        holds those keys and values for the windows `rows`, so no decoder step computes them."""
-        from transformers.cache_utils import DynamicCache, EncoderDecoderCache
-
-        cross_cache = DynamicCache()
-        for layer, (keys, values) in enumerate(cross or ()):
-            cross_cache.update(keys[rows], values[rows], layer)
-        return EncoderDecoderCache(DynamicCache(), cross_cache)  # marks the filled layers as done
-
     @torch.inference_mode()
     def detect_language(self, enc: torch.Tensor) -> list[tuple[str, float]]:
         """(language code, probability) per row from the first decoder step."""
         ids = torch.full((enc.shape[0], 1), self.tok.sot, dtype=torch.long, device=enc.device)
-        logits = self._step(ids, enc, self._new_cache())[:, -1]
+        steps = StepDecoder(self.model, cross_states(self.model, enc), list(range(enc.shape[0])), 1)
+        logits = steps.logits(steps.step(ids))[:, -1]
         codes = list(self.tok.languages)
         lang_ids = torch.tensor([self.tok.languages[c] for c in codes], device=enc.device)
         probs = logits[:, lang_ids].softmax(-1)
@@ -100,7 +76,7 @@ class WhisperDecoder:
                     out[i] = d
             return out
         results: list[Decoded | None] = [None] * len(prompts)
-        cross = self.cross_states(enc)
+        cross = cross_states(self.model, enc)
         todo = list(range(len(prompts)))
         for t_index, temperature in enumerate(temperatures):
             sub_prompts = [prompts[i] for i in todo]
@@ -128,19 +104,18 @@ class WhisperDecoder:
         width = beam_size if temperature == 0.0 else candidates
         n = len(prompts)
         rows = [list(p) for p in prompts for _ in range(width)]
-        index = torch.tensor(windows, device=enc.device).repeat_interleave(width)
-        enc_rows = enc[index]
-        cache = self._new_cache(cross, index)
-        logits = self._step(torch.tensor(rows, device=enc.device), enc_rows, cache)
-        sot = rows[0].index(self.tok.sot)  # after the previous text, when prompted with it
-        no_speech = self._no_speech_probs(logits[::width, sot])
         prefix = len(rows[0])
         max_new = self.tok.max_new(rows[0], max_new_tokens, self.model.config.max_target_positions)
+        steps = StepDecoder(self.model, cross, [w for w in windows for _ in range(width)],
+                            prefix + max_new)
+        hidden = steps.step(torch.tensor(rows, device=enc.device))
+        sot = rows[0].index(self.tok.sot)  # after the previous text, when prompted with it
+        logits = steps.logits(hidden[:, [sot, prefix - 1]])  # no projection of previous text
+        no_speech = self._no_speech_probs(logits[::width, 0])
         if temperature == 0.0 and beam_size > 1:
-            finals = self._beam(logits[:, -1], enc_rows, cache, rows, prefix, n, beam_size, max_new)
+            finals = self._beam(logits[:, -1], steps, rows, prefix, n, beam_size, max_new)
         else:
-            finals = self._sample(logits[:, -1], enc_rows, cache, rows, prefix, n, width,
-                                  temperature, max_new)
+            finals = self._sample(logits[:, -1], steps, rows, prefix, n, width, temperature, max_new)
         out = []
         for i, (tokens, sum_logprob, truncated) in enumerate(finals):
             text = self.tokenizer.decode([t for t in tokens if t < self.tok.eot])
@@ -155,25 +130,26 @@ class WhisperDecoder:
             return [0.0] * sot_logits.shape[0]
         return sot_logits.softmax(-1)[:, self.tok.no_speech].tolist()
 
-    def _sample(self, logits, enc_rows, cache, rows, prefix, n, width, temperature, max_new):
+    def _sample(self, logits, steps, rows, prefix, n, width, temperature, max_new):
         """Greedy (temperature 0) or sampled decoding; returns the best candidate of each item."""
         count = len(rows)
         sum_lp = [0.0] * count
         done = [False] * count
         gens = None
         if temperature > 0:
-            gens = [torch.Generator(device=enc_rows.device).manual_seed(SAMPLING_SEED + k % width)
+            gens = [torch.Generator(device=logits.device).manual_seed(SAMPLING_SEED + k % width)
                     for k in range(count)]
         alive = list(range(count))  # the rows still decoding: the rows of the batch, in order
         for step in range(max_new):
             logprobs = F.log_softmax(self._filter(logits, [rows[k] for k in alive], prefix), dim=-1)
             if gens is None:
-                nxt = logprobs.argmax(-1).tolist()
-            else:
+                picked = logprobs.argmax(-1)
+            else:  # one generator a row: a row's samples do not depend on its batch
                 probs = (logprobs / temperature).softmax(-1)
-                nxt = [int(torch.multinomial(probs[j], 1, generator=gens[k]))
-                       for j, k in enumerate(alive)]
-            lps = logprobs[torch.arange(len(alive)), torch.tensor(nxt)].tolist()
+                picked = torch.cat([torch.multinomial(probs[j], 1, generator=gens[k])
+                                    for j, k in enumerate(alive)])
+            lps = logprobs.gather(1, picked[:, None])[:, 0].tolist()  # the step's one wait for the device
+            nxt = picked.tolist()
             for j, k in enumerate(alive):
                 sum_lp[k] += lps[j]
                 rows[k].append(nxt[j])
@@ -184,11 +160,10 @@ class WhisperDecoder:
             if len(still) < len(alive):
                 # A finished row leaves the batch: the other candidates no longer run to max_new
                 # beside one caught in a repetition loop, nor short windows beside a long one.
-                keep = torch.tensor(still, device=enc_rows.device)
-                cache.batch_select_indices(keep)
-                enc_rows = enc_rows[keep]
+                steps.keep(still)
                 alive, nxt = [alive[j] for j in still], [nxt[j] for j in still]
-            logits = self._step(torch.tensor(nxt, device=enc_rows.device)[:, None], enc_rows, cache)[:, -1]
+            ids = torch.tensor(nxt, device=logits.device)[:, None]
+            logits = steps.logits(steps.step(ids))[:, -1]
         finals = []
         for i in range(n):
             cands = []
@@ -199,7 +174,7 @@ class WhisperDecoder:
             finals.append((best[1], best[2], best[3]))
         return finals
 
-    def _beam(self, logits, enc_rows, cache, rows, prefix, n, beam, max_new):
+    def _beam(self, logits, steps, rows, prefix, n, beam, max_new):
         """openai-whisper's beam search (patience 1): each item keeps `beam` open hypotheses
         and stops once it has `beam` finished ones."""
         eot = self.tok.eot
@@ -238,11 +213,9 @@ class WhisperDecoder:
             rows, sum_lp = new_rows, new_lp
             if all(len(f) >= beam for f in finished):
                 break
-            # Beams move within their item, whose rows share one window's cross-attention
-            # keys and values: only the self-attention part follows them.
-            cache.self_attention_cache.reorder_cache(torch.tensor(sources, device=enc_rows.device))
-            last = torch.tensor([r[-1] for r in rows], device=enc_rows.device)[:, None]
-            logits = self._step(last, enc_rows, cache)[:, -1]
+            steps.keep(sources)  # beams move within their item, hence within their window
+            last = torch.tensor([r[-1] for r in rows], device=logits.device)[:, None]
+            logits = steps.logits(steps.step(last))[:, -1]
         finals = []
         for i in range(n):
             truncated = not finished[i]
