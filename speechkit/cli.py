@@ -44,6 +44,7 @@ from speechkit.errors import SpeechkitError
 from speechkit.heap import keep_freed_memory
 from speechkit.subtitles import MAX_LINE_CHARS, MAX_LINES
 from speechkit.terminal import safe
+from speechkit.threads import passive_openmp_waits
 
 app = typer.Typer(
     name="speechkit",
@@ -290,6 +291,7 @@ def main(argv: list[str] | None = None) -> None:
     # usage-error class from whichever module defines typer.BadParameter.
     click_exception = sys.modules[typer.BadParameter.__module__].ClickException
     keep_freed_memory()  # before any thread starts (see speechkit.heap)
+    passive_openmp_waits()  # before torch or CTranslate2 loads (see speechkit.threads)
     _register_subcommands()
     command = typer.main.get_command(app)
     plain_help(command)
