@@ -46,16 +46,23 @@ def test_salmonn_unknown_keys_are_refused_by_key_family(salmonn_parts, tmp_path)
                         tmp_path / "out")
 
 
+def _eos_prone_llm(parts):
+    """The tiny SALMONN LLM and tokenizer, EOS made a near copy of a token it writes, so that
+    beams finish at different steps."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    llm = AutoModelForCausalLM.from_pretrained(parts["llm"]).eval()
+    tok = AutoTokenizer.from_pretrained(parts["llm"])
+    with torch.no_grad():
+        head = llm.get_output_embeddings().weight
+        head[tok.eos_token_id] = 0.97 * head[EOS_LIKE]
+    return llm, tok
+
+
 def test_beam_search_equals_the_official_generate_call_on_an_eos_prone_llm(salmonn_parts):
     """SALMONN and Llama-AVSR call generate(num_beams=...) with transformers' default
     early_stopping (False); True would end the search once num_beams hypotheses finish."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    llm = AutoModelForCausalLM.from_pretrained(salmonn_parts["llm"]).eval()
-    tok = AutoTokenizer.from_pretrained(salmonn_parts["llm"])
-    with torch.no_grad():  # EOS a near copy of a token it writes: beams finish at different steps
-        head = llm.get_output_embeddings().weight
-        head[tok.eos_token_id] = 0.97 * head[EOS_LIKE]
+    llm, tok = _eos_prone_llm(salmonn_parts)
     torch.manual_seed(0)
     embeds = torch.randn(7, LLM_HIDDEN) * 0.5
     ours = generate(llm, tok, [embeds], GenerationSettings(beam_size=4, max_new_tokens=60)).tokens[0]
@@ -118,15 +125,9 @@ def test_salmonn_beam_search_scores_cut_hypotheses_as_its_transformers_does(salm
     """A hypothesis cut at max_new_tokens counts one more token in SALMONN's beam scores
     (transformers 4.28's placeholder id): on this EOS-prone LLM that picks a 12-token answer
     over a finished 9-token one, as SALMONN's code does."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from speechkit.models.base import DecodeOptions
 
-    llm = AutoModelForCausalLM.from_pretrained(salmonn_parts["llm"]).eval()
-    tok = AutoTokenizer.from_pretrained(salmonn_parts["llm"])
-    with torch.no_grad():
-        head = llm.get_output_embeddings().weight
-        head[tok.eos_token_id] = 0.97 * head[EOS_LIKE]
+    llm, tok = _eos_prone_llm(salmonn_parts)
     torch.manual_seed(2)
     embeds = torch.randn(7, LLM_HIDDEN) * 0.5
     official = _beam_search_transformers_4_28(llm, embeds, 4, 12, tok.eos_token_id)
@@ -142,13 +143,7 @@ def test_salmonn_beam_search_stops_when_its_transformers_does(salmonn_parts):
     the worst finished hypothesis; newer transformers divide by the tokens alone and stop
     earlier. Here it stops after 28 tokens, where SALMONN's code goes on to 30 and keeps a
     cut hypothesis (SALMONN's parity run: a 126-token answer against the official 200)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    llm = AutoModelForCausalLM.from_pretrained(salmonn_parts["llm"]).eval()
-    tok = AutoTokenizer.from_pretrained(salmonn_parts["llm"])
-    with torch.no_grad():
-        head = llm.get_output_embeddings().weight
-        head[tok.eos_token_id] = 0.97 * head[EOS_LIKE]
+    llm, tok = _eos_prone_llm(salmonn_parts)
     torch.manual_seed(7)
     embeds = torch.randn(7, LLM_HIDDEN) * 0.5
     official = _beam_search_transformers_4_28(llm, embeds, 4, 30, tok.eos_token_id)
@@ -164,13 +159,7 @@ def test_salmonn_beam_search_stops_when_its_transformers_does(salmonn_parts):
 def test_salmonn_beam_search_decodes_a_batch_as_one_item_at_a_time(salmonn_parts):
     """The 4.28 beam search on left-padded prompts of different lengths gives each item the
     ids it gets alone (cache reordered per beam, positions past the padding)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    llm = AutoModelForCausalLM.from_pretrained(salmonn_parts["llm"]).eval()
-    tok = AutoTokenizer.from_pretrained(salmonn_parts["llm"])
-    with torch.no_grad():
-        head = llm.get_output_embeddings().weight
-        head[tok.eos_token_id] = 0.97 * head[EOS_LIKE]
+    llm, tok = _eos_prone_llm(salmonn_parts)
     torch.manual_seed(4)
     prompts = [torch.randn(n, LLM_HIDDEN) * 0.5 for n in (7, 4, 9)]
     settings = GenerationSettings(beam_size=4, max_new_tokens=20, beam_rules=BEAM_4_28)
