@@ -34,6 +34,7 @@ import types
 from pathlib import Path
 
 import torch
+from parity_cli import official_parser
 from parity_random import eos_prone, randomize
 
 SEED = 0
@@ -218,16 +219,9 @@ def _overrides(pairs: list[str]) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("step", choices=["build", "run"])
-    ap.add_argument("--official", type=Path, required=True, help="Llama-AVSR checkout")
-    ap.add_argument("--out", type=Path, required=True)
+    ap = official_parser(__doc__.splitlines()[0], "Llama-AVSR checkout", None,
+                         max_new_tokens=32)  # eval.py --max-dec-tokens
     ap.add_argument("--llama3", type=Path, help="build: a folder with the Llama-3.2 tokenizer")
-    ap.add_argument("--parts", type=Path, help="run: the directory `build` wrote")
-    ap.add_argument("--clips", type=Path, nargs="*", default=[])
-    ap.add_argument("--prefix-clips", type=Path, nargs="*", default=[])
-    ap.add_argument("--prompt", help="unused: the official prompt for audio is built in")
-    ap.add_argument("--max-new-tokens", type=int, default=32)  # eval.py --max-dec-tokens
     ap.add_argument("--set", nargs="*", default=[], metavar="ARG=VALUE",
                     help="build: train.py arguments, e.g. compression_mode=avg-pooling")
     a = ap.parse_args()

@@ -22,13 +22,13 @@ Imports nothing from speechkit and nothing from this repository: the official co
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import types
 from pathlib import Path
 
 import torch
+from parity_cli import official_parser
 from parity_random import eos_prone, randomize
 
 SEED = 0
@@ -198,16 +198,10 @@ def run(official: Path, parts_dir: Path, clips: list[Path], prefix_clips: list[P
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("step", choices=["build", "run"])
-    ap.add_argument("--official", type=Path, required=True, help="SALMONN checkout")
-    ap.add_argument("--out", type=Path, required=True)
+    ap = official_parser(__doc__.splitlines()[0], "SALMONN checkout",
+                         "Recognize the speech and give me the transcription.",
+                         max_new_tokens=200)  # decode_config.yaml
     ap.add_argument("--sp", type=Path, help="build: a LLaMA-kind SentencePiece tokenizer.model")
-    ap.add_argument("--parts", type=Path, help="run: the directory `build` wrote")
-    ap.add_argument("--clips", type=Path, nargs="*", default=[])
-    ap.add_argument("--prefix-clips", type=Path, nargs="*", default=[])
-    ap.add_argument("--prompt", default="Recognize the speech and give me the transcription.")
-    ap.add_argument("--max-new-tokens", type=int, default=200)  # decode_config.yaml
     ap.add_argument("--pad-rows", type=Path, help="run: the [PAD] rows to decode with")
     a = ap.parse_args()
     if a.step == "build":

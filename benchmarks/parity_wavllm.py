@@ -27,13 +27,13 @@ one clip, as `--max-sentences 1` gives. Imports nothing from speechkit; see
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import types
 from pathlib import Path
 
 import torch
+from parity_cli import official_parser
 from parity_random import eos_row, randomize
 from parity_wavllm_setup import LLAMA_INIT, import_official, write_parts
 
@@ -211,18 +211,12 @@ def decode(task, models, cfg, max_new_tokens: int) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("step", choices=["build", "run"])
-    ap.add_argument("--official", type=Path, required=True,
-                    help="the WavLLM folder of a microsoft/SpeechT5 checkout, its fairseq "
-                         "submodule checked out")
-    ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--parts", type=Path, help="run: the directory `build` wrote")
-    ap.add_argument("--clips", type=Path, nargs="*", default=[])
-    ap.add_argument("--prefix-clips", type=Path, nargs="*", default=[])
-    ap.add_argument("--prompt", default="Based on the attached audio, generate a comprehensive "
-                                        "text transcription of the spoken content.")
-    ap.add_argument("--max-new-tokens", type=int, default=512)  # inference_sft.sh --max-len-b
+    ap = official_parser(__doc__.splitlines()[0],
+                         "the WavLLM folder of a microsoft/SpeechT5 checkout, its fairseq "
+                         "submodule checked out",
+                         "Based on the attached audio, generate a comprehensive text "
+                         "transcription of the spoken content.",
+                         max_new_tokens=512)  # inference_sft.sh --max-len-b
     a = ap.parse_args()
     if a.step == "build":
         build(a.official.resolve(), a.out, a.prompt)
