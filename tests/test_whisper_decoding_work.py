@@ -95,3 +95,41 @@ def test_a_finished_window_leaves_the_batch(whisper_base_torch, testdata):
     lengths = [len(d.tokens) for d in out]
     assert lengths[0] != lengths[1] and not any(d.truncated for d in out)
     assert rows[0] == 2 + sum(lengths)
+
+
+@pytest.mark.slow
+def test_repetition_loops_are_decoded_a_draft_per_pass(whisper_base_torch, testdata, monkeypatch):
+    """English read as Hebrew runs into repetition loops, at temperature 0 and sampled. Fed the
+    loop's next tokens as drafts, the decoder gives the same tokens, scores and fallback in a
+    third of the passes or fewer; an English row in the same batch is unchanged too."""
+    import speechkit.models.whisper_torch as engine
+
+    model = whisper_base_torch
+    clips = librivox(testdata, 3)
+    enc = model._encode([decode_audio(p) for p, _ in clips])
+    tok = model.decoder.tok
+    prompts = [tok.prompt("he", "transcribe"), tok.prompt("en", "transcribe"),
+               tok.prompt("he", "transcribe")]
+    passes = [0]
+
+    def count(*_):
+        passes[0] += 1
+
+    hook = model.model.model.decoder.embed_tokens.register_forward_hook(count)
+    runs = {}
+    try:
+        for drafts in (0, engine.DRAFT_TOKENS):
+            monkeypatch.setattr(engine, "DRAFT_TOKENS", drafts)
+            passes[0] = 0
+            with torch.inference_mode():
+                out = model.decoder.decode(enc, prompts, 1, 224, temperatures=(0.0, 0.2))
+            runs[drafts] = out, passes[0]
+    finally:
+        hook.remove()
+    (plain, plain_passes), (drafted, drafted_passes) = runs[0], runs[engine.DRAFT_TOKENS]
+    assert [d.temperature for d in plain] == [0.2, 0.0, 0.2]  # the loops fell back
+    for a, b in zip(plain, drafted, strict=True):
+        assert a.tokens == b.tokens and a.temperature == b.temperature
+        assert a.truncated == b.truncated
+        assert a.avg_logprob == pytest.approx(b.avg_logprob, abs=1e-4)
+    assert drafted_passes * 3 <= plain_passes, (drafted_passes, plain_passes)

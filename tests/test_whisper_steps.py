@@ -61,13 +61,33 @@ def test_step_logits_equal_transformers_decoder_as_rows_leave_and_move(width):
     assert steps.windows == [1] * len(rows) and steps.cross[0][0].shape[0] == 1
 
 
-def test_only_a_rows_first_tokens_go_in_together():
+def test_rows_fed_several_tokens_and_taking_some_back_match_transformers_decoder():
+    """Draft tokens: a row fed several tokens after its first, then taking back those not
+    kept, so that rows hold unequal numbers of tokens, still gets transformers' logits at
+    every position it is fed, while rows leave and move."""
     model = _random_whisper()
-    steps = StepDecoder(model, cross_states(model, torch.randn(1, FRAMES, 64)), [0], 8)
+    enc = torch.randn(2, FRAMES, 64)
+    windows = [0, 0, 1]
+    rows = [[1, 2, 3] for _ in windows]
+    gen = torch.Generator().manual_seed(2)
     with torch.inference_mode():
-        steps.step(torch.tensor([[1, 2]]))
-        with pytest.raises(ValueError, match="first"):
-            steps.step(torch.tensor([[3, 4]]))
+        steps = StepDecoder(model, cross_states(model, enc), windows, 24, spare=4)
+        steps.step(torch.tensor(rows))
+        for fed, back in [(4, [0, 2, 3]), (1, [0, 0, 0]), (3, [2, 0, 1]), (5, [1, 4])]:
+            ids = torch.randint(4, 300, (len(rows), fed), generator=gen)
+            logits = steps.logits(steps.step(ids))
+            for p in range(fed):
+                for r, (row, t) in enumerate(zip(rows, ids.tolist(), strict=True)):
+                    expected = _reference(model, enc, [windows[r]], [row + t[:p + 1]])
+                    torch.testing.assert_close(logits[r:r + 1, p], expected, rtol=1e-4, atol=1e-4)
+            steps.take_back(back)
+            rows = [row + t[:fed - b] for row, t, b in zip(rows, ids.tolist(), back, strict=True)]
+            assert steps.held in (None, [len(r) for r in rows])
+            if fed == 3:  # a row leaves and the others swap
+                steps.keep([2, 0])
+                windows, rows = [windows[2], windows[0]], [rows[2], rows[0]]
+        with pytest.raises(ValueError, match="room"):
+            steps.step(torch.full((len(rows), 20), 5))
 
 
 @pytest.mark.slow

@@ -8,6 +8,10 @@ copy of its window's keys and values, and grew its cache by concatenation at eve
 Here self-attention keys and values go into tensors allocated once per decoding, and a
 window's cross-attention keys and values are read once a step for all the rows decoding it,
 as one block of queries. The arithmetic is transformers' own, layer for layer.
+
+Rows may hold different numbers of tokens (a row takes back the draft tokens its model did
+not confirm, see whisper_torch.py): a step then places each row's tokens at its own positions
+and masks the positions a row does not hold.
 """
 
 from __future__ import annotations
@@ -41,19 +45,22 @@ class StepDecoder:
     its next tokens, `keep` picks, reorders or drops rows."""
 
     def __init__(self, model: Any, cross: list[tuple[torch.Tensor, torch.Tensor]],
-                 windows: list[int], length: int):
+                 windows: list[int], length: int, spare: int = 0):
         """`cross`: each layer's cross-attention (keys, values), (windows, heads, frames, head
         width) (see `cross_states`); `windows`: the window of each row;
-        `length`: the most tokens a row will hold."""
+        `length`: the most tokens a row will hold; `spare`: room after that for the padding
+        of a step that feeds rows unequal numbers of tokens."""
         self.decoder = model.model.decoder
         self.proj_out = model.proj_out
         attn = self.decoder.layers[0].self_attn
         self.heads, self.width = attn.num_heads, attn.head_dim
         like = cross[0][0]
-        shape = (len(windows), self.heads, length, self.width)
-        self.keys = [like.new_empty(shape) for _ in self.decoder.layers]
-        self.values = [like.new_empty(shape) for _ in self.decoder.layers]
-        self.length = 0  # tokens each row holds
+        shape = (len(windows), self.heads, length + spare, self.width)
+        # Zeros, not garbage: a masked position is still multiplied by its weight 0 (NaN * 0).
+        self.keys = [like.new_zeros(shape) for _ in self.decoder.layers]
+        self.values = [like.new_zeros(shape) for _ in self.decoder.layers]
+        self.length = 0  # tokens each row holds; the most any row holds when they differ
+        self.held: list[int] | None = None  # tokens each row holds, when they differ
         self._all_cross = cross
         self._used: list[int] | None = None
         self._place(windows)
@@ -92,14 +99,25 @@ class StepDecoder:
                     continue
                 t[:n, :, :end] = t[index, :, :end]  # the right side is a copy: no overlap
                 cache[i] = t[:n]
+        if self.held is not None:
+            self._hold([self.held[k] for k in rows])
         self._place([self.windows[k] for k in rows])
+
+    def take_back(self, counts: list[int]) -> None:
+        """Forget each row's last `counts[k]` tokens: the next step writes over them."""
+        held = self.held or [self.length] * len(counts)
+        self._hold([h - c for h, c in zip(held, counts, strict=True)])
+
+    def _hold(self, held: list[int]) -> None:
+        self.length = max(held)
+        self.held = None if min(held) == self.length else held
 
     def step(self, ids: torch.Tensor) -> torch.Tensor:
         """Feed each row its next tokens (rows, n): several only as a row's first tokens.
         Returns the final hidden states (rows, n, width): see `logits`."""
         start, n = self.length, ids.shape[1]
-        if n > 1 and start:
-            raise ValueError("several tokens at once only as the first ones")
+        if self.held is not None or (n > 1 and start):
+            return self._ragged_step(ids)
         dec = self.decoder
         h = dec.embed_tokens(ids) + dec.embed_positions.weight[start:start + n]
         for i, layer in enumerate(dec.layers):
@@ -108,6 +126,28 @@ class StepDecoder:
             x = layer.final_layer_norm(h)
             h = h + layer.fc2(layer.activation_fn(layer.fc1(x)))
         self.length = start + n
+        return dec.layer_norm(h)
+
+    def _ragged_step(self, ids: torch.Tensor) -> torch.Tensor:
+        """`step` where rows hold unequal numbers of tokens, or a row is fed several after its
+        first: each row's tokens go to its own next positions, each attends to its own."""
+        rows, n = ids.shape
+        dec = self.decoder
+        held = torch.tensor(self.held or [self.length] * rows, device=ids.device)
+        at = held[:, None] + torch.arange(n, device=ids.device)  # (rows, n) cache positions
+        if int(at.max()) >= self.keys[0].shape[2]:
+            raise ValueError("more tokens than the decoder state has room for")
+        positions = dec.embed_positions.weight
+        # A padding token past the model's positions (its output is never read) takes the last.
+        h = dec.embed_tokens(ids) + positions[at.clamp(max=positions.shape[0] - 1)]
+        end = int(at.max()) + 1
+        mask = (torch.arange(end, device=ids.device) <= at[:, :, None])[:, None]  # (rows, 1, n, end)
+        for i, layer in enumerate(dec.layers):
+            h = h + self._masked_self_attention(i, layer, layer.self_attn_layer_norm(h), at, mask)
+            h = h + self._cross_attention(i, layer, layer.encoder_attn_layer_norm(h))
+            x = layer.final_layer_norm(h)
+            h = h + layer.fc2(layer.activation_fn(layer.fc1(x)))
+        self._hold((held + n).tolist())
         return dec.layer_norm(h)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -133,6 +173,19 @@ class StepDecoder:
         self.values[i][:, :, start:end] = self._split(attn.v_proj(x))
         out = F.scaled_dot_product_attention(q, self.keys[i][:, :, :end], self.values[i][:, :, :end],
                                              is_causal=end > 1 and start == 0, scale=1.0)
+        return attn.out_proj(out.transpose(1, 2).reshape(x.shape))
+
+    def _masked_self_attention(self, i: int, layer: Any, x: torch.Tensor, at: torch.Tensor,
+                               mask: torch.Tensor) -> torch.Tensor:
+        attn = layer.self_attn
+        rows, n, _ = x.shape
+        q = self._split(attn.q_proj(x) * attn.scaling)
+        index = torch.arange(rows, device=x.device)[:, None]
+        self.keys[i][index, :, at] = attn.k_proj(x).view(rows, n, self.heads, self.width)
+        self.values[i][index, :, at] = attn.v_proj(x).view(rows, n, self.heads, self.width)
+        end = mask.shape[-1]
+        out = F.scaled_dot_product_attention(q, self.keys[i][:, :, :end], self.values[i][:, :, :end],
+                                             attn_mask=mask, scale=1.0)
         return attn.out_proj(out.transpose(1, 2).reshape(x.shape))
 
     def _cross_attention(self, i: int, layer: Any, x: torch.Tensor) -> torch.Tensor:
