@@ -56,6 +56,8 @@ class Sizes:
     whisper_items: int  # the LibriVox clips (5 in pocketsphinx-testdata) cycled to this many
     whisper_random_tokens: int  # random Whisper weights: one greedy pass of this many tokens
     faster_whisper_compute: str
+    loop_items: int = 5  # LibriVox clips read as Hebrew (repetition loops), decoded together
+    loop_temperatures: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 
 
 def sizes(dry_run: bool) -> Sizes:
@@ -66,6 +68,7 @@ def sizes(dry_run: bool) -> Sizes:
                      llm_new_tokens=2, whisper_large=WHISPER_TINY_V3, whisper_batch=4,
                      whisper_items=2,
                      whisper_random_tokens=8, faster_whisper_compute="float32",
+                     loop_items=1, loop_temperatures=(0.0,),
                      llm_shapes={"llama-avsr-tiny": {"family": "llama-avsr", "llm": "tiny"},
                                  "salmonn-tiny": {"family": "salmonn", "llm": "tiny"}})
     return Sizes(device="cuda", float_quant="bf16", batches=(1, 8, 32), llm_items=32,
@@ -275,6 +278,50 @@ def whisper_torch_rows(name: str, sz: Sizes, work: Path, carried: Path) -> list[
              "precision": dtype, "batch": sz.whisper_batch, "peak MB": peak / 2**20,
              "RTFx": audio_s / wall, "WER %": _wer(wer, items, texts) if real else "n/a (random)",
              "seconds": wall + load_s}]
+
+
+def whisper_loops_rows(name: str, sz: Sizes, work: Path, carried: Path) -> list[dict]:
+    """The torch engine on LibriVox clips read as Hebrew, which run into repetition loops and
+    fall back through the temperatures: seconds and decoder passes with repetition-loop
+    drafts and without (whisper_torch.DRAFT_TOKENS), and whether the tokens agree."""
+    import torch
+
+    import speechkit.models.whisper_torch as engine
+    from speechkit.models.registry import RuntimeOptions, load_model
+
+    source, real = whisper_source(name, sz, work, carried)
+    cuda = sz.device.startswith("cuda")
+    dtype = "float16" if cuda else "float32"
+    model = load_model(source, RuntimeOptions(device=sz.device, dtype=dtype, engine="torch"))
+    audios = [a for _, a, _ in clips(librivox_dir(carried))[:sz.loop_items]]
+    dec = model.decoder
+    prompt = dec.tok.prompt("he", "transcribe") if dec.tok.languages else dec.tok.prompt(None, "")
+    passes = [0]
+    hook = model.model.model.decoder.embed_tokens.register_forward_hook(
+        lambda *_: passes.__setitem__(0, passes[0] + 1))
+    rows, tokens, drafts = [], [], engine.DRAFT_TOKENS
+    try:
+        for n_draft in (drafts, 0):
+            engine.DRAFT_TOKENS, passes[0] = n_draft, 0
+            with torch.inference_mode():
+                enc = dec.encode(model.features(audios).to(sz.device, dtype=model.dtype))
+                if cuda:
+                    torch.cuda.synchronize()
+                start = time.perf_counter()
+                out = dec.decode(enc, [prompt] * len(audios), 1, 224, temperatures=sz.loop_temperatures)
+                if cuda:
+                    torch.cuda.synchronize()
+            wall = time.perf_counter() - start
+            tokens.append([d.tokens for d in out])
+            rows.append({"model": f"{whisper_label(name, sz)}{'' if real else ' (random weights)'}, "
+                                  f"read as Hebrew, drafts {'on' if n_draft else 'off'}: "
+                                  f"{passes[0]} decoder passes",
+                         "precision": dtype, "batch": len(audios), "seconds": wall})
+    finally:
+        engine.DRAFT_TOKENS = drafts
+        hook.remove()
+    rows[0]["status"] = "ok" if tokens[0] == tokens[1] else "ok; tokens differ from drafts off"
+    return rows
 
 
 def faster_whisper_rows(name: str, sz: Sizes, work: Path, carried: Path) -> list[dict]:

@@ -97,6 +97,10 @@ def test_dry_run_runs_every_step_and_writes_the_table(tmp_path: Path, testdata: 
     large = by_step["whisper-torch large-v3"][0]
     assert large["status"] == "ok" and large["WER %"] == "n/a (random)"
     assert float(large["RTFx"]) > 0
+    loops = by_step["whisper-torch loops"]
+    assert [r["status"] for r in loops] == ["ok", "ok"]  # the same tokens with drafts and without
+    on, off = (int(r["model"].split(": ")[1].split()[0]) for r in loops)
+    assert on < off  # the loop took fewer decoder passes with drafts
     for size in ("base", "large-v3"):  # faster-whisper is the `bench` extra, not the test one
         fw = by_step[f"faster-whisper {size}"][0]
         assert fw["status"] == "ok" or fw["status"].startswith("not installed"), fw
