@@ -35,6 +35,8 @@ class _Prepared:
     hyps: list = field(default_factory=list)  # one Hypothesis per span, as they are decoded
     key: str = ""  # what its pieces' text depends on (journal.piece_key), for files cut in pieces
     extras: dict[str, Any] = field(default_factory=dict)  # recorded in the result (lip crops)
+    # each VAD piece's speech regions (item time): Whisper decodes one it jumped over on its own
+    speech: list[tuple[tuple[float, float], ...]] = field(default_factory=list)
 
 
 def check_item(item: Item, model: SpeechModel, task: str) -> str | None:
@@ -91,10 +93,10 @@ def cut_inputs(item: Item, inputs: Inputs, model: SpeechModel,
         return _Prepared(item, duration, note="silent: no speech to transcribe", extras=extras)
     if duration <= model.max_input_s:
         return _Prepared(item, duration, [(0.0, duration)], inputs, note, extras=extras)
-    spans = [(s.start, s.end) for s in split_long_audio(audio, max_s=model.max_input_s,
-                                                        sample_rate=SAMPLE_RATE)]
-    note = note or (None if spans else "no speech detected by the voice activity detector")
-    return _Prepared(item, duration, spans, inputs, note, extras=extras)
+    cut = split_long_audio(audio, max_s=model.max_input_s, sample_rate=SAMPLE_RATE)
+    note = note or (None if cut else "no speech detected by the voice activity detector")
+    return _Prepared(item, duration, [(s.start, s.end) for s in cut], inputs, note, extras=extras,
+                     speech=[s.speech for s in cut])
 
 
 def _decode_audio_streams(item: Item, need: frozenset[str], recordings: DecodedRecordings) -> Inputs:

@@ -242,6 +242,7 @@ class Transcriber:
         kwargs: dict[str, Any] = {}
         if "condition_on_previous_text" in self.model.uses:  # Whisper: VAD pieces, prompts
             kwargs["speech_to_end"] = [len(p.spans) > 1 for p, _ in batch]
+            kwargs["speech"] = [_piece_speech(p, k) for p, k in batch]
             if self.conditioned:
                 kwargs["previous"] = [previous_text(p, k) for p, k in batch]
         try:
@@ -333,6 +334,14 @@ def previous_text(p: _Prepared, k: int) -> str | None:
             or (before.extras.get("temperature") or 0.0) > PROMPT_RESET_TEMPERATURE:
         return None
     return before.text or None
+
+
+def _piece_speech(p: _Prepared, k: int) -> list[tuple[float, float]] | None:
+    """The k-th piece's VAD speech regions, in seconds from the piece's start, or None."""
+    if len(p.spans) < 2 or k >= len(p.speech) or not p.speech[k]:
+        return None
+    start = p.spans[k][0]
+    return [(s - start, e - start) for s, e in p.speech[k]]
 
 
 def _piece(p: _Prepared, k: int) -> Inputs:

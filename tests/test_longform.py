@@ -257,7 +257,7 @@ def test_a_loop_that_survives_every_temperature_is_flagged(random_whisper, testd
     clip = decode_audio(_read_speech(testdata)[0][0])
     loop = Decoded(tokens=[TB, *([440] * 60)], avg_logprob=-0.1, compression_ratio=9.0,
                    no_speech_prob=0.0, temperature=1.0, truncated=True)
-    hyp = random_whisper._hypothesis([(0.0, loop)], "en", clip, DecodeOptions())
+    hyp = random_whisper._hypothesis([(0.0, loop, len(clip) / 16000)], "en", clip, DecodeOptions())
     assert "repetition loop" in hyp.extras["warning"] and hyp.text
 
 

@@ -175,6 +175,21 @@ def test_merge_joins_close_regions_cuts_long_ones_and_breaks_at_long_gaps():
         Span(30.0, 40.0),  # a 25 s region is cut hard at max_s
         Span(40.0, 45.0),
     ]
+    merged = vad._merge(regions, max_s=10.0, total_s=50.0)
+    assert [s.speech for s in merged] == [((0.0, 4.0), (5.0, 9.0)), ((9.5, 12.0),), ((20.0, 30.0),),
+                                          ((30.0, 40.0),), ((40.0, 45.0),)]
+
+
+def test_each_span_keeps_the_speech_regions_it_was_joined_from(speech_with_gaps):
+    """Whisper checks its decoding of a piece reaches each of them (`missed_speech`)."""
+    audio, _ = speech_with_gaps
+    spans = split_long_audio(audio, max_s=30.0)
+    for s in spans:
+        assert s.speech, s
+        assert s.start == s.speech[0][0] and s.end == s.speech[-1][1]
+        for (a, b), (c, d) in pairwise(s.speech):
+            assert a < b <= c < d  # in order, apart
+    assert sum(len(s.speech) for s in spans) > len(spans)  # pauses inside a span are kept
 
 
 def test_concurrent_callers_get_the_same_spans(speech_with_gaps):

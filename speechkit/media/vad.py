@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -29,10 +29,13 @@ _vad_lock = threading.Lock()  # one Silero pass at a time, and the model loaded 
 
 @dataclass(frozen=True)
 class Span:
-    """A stretch of audio in seconds from the start of the item."""
+    """A stretch of audio in seconds from the start of the item. A span joined from VAD
+    speech regions keeps them in `speech` (padded, in item time); Whisper checks its decoding
+    reaches each one (`missed_speech`)."""
 
     start: float
     end: float
+    speech: tuple[tuple[float, float], ...] = field(default=(), compare=False)
 
     @property
     def duration(self) -> float:
@@ -98,15 +101,15 @@ def _merge(regions: list[Span], max_s: float, total_s: float) -> list[Span]:
     for r in regions:  # a region the VAD could not cut short enough is cut hard at max_s
         start, end = max(0.0, r.start), min(total_s, r.end)
         while end - start > max_s:
-            pieces.append(Span(start, start + max_s))
+            pieces.append(Span(start, start + max_s, ((start, start + max_s),)))
             start += max_s
         if end > start:
-            pieces.append(Span(start, end))
+            pieces.append(Span(start, end, ((start, end),)))
     spans: list[Span] = []
     for p in pieces:
         last = spans[-1] if spans else None
         if last and p.start - last.end <= MAX_GAP_S and p.end - last.start <= max_s:
-            spans[-1] = Span(last.start, p.end)
+            spans[-1] = Span(last.start, p.end, last.speech + p.speech)
         else:
             spans.append(p)
     return spans

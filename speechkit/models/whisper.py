@@ -18,10 +18,11 @@ from speechkit.models.whisper_decode import (
     Decoded,
     WhisperTokens,
     last_timestamp,
+    missed_speech,
     resume_point,
     split_segments,
 )
-from speechkit.models.whisper_words import TimedWord, align_words, fit_word_times
+from speechkit.models.whisper_words import NO_SPACE_LANGUAGES, TimedWord, align_words, fit_word_times
 from speechkit.tasks import WHISPER_TASKS, find_task
 
 if TYPE_CHECKING:  # torch is imported when the torch engine loads: the CTranslate2 one runs without it
@@ -184,14 +185,17 @@ class WhisperModel(SpeechModel):
                  prompts: list[str | None] | None = None,
                  languages: list[str | None] | None = None,
                  previous: list[str | None] | None = None,
-                 speech_to_end: list[bool] | None = None) -> list[Hypothesis]:
+                 speech_to_end: list[bool] | None = None,
+                 speech: list[list[tuple[float, float]] | None] | None = None) -> list[Hypothesis]:
         """Decode each clip (at most 30 s) with timestamps and openai-whisper's fallback.
 
         `languages` gives a clip's language when the caller knows it (e.g. detected once for
         a long file); otherwise `options.language`, otherwise it is detected from the clip.
         `previous`: the text of the piece before each clip (a long file's pieces), which the
         clip's prompt then carries after <|startofprev|>. `speech_to_end`: the clips that
-        are VAD pieces, holding speech up to their end (see UNDECODED_TAIL_S).
+        are VAD pieces, holding speech up to their end (see UNDECODED_TAIL_S). `speech`: a VAD
+        piece's speech regions (s from its start); one its segments jumped over is decoded on
+        its own (`missed_speech`).
         """
         options = self.resolve(options)
         self._check(options)
@@ -207,20 +211,23 @@ class WhisperModel(SpeechModel):
             for i, (lang, _) in zip(unknown, self.decoder.detect_language(enc[unknown]), strict=True):
                 langs[i] = lang
         before = [self.text_ids(t) if t and t.strip() else [] for t in previous or [None] * len(audios)]
+        first = list(before)
         windows = self._decode_windows(enc, audios, langs, options, before,
                                        speech_to_end or [False] * len(audios))
+        if speech and any(speech):
+            self._decode_missed(audios, langs, options, first, speech, windows)
         return [self._hypothesis(parts, lang, a, options)
                 for parts, lang, a in zip(windows, langs, audios, strict=True)]
 
     def _decode_windows(self, enc: torch.Tensor, audios: list[np.ndarray], langs: list[str],
                         options: DecodeOptions, before: list[list[int]], to_end: list[bool]
-                        ) -> list[list[tuple[float, Decoded]]]:
+                        ) -> list[list[tuple[float, Decoded, float]]]:
         """Decode each clip, prompted with the token ids `before` it; a clip whose decoding
         stopped before its end (see `resume_point`; a VAD piece: see UNDECODED_TAIL_S) is
         decoded again from there, prompted with its text so far too when conditioning (none
-        after text decoded hot). Returns (offset s, decoding) parts per clip."""
+        after text decoded hot). Returns (offset s, decoding, end s) parts per clip."""
         tok = self.decoder.tok
-        parts: list[list[tuple[float, Decoded]]] = [[] for _ in audios]
+        parts: list[list[tuple[float, Decoded, float]]] = [[] for _ in audios]
         todo = [(i, 0.0) for i in range(len(audios))]
         for _ in range(MAX_RESUMES + 1):
             prompt_ids = [tok.conditioned(before[i], tok.prompt(langs[i], options.task))
@@ -231,7 +238,7 @@ class WhisperModel(SpeechModel):
                 d.tokens, resume = resume_point(d.tokens, tok.timestamp_begin)
                 if options.word_timestamps:
                     d.states = enc[k]  # the word-timing pass reuses this window's encoding
-                parts[i].append((offset, d))
+                parts[i].append((offset, d, len(audios[i]) / SAMPLE_RATE))
                 left_s = len(audios[i]) / SAMPLE_RATE - offset
                 if resume is None and to_end[i] and not d.is_silence() \
                         and (end := last_timestamp(d.tokens, tok.timestamp_begin)) is not None \
@@ -249,19 +256,48 @@ class WhisperModel(SpeechModel):
             enc = self._encode(clips)
         return parts
 
-    def _hypothesis(self, parts: list[tuple[float, Decoded]], language: str, audio: np.ndarray,
-                    options: DecodeOptions) -> Hypothesis:
+    def _decode_missed(self, audios: list[np.ndarray], langs: list[str], options: DecodeOptions,
+                       before: list[list[int]], speech: list[list[tuple[float, float]] | None],
+                       parts: list[list[tuple[float, Decoded, float]]]) -> None:
+        """Decode on its own each stretch of a VAD piece's speech that its segments jumped
+        over (`missed_speech`), prompted as the piece was; adds (start, decoding, end) parts.
+        A piece judged silence is left as it is."""
+        tok = self.decoder.tok
+        todo = []
+        for i, regions in enumerate(speech):
+            if not regions or any(d.is_silence(options.no_speech_threshold) for _, d, _ in parts[i]):
+                continue
+            covered = [(off + s, off + e) for off, d, end in parts[i]
+                       for s, e, _ in split_segments(d.tokens, tok.timestamp_begin, end - off)]
+            todo += [(i, s, e) for s, e in missed_speech(covered, regions)[:MAX_RESUMES]]
+        if not todo:
+            return
+        clips = [audios[i][int(round(s * SAMPLE_RATE)):int(round(e * SAMPLE_RATE))] for i, s, e in todo]
+        enc = self._encode(clips)
+        prompts = [tok.conditioned(before[i], tok.prompt(langs[i], options.task)) for i, _, _ in todo]
+        decoded = self.decoder.decode(enc, prompts, options.beam_size, options.max_new_tokens)
+        for k, ((i, s, e), d) in enumerate(zip(todo, decoded, strict=True)):
+            d.tokens, _ = resume_point(d.tokens, tok.timestamp_begin)
+            if options.word_timestamps:
+                d.states = enc[k]
+            parts[i].append((s, d, e))
+
+    def _hypothesis(self, parts: list[tuple[float, Decoded, float]], language: str,
+                    audio: np.ndarray, options: DecodeOptions) -> Hypothesis:
+        """One clip's result from its parts (offset s, decoding, end s): the window, the rests
+        decoded on from a resume point, then any missed speech (`_decode_missed`), whose
+        segments go in among the others by time."""
         tok = self.processor.tokenizer
         tb = self.decoder.tok.timestamp_begin
         duration_s = len(audio) / SAMPLE_RATE
         segments: list[Segment] = []
         texts, warnings = [], []
-        for offset, d in parts:
+        for offset, d, end in parts:
             if d.is_silence(options.no_speech_threshold):
                 continue
-            found = [(s, e, ids, text) for s, e, ids in split_segments(d.tokens, tb, duration_s - offset)
+            found = [(s, e, ids, text) for s, e, ids in split_segments(d.tokens, tb, end - offset)
                      if (text := tok.decode(ids).strip())]
-            words = self._words(d, duration_s, offset, language, options, found)
+            words = self._words(d, end, offset, language, options, found)
             for k, (s, e, _, text) in enumerate(found):
                 segments.append(Segment(s, e, text, words[k] if words else None
                                         ).shifted(offset, duration_s))
@@ -271,19 +307,22 @@ class WhisperModel(SpeechModel):
                                 f"even at temperature {d.temperature}")
             elif d.truncated:
                 warnings.append("stopped at --max-new-tokens before the end of the window")
+        text = " ".join(t for t in texts if t)
+        if any(end < duration_s for _, _, end in parts):  # missed speech went in between
+            segments.sort(key=lambda seg: seg.start)
+            text = ("" if language in NO_SPACE_LANGUAGES else " ").join(seg.text for seg in segments)
         if options.word_timestamps:
             segments = fit_word_times(segments)
         first = parts[0][1]
         extras: dict[str, Any] = {"avg_logprob": round(first.avg_logprob, 4),
                                   "compression_ratio": round(first.compression_ratio, 3),
                                   "no_speech_prob": round(first.no_speech_prob, 4),
-                                  "temperature": max(d.temperature for _, d in parts)}
-        if all(d.is_silence(options.no_speech_threshold) for _, d in parts):
+                                  "temperature": max(d.temperature for _, d, _ in parts)}
+        if all(d.is_silence(options.no_speech_threshold) for _, d, _ in parts):
             extras["no_speech"] = True
         if warnings:
             extras["warning"] = "; ".join(warnings)
-        return Hypothesis(text=" ".join(t for t in texts if t), language=language,
-                          segments=segments, extras=extras)
+        return Hypothesis(text=text, language=language, segments=segments, extras=extras)
 
     def _words(self, d: Decoded, duration_s: float, offset: float, language: str,
                options: DecodeOptions, found: list[tuple[float, float, list[int], str]]

@@ -324,13 +324,14 @@ class Ct2WhisperModel(WhisperModel):
                  prompts: list[str | None] | None = None,
                  languages: list[str | None] | None = None,
                  previous: list[str | None] | None = None,
-                 speech_to_end: list[bool] | None = None) -> list[Hypothesis]:
+                 speech_to_end: list[bool] | None = None,
+                 speech: list[list[tuple[float, float]] | None] | None = None) -> list[Hypothesis]:
         def pick(values: list | None, rows: list[int]) -> list | None:
             return None if values is None else [values[i] for i in rows]
 
         return self._by_window(batch, lambda rows: super(Ct2WhisperModel, self).generate(
             [batch[i] for i in rows], options, pick(prompts, rows), pick(languages, rows),
-            pick(previous, rows), pick(speech_to_end, rows)))
+            pick(previous, rows), pick(speech_to_end, rows), pick(speech, rows)))
 
     def _align(self, states: np.ndarray, prompt: list[int], text_tokens: list[int], clip_s: float,
                language: str) -> list[TimedWord]:

@@ -28,6 +28,8 @@ MAX_INITIAL_TIMESTAMP_INDEX = 50  # the first timestamp is at most 1.0 s (openai
 SAMPLING_SEED = 0  # fallback sampling is seeded per row: reruns give the same text
 MAX_PREVIOUS_TOKENS = 223  # previous text kept in a prompt: n_text_ctx // 2 - 1 (openai-whisper)
 PROMPT_RESET_TEMPERATURE = 0.5  # text decoded hotter than this prompts nothing (openai-whisper)
+MISSED_SPEECH_S = 1.0  # s; a VAD piece's speech its segments jumped over is decoded from this long
+MISSED_OVERLAP = 0.25  # a speech region overlapped by segments for at most this share counts as missed
 
 
 @dataclass(frozen=True)
@@ -159,3 +161,36 @@ def split_segments(tokens: list[int], timestamp_begin: int, duration_s: float
     if text:  # a last segment without its closing timestamp runs to the end of the window
         segments.append((start or 0.0, duration_s, text))
     return segments
+
+
+def missed_speech(covered: list[tuple[float, float]], speech: list[tuple[float, float]],
+                  min_s: float = MISSED_SPEECH_S) -> list[tuple[float, float]]:
+    """Stretches of a VAD piece's speech regions (s) that its decoded segments (`covered`)
+    jumped over, in time order: Whisper sometimes leaves out a sentence in mid-window (its
+    next timestamp lies past it), which no resume point shows.
+
+    A region counts as missed when segments overlap at most MISSED_OVERLAP of it (its VAD
+    padding may reach under a neighbour); missed regions with no segment between them are
+    joined; each stretch is trimmed to where the segments around it end and start, and kept
+    when at least `min_s` long."""
+    def overlap(s: float, e: float) -> float:
+        return sum(max(0.0, min(e, ce) - max(s, cs)) for cs, ce in covered)
+
+    joined: list[tuple[float, float]] = []
+    for s, e in sorted(speech):
+        if e <= s or overlap(s, e) > MISSED_OVERLAP * (e - s):
+            continue
+        if joined and overlap(joined[-1][1], s) == 0.0:
+            joined[-1] = (joined[-1][0], max(e, joined[-1][1]))
+        else:
+            joined.append((s, e))
+    out = []
+    for s, e in joined:
+        for cs, ce in covered:
+            if cs <= s < ce:
+                s = ce
+            if cs < e <= ce:
+                e = cs
+        if e - s >= min_s:
+            out.append((s, e))
+    return out
