@@ -308,7 +308,8 @@ class WhisperModel(SpeechModel):
             elif d.truncated:
                 warnings.append("stopped at --max-new-tokens before the end of the window")
         text = " ".join(t for t in texts if t)
-        if any(end < duration_s for _, _, end in parts):  # missed speech went in between
+        if any(end < duration_s and not d.is_silence(options.no_speech_threshold)
+               for _, d, end in parts):  # missed speech went in between
             segments.sort(key=lambda seg: seg.start)
             text = ("" if language in NO_SPACE_LANGUAGES else " ").join(seg.text for seg in segments)
         if options.word_timestamps:
