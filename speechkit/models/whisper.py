@@ -211,11 +211,11 @@ class WhisperModel(SpeechModel):
             for i, (lang, _) in zip(unknown, self.decoder.detect_language(enc[unknown]), strict=True):
                 langs[i] = lang
         before = [self.text_ids(t) if t and t.strip() else [] for t in previous or [None] * len(audios)]
-        first = list(before)
+        prompted = list(before)  # _decode_windows extends `before` with text when conditioning
         windows = self._decode_windows(enc, audios, langs, options, before,
                                        speech_to_end or [False] * len(audios))
         if speech and any(speech):
-            self._decode_missed(audios, langs, options, first, speech, windows)
+            self._decode_missed(audios, langs, options, prompted, speech, windows)
         return [self._hypothesis(parts, lang, a, options)
                 for parts, lang, a in zip(windows, langs, audios, strict=True)]
 
@@ -230,14 +230,9 @@ class WhisperModel(SpeechModel):
         parts: list[list[tuple[float, Decoded, float]]] = [[] for _ in audios]
         todo = [(i, 0.0) for i in range(len(audios))]
         for _ in range(MAX_RESUMES + 1):
-            prompt_ids = [tok.conditioned(before[i], tok.prompt(langs[i], options.task))
-                          for i, _ in todo]
-            decoded = self.decoder.decode(enc, prompt_ids, options.beam_size, options.max_new_tokens)
+            decoded = self._decode_rows(enc, [i for i, _ in todo], langs, before, options)
             again = []
-            for k, ((i, offset), d) in enumerate(zip(todo, decoded, strict=True)):
-                d.tokens, resume = resume_point(d.tokens, tok.timestamp_begin)
-                if options.word_timestamps:
-                    d.states = enc[k]  # the word-timing pass reuses this window's encoding
+            for (i, offset), (d, resume) in zip(todo, decoded, strict=True):
                 parts[i].append((offset, d, len(audios[i]) / SAMPLE_RATE))
                 left_s = len(audios[i]) / SAMPLE_RATE - offset
                 if resume is None and to_end[i] and not d.is_silence() \
@@ -256,6 +251,22 @@ class WhisperModel(SpeechModel):
             enc = self._encode(clips)
         return parts
 
+    def _decode_rows(self, enc: Any, rows: list[int], langs: list[str], before: list[list[int]],
+                     options: DecodeOptions) -> list[tuple[Decoded, float | None]]:
+        """Decode each row of `enc`, the clip `rows[k]`, prompted with its language and the
+        token ids `before` it: each decoding cut at its resume point (`resume_point`), and
+        the resume time or None."""
+        tok = self.decoder.tok
+        prompts = [tok.conditioned(before[i], tok.prompt(langs[i], options.task)) for i in rows]
+        out = []
+        for k, d in enumerate(self.decoder.decode(enc, prompts, options.beam_size,
+                                                  options.max_new_tokens)):
+            d.tokens, resume = resume_point(d.tokens, tok.timestamp_begin)
+            if options.word_timestamps:
+                d.states = enc[k]  # the word-timing pass reuses this window's encoding
+            out.append((d, resume))
+        return out
+
     def _decode_missed(self, audios: list[np.ndarray], langs: list[str], options: DecodeOptions,
                        before: list[list[int]], speech: list[list[tuple[float, float]] | None],
                        parts: list[list[tuple[float, Decoded, float]]]) -> None:
@@ -273,13 +284,8 @@ class WhisperModel(SpeechModel):
         if not todo:
             return
         clips = [audios[i][int(round(s * SAMPLE_RATE)):int(round(e * SAMPLE_RATE))] for i, s, e in todo]
-        enc = self._encode(clips)
-        prompts = [tok.conditioned(before[i], tok.prompt(langs[i], options.task)) for i, _, _ in todo]
-        decoded = self.decoder.decode(enc, prompts, options.beam_size, options.max_new_tokens)
-        for k, ((i, s, e), d) in enumerate(zip(todo, decoded, strict=True)):
-            d.tokens, _ = resume_point(d.tokens, tok.timestamp_begin)
-            if options.word_timestamps:
-                d.states = enc[k]
+        decoded = self._decode_rows(self._encode(clips), [i for i, _, _ in todo], langs, before, options)
+        for (i, s, e), (d, _) in zip(todo, decoded, strict=True):
             parts[i].append((s, d, e))
 
     def _hypothesis(self, parts: list[tuple[float, Decoded, float]], language: str,
